@@ -1,0 +1,118 @@
+"""LAMBADA top-N accuracy and perplexity, with the original demo's definitions.
+
+Per sample the last N tokens are targets and the rest is context; logits are
+teacher-forced. Top-n accuracy averages over samples and tokens; token and
+sequence perplexity are exp of the mean over samples of the mean cross-entropy
+over targets / over every position after the first.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from NNDF.backends import Backend
+from NNDF.config import RunConfig
+from NNDF.errors import UsageError
+from NNDF.family import LoadedModel
+from NNDF.generation import log_softmax
+from NNDF.progress import progress
+from NNDF.tokenizer import DATA_DIR
+
+SHIPPED_SAMPLE = DATA_DIR / "lambada_sample.jsonl"
+
+
+def load_texts(path: Path | None, num_samples: int) -> list[str]:
+    if path is None:
+        return _hub_lambada(num_samples)
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"cannot read --dataset-path {path}: {getattr(e, 'strerror', None) or e}",
+                         "pass a readable UTF-8 JSONL file") from None
+    texts = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            texts.append(str(json.loads(line)["text"]))
+        except (ValueError, KeyError, TypeError):
+            raise UsageError(f"{path} line {number} is not a JSON object with a \"text\" field",
+                             "use LAMBADA's format: one {\"text\": ...} object per line") from None
+    if not texts:
+        raise UsageError(f"{path} holds no samples")
+    return texts[:num_samples]
+
+
+def _hub_lambada(num_samples: int) -> list[str]:
+    try:
+        from datasets import load_dataset
+
+        data = load_dataset("lambada", split="test")
+        return [row["text"] for row in data.select(range(min(num_samples, len(data))))]
+    except Exception:  # no datasets package, no network, or no hub: all mean the same to the user
+        raise UsageError("could not load LAMBADA from the HuggingFace hub",
+                         f"pass --dataset-path (a sample ships at {SHIPPED_SAMPLE})") from None
+
+
+def teacher_forced_sequence(loaded: LoadedModel, text: str, n_targets: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """(sequence whose tokens are scored, encoder input or None).
+
+    Encoder-decoder models read the context and are scored on the whole text
+    behind the decoder start token, with the final EOS left out, as the original demo did.
+    """
+    tok = loaded.tokenizer
+    ids = tok(text, truncation=True, max_length=loaded.max_positions)["input_ids"]
+    if not loaded.model.config.is_encoder_decoder:
+        return np.asarray(ids, np.int64), None
+    eos = loaded.generation_defaults["eos_token_id"]
+    if ids and ids[-1] == eos:
+        ids = ids[:-1]
+    start = loaded.generation_defaults["decoder_start_token_id"]
+    encoder = ids[:-n_targets] + ([eos] if eos is not None else [])
+    return np.asarray([start] + ids, np.int64), np.asarray(encoder, np.int64)
+
+
+def score_sample(logits: np.ndarray, seq: np.ndarray, n_targets: int, top_ns: list[int]) -> dict:
+    """logits[k] predicts seq[k + 1]."""
+    logp = log_softmax(logits[:-1])
+    nll = -logp[np.arange(len(seq) - 1), seq[1:]]
+    predicted = logits[len(seq) - 1 - n_targets: len(seq) - 1]
+    targets = seq[-n_targets:]
+    ranks = (predicted > predicted[np.arange(n_targets), targets][:, None]).sum(axis=1)  # 0 = best
+    return {"hits": {n: float(np.mean(ranks < n)) for n in top_ns},
+            "target_nll": float(nll[-n_targets:].mean()), "seq_nll": float(nll.mean())}
+
+
+def evaluate(backend: Backend, loaded: LoadedModel, texts: list[str], n_targets: int, top_ns: list[int]) -> dict:
+    per_sample = []
+    for text in progress(texts, f"accuracy [{backend.name}]"):
+        seq, encoder = teacher_forced_sequence(loaded, text, n_targets)
+        if len(seq) <= n_targets + 1:
+            raise UsageError(f"a sample has only {len(seq)} tokens, too few for {n_targets} targets",
+                             "lower --tokens-to-generate or use longer texts")
+        if encoder is None:
+            logits = backend.logits(seq[None], np.ones((1, len(seq)), np.int64))[0]
+        else:
+            logits = backend.logits(encoder[None], np.ones((1, len(encoder)), np.int64), seq[None])[0]
+        per_sample.append(score_sample(logits, seq, n_targets, top_ns))
+    return {
+        "top_n": {str(n): float(np.mean([s["hits"][n] for s in per_sample])) for n in top_ns},
+        "token_perplexity": float(np.exp(np.mean([s["target_nll"] for s in per_sample]))),
+        "seq_perplexity": float(np.exp(np.mean([s["seq_nll"] for s in per_sample]))),
+        "num_samples": len(per_sample),
+    }
+
+
+def run(cfg: RunConfig, loaded: LoadedModel, backends: list[Backend]) -> dict:
+    texts = load_texts(cfg.dataset_path, cfg.num_samples)
+    top_ns = sorted({1, 10, cfg.top_n})
+    results = {b.name: evaluate(b, loaded, texts, cfg.tokens_to_generate, top_ns) for b in backends}
+    print(f"LAMBADA accuracy, {len(texts)} samples, last {cfg.tokens_to_generate} tokens as targets")
+    for name, r in results.items():
+        tops = "  ".join(f"top{n}={r['top_n'][str(n)]:.4f}" for n in top_ns)
+        print(f"  {name:<11} {tops}  token_ppl={r['token_perplexity']:.4g}  seq_ppl={r['seq_perplexity']:.4g}")
+    return {"action": "accuracy", "num_samples": len(texts), "tokens_to_generate": cfg.tokens_to_generate,
+            "results": results}

@@ -1,0 +1,89 @@
+"""Latency with random prompts of a fixed length and a forced output length."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import numpy as np
+
+from NNDF.actions.common import settings_dict, table
+from NNDF.backends import Backend
+from NNDF.config import RunConfig
+from NNDF.errors import UsageError
+from NNDF.family import LoadedModel
+from NNDF.generation import GenerationOutput
+from NNDF.progress import status
+from NNDF.timing import measure, percentile
+
+
+def random_prompts(cfg: RunConfig, loaded: LoadedModel) -> tuple[np.ndarray, np.ndarray]:
+    config = loaded.model.config
+    needed = cfg.input_seq_len + (0 if config.is_encoder_decoder else cfg.generation.max_new_tokens)
+    if needed > loaded.max_positions:
+        raise UsageError(f"--input-seq-len {cfg.input_seq_len} with --output-seq-len {cfg.generation.max_new_tokens} "
+                         f"needs {needed} positions, but {loaded.variant} has {loaded.max_positions}",
+                         "lower one of them")
+    rng = np.random.default_rng(cfg.seed)
+    vocab = min(config.vocab_size, len(loaded.tokenizer))
+    specials = set(loaded.tokenizer.all_special_ids)
+    ids = rng.integers(0, vocab, size=(cfg.batch_size, cfg.input_seq_len), dtype=np.int64)
+    ids = np.where(np.isin(ids, list(specials)), (ids + 1) % vocab, ids)  # keep EOS/pad out of the prompt
+    return ids, np.ones_like(ids)
+
+
+def summarize(latencies: list[float], outputs: list[GenerationOutput], cfg: RunConfig, encoder_s: list[float]) -> dict:
+    pct = cfg.timing.percentiles
+    steps = [t for o in outputs for t in o.decode_step_s]
+    prefills = [o.prefill_s for o in outputs]
+    new_tokens = outputs[0].tokens.shape[1] if outputs else 0
+    per_pct = {}
+    for p in pct:
+        full = percentile(latencies, p)
+        per_pct[str(p)] = {"full_latency_s": full, "decoder_latency_s": percentile(steps, p),
+                           "prefill_latency_s": percentile(prefills, p),
+                           "tokens_per_second": cfg.batch_size * new_tokens / full if full > 0 else float("nan")}
+        if encoder_s:
+            per_pct[str(p)]["encoder_latency_s"] = percentile(encoder_s, p)
+    first = per_pct[str(pct[0])]
+    return {**first, "percentile": pct[0], "percentiles": per_pct, "new_tokens": new_tokens,
+            "iterations": len(latencies)}
+
+
+def run(cfg: RunConfig, loaded: LoadedModel, backends: list[Backend]) -> dict:
+    ids, mask = random_prompts(cfg, loaded)
+    results, tokens = {}, {}
+    for backend in backends:
+        with status(f"benchmarking {backend.name}"):
+            latencies, outputs = measure(lambda: backend.generate(ids, mask, cfg.generation), cfg.timing)
+        encoder_s = [o.encoder_s for o in outputs if getattr(o, "encoder_s", None) is not None]
+        results[backend.name] = summarize(latencies, outputs, cfg, encoder_s)
+        tokens[backend.name] = outputs[-1].tokens
+    reference = next(iter(tokens.values()))
+    for name, t in tokens.items():
+        results[name]["same_tokens_as_" + backends[0].name] = bool(np.array_equal(t, reference))
+
+    p = cfg.timing.percentiles[0]
+    print(f"benchmark: batch {cfg.batch_size}, {cfg.input_seq_len} input tokens, "
+          f"{cfg.generation.max_new_tokens} new tokens, cache {'on' if cfg.generation.use_cache else 'off'}, "
+          f"beams {cfg.generation.num_beams}, p{p} over {cfg.timing.iterations}+ iterations")
+    has_encoder = any("encoder_latency_s" in r for r in results.values())
+    headers = ["backend", "full (s)", "decoder step (ms)", "prefill (ms)", "tokens/s", "same tokens"]
+    if has_encoder:
+        headers.insert(2, "encoder (ms)")
+    rows = []
+    for name, r in results.items():
+        row = [name, f"{r['full_latency_s']:.4f}", f"{r['decoder_latency_s'] * 1e3:.2f}",
+               f"{r['prefill_latency_s'] * 1e3:.2f}", f"{r['tokens_per_second']:.1f}",
+               "yes" if r["same_tokens_as_" + backends[0].name] else "NO"]
+        if has_encoder:
+            row.insert(2, f"{r.get('encoder_latency_s', float('nan')) * 1e3:.2f}")
+        rows.append(row)
+    print(table(headers, rows))
+    if len(results) > 1:
+        base = results[backends[0].name]["full_latency_s"]
+        for name, r in list(results.items())[1:]:
+            print(f"{name} is {base / r['full_latency_s']:.2f}x {backends[0].name} end to end")
+    return {"action": "benchmark", "settings": {**settings_dict(cfg), "input_seq_len": cfg.input_seq_len,
+                                                "output_seq_len": cfg.generation.max_new_tokens,
+                                                "timing": asdict(cfg.timing)},
+            "results": results}

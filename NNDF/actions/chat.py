@@ -1,0 +1,51 @@
+"""Interactive prompts; with --compare every backend answers side by side."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from NNDF.actions.common import encode_batch, output_text
+from NNDF.backends import Backend
+from NNDF.config import RunConfig
+from NNDF.errors import UsageError
+from NNDF.family import LoadedModel
+
+EXIT_WORDS = {"exit", "quit"}
+
+
+def run(cfg: RunConfig, loaded: LoadedModel, backends: list[Backend], stdin=None) -> dict:
+    stdin = stdin or sys.stdin
+    if len(backends) > 1 and not cfg.chat_compare:
+        raise UsageError("chat with several backends needs --compare", "add --compare or list one backend")
+    print(f"chat with {loaded.variant} on {', '.join(b.name for b in backends)}; type 'exit' or press Ctrl-D to stop",
+          flush=True)
+    turns = []
+    try:
+        while True:
+            print("> ", end="", flush=True)
+            line = stdin.readline()
+            if not line or line.strip().lower() in EXIT_WORDS:
+                break
+            prompt = line.rstrip("\n")
+            if not prompt.strip():
+                continue
+            try:
+                ids, mask = encode_batch(loaded, [prompt], False, cfg.generation.max_new_tokens)
+            except UsageError as e:  # one bad prompt should not end the conversation
+                print(f"error: {e}", flush=True)
+                continue
+            turn = {"input": prompt, "outputs": {}}
+            for backend in backends:
+                start = time.perf_counter()
+                out = backend.generate(ids, mask, cfg.generation)
+                seconds = time.perf_counter() - start
+                text = output_text(loaded, prompt, out.tokens[0])
+                turn["outputs"][backend.name] = {"output": text, "seconds": seconds}
+                label = f"[{backend.name} {seconds * 1e3:.0f} ms] " if len(backends) > 1 else ""
+                print(f"{label}{text}", flush=True)
+            turns.append(turn)
+    except KeyboardInterrupt:
+        print("", flush=True)
+    print("bye", flush=True)
+    return {"action": "chat", "turns": turns}

@@ -1,0 +1,172 @@
+"""Command-line flags -> a validated RunConfig.
+
+All checks that can be made before any model is loaded are made here, so a
+mistake costs the user a second, not an export.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from NNDF.config import GenerationSettings, RunConfig, TimingSettings, TrtSettings
+from NNDF.errors import UsageError
+
+ACTIONS = ("accuracy", "benchmark", "chat", "run", "compare")
+BACKENDS = ("frameworks", "onnxrt", "trt")
+PREBUILT_GRAPHS = ("decoder", "encoder", "cache_generator")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse would print usage and exit; we want one line
+        raise UsageError(f"bad command line: {message}", "see `python run.py --help`")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="run.py", description="Export HuggingFace models to ONNX / TensorRT, then measure and compare them.")
+    p.add_argument("action", choices=ACTIONS)
+    p.add_argument("family", help="model family, e.g. GPT2, T5, BART")
+    p.add_argument("backends", nargs="*", help=f"one or more of {', '.join(BACKENDS)} (default: frameworks)")
+
+    g = p.add_argument_group("model")
+    g.add_argument("--variant", help="variant name (see --info); default: the family's tiny offline variant")
+    g.add_argument("--working-dir", default="./temp", help="where ONNX files and engines are cached")
+    g.add_argument("--torch-dir", type=Path, help="load a local HuggingFace checkpoint (config.json, weights, tokenizer)")
+    g.add_argument("--random-weights", action="store_true", help="real architecture of --variant with seeded random weights (offline)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--fp16", action="store_true", help="export and run a half-precision graph")
+    g.add_argument("--cleanup", action="store_true", help="delete this variant's cached ONNX files and engines first")
+    g.add_argument("--info", action="store_true", help="print the variant's architecture and artifact paths")
+    g.add_argument("--verbose", action="store_true")
+
+    g = p.add_argument_group("generation")
+    g.add_argument("--batch-size", type=int, default=1)
+    g.add_argument("--use-cache", action="store_true", help="use the KV cache (past key/values)")
+    g.add_argument("--num-beams", type=int, default=1)
+    g.add_argument("--use-mask", action="store_true", help="pad batched prompts on the left and pass an attention mask")
+    g.add_argument("--input-seq-len", type=int, default=128, help="benchmark: prompt length")
+    g.add_argument("--output-seq-len", type=int, default=None, help="new tokens to generate (benchmark: exactly this many)")
+    g.add_argument("--min-output-len", type=int, default=0, help="new tokens to generate before EOS may stop a sequence")
+
+    g = p.add_argument_group("accuracy")
+    g.add_argument("--num-samples", type=int, default=20)
+    g.add_argument("--tokens-to-generate", type=int, default=5)
+    g.add_argument("--topN", dest="top_n", type=int, default=2)
+    g.add_argument("--dataset-path", type=Path, help="local LAMBADA-format JSONL file (one {\"text\": ...} per line)")
+
+    g = p.add_argument_group("run / compare / chat")
+    g.add_argument("--checkpoint", type=Path, help="a checkpoint.toml of your own examples")
+    g.add_argument("--compare", action="store_true", help="chat: answer with every listed backend side by side")
+    g.add_argument("--image", type=Path, help="image file for image-to-text families")
+    g.add_argument("--save-output-fpath", type=Path, help="write the result as JSON here")
+
+    g = p.add_argument_group("timing")
+    g.add_argument("--iterations", type=int, default=10)
+    g.add_argument("--number", type=int, default=1)
+    g.add_argument("--warmup", type=int, default=3)
+    g.add_argument("--duration", type=float, default=0.0)
+    g.add_argument("--percentile", type=int, nargs="+", default=[50])
+
+    g = p.add_argument_group("TensorRT")
+    g.add_argument("--dynamic-batch", action="store_true")
+    g.add_argument("--min-dynamic-batch", type=int)
+    g.add_argument("--max-dynamic-batch", type=int)
+    g.add_argument("--input-profile-max-len", type=int)
+    g.add_argument("--output-profile-max-len", type=int)
+    g.add_argument("--disable-preview-dynamic-shapes", action="store_true")
+    g.add_argument("--use-timing-cache", action="store_true")
+    g.add_argument("--workspace-size", type=int, help="builder memory pool limit in MiB")
+    g.add_argument("--use-cuda-graph", action="store_true")
+    g.add_argument("--nvtx-verbose", action="store_true")
+    g.add_argument("--engine-postfix", default="")
+    for graph in PREBUILT_GRAPHS:
+        flag = graph.replace("_", "-")
+        g.add_argument(f"--{flag}-onnx", type=Path, help=f"use this {graph} ONNX file instead of exporting")
+        g.add_argument(f"--{flag}-engine", type=Path, help=f"use this prebuilt {graph} engine")
+    return p
+
+
+def _positive(name: str, value: int | None, minimum: int = 1):
+    if value is not None and value < minimum:
+        raise UsageError(f"{name} must be at least {minimum}, got {value}")
+
+
+def parse_args(argv: list[str]) -> RunConfig:
+    a = build_parser().parse_args(argv)
+    backends = tuple(a.backends) or ("frameworks",)
+    for b in backends:
+        if b not in BACKENDS:
+            raise UsageError(f"unknown backend '{b}'", f"choose from {', '.join(BACKENDS)}")
+    if len(set(backends)) != len(backends):
+        raise UsageError(f"backend listed twice in {' '.join(backends)}")
+
+    for name in ("batch_size", "num_beams", "iterations", "number", "num_samples", "tokens_to_generate",
+                 "top_n", "input_seq_len", "output_seq_len", "min_dynamic_batch", "max_dynamic_batch",
+                 "input_profile_max_len", "output_profile_max_len", "workspace_size"):
+        _positive("--" + name.replace("_", "-").replace("top-n", "topN"), getattr(a, name))
+    _positive("--warmup", a.warmup, 0)
+    _positive("--min-output-len", a.min_output_len, 0)
+    for pct in a.percentile:
+        if not 0 <= pct <= 100:
+            raise UsageError(f"--percentile must be within 0..100, got {pct}")
+    if a.duration < 0:
+        raise UsageError(f"--duration must not be negative, got {a.duration}")
+    if a.torch_dir is not None and a.random_weights:
+        raise UsageError("--torch-dir and --random-weights contradict each other", "pass only one")
+    if a.torch_dir is not None and not (a.torch_dir / "config.json").is_file():
+        raise UsageError(f"--torch-dir {a.torch_dir} has no config.json",
+                         "point it at a HuggingFace checkpoint folder (config.json, weights, tokenizer files)")
+
+    if a.dynamic_batch:
+        lo = a.min_dynamic_batch if a.min_dynamic_batch is not None else 1
+        hi = a.max_dynamic_batch if a.max_dynamic_batch is not None else max(a.batch_size, lo)
+        if lo > hi:
+            raise UsageError(f"--min-dynamic-batch {lo} is larger than --max-dynamic-batch {hi}")
+        if not lo <= a.batch_size <= hi:
+            raise UsageError(f"--batch-size {a.batch_size} is outside the dynamic batch range [{lo}, {hi}]",
+                             "change --batch-size or the --min/--max-dynamic-batch bounds")
+    elif a.min_dynamic_batch is not None or a.max_dynamic_batch is not None:
+        raise UsageError("--min-dynamic-batch/--max-dynamic-batch need --dynamic-batch")
+    else:
+        lo = hi = None
+
+    prebuilt_onnx = {g: getattr(a, f"{g}_onnx") for g in PREBUILT_GRAPHS if getattr(a, f"{g}_onnx")}
+    prebuilt_engines = {g: getattr(a, f"{g}_engine") for g in PREBUILT_GRAPHS if getattr(a, f"{g}_engine")}
+    for graph, path in {**prebuilt_onnx, **prebuilt_engines}.items():
+        if not path.is_file():
+            raise UsageError(f"prebuilt {graph} file {path} does not exist", "check the path")
+    if prebuilt_engines and "trt" not in backends:
+        raise UsageError("--*-engine files are only used by the trt backend", "add trt to the backends")
+
+    default_new = {"benchmark": 64, "accuracy": a.tokens_to_generate}.get(a.action, 32)
+    max_new = a.output_seq_len if a.output_seq_len is not None else default_new
+    if a.min_output_len > max_new:
+        raise UsageError(f"--min-output-len {a.min_output_len} exceeds the {max_new} new tokens asked for")
+    is_benchmark = a.action == "benchmark"
+    generation = GenerationSettings(
+        max_new_tokens=max_new,
+        min_new_tokens=max_new if is_benchmark else a.min_output_len,
+        num_beams=a.num_beams,
+        use_cache=a.use_cache,
+    )
+    timing = TimingSettings(a.iterations, a.number, a.warmup, a.duration, tuple(a.percentile))
+    trt = TrtSettings(
+        dynamic_batch=a.dynamic_batch, min_dynamic_batch=lo, max_dynamic_batch=hi,
+        input_profile_max_len=a.input_profile_max_len, output_profile_max_len=a.output_profile_max_len,
+        disable_preview_dynamic_shapes=a.disable_preview_dynamic_shapes, use_timing_cache=a.use_timing_cache,
+        workspace_mib=a.workspace_size, use_cuda_graph=a.use_cuda_graph, nvtx_verbose=a.nvtx_verbose,
+        engine_postfix=a.engine_postfix, prebuilt_onnx=prebuilt_onnx, prebuilt_engines=prebuilt_engines,
+    )
+    if a.checkpoint is not None and a.action not in ("run", "compare"):
+        raise UsageError("--checkpoint is only read by the run and compare actions")
+    if a.compare and a.action != "chat":
+        raise UsageError("--compare belongs to the chat action", "use the compare action to compare run results")
+    return RunConfig(
+        action=a.action, family=a.family, backends=backends, variant=a.variant or "",
+        working_dir=Path(a.working_dir), torch_dir=a.torch_dir, random_weights=a.random_weights, seed=a.seed,
+        batch_size=a.batch_size, fp16=a.fp16, use_mask=a.use_mask, verbose=a.verbose, info=a.info,
+        cleanup=a.cleanup, save_output_fpath=a.save_output_fpath, generation=generation, timing=timing, trt=trt,
+        input_seq_len=a.input_seq_len, num_samples=a.num_samples, tokens_to_generate=a.tokens_to_generate,
+        top_n=a.top_n, dataset_path=a.dataset_path, checkpoint=a.checkpoint, image=a.image,
+        chat_compare=a.compare,
+    )

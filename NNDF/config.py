@@ -1,0 +1,76 @@
+"""The validated settings of one run, split by what they control."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """How tokens are chosen; shared by every backend so they can be compared."""
+
+    max_new_tokens: int = 32
+    min_new_tokens: int = 0           # EOS is forbidden before this many; benchmark sets it to max
+    num_beams: int = 1
+    use_cache: bool = True
+    length_penalty: float = 1.0
+
+
+@dataclass(frozen=True)
+class TimingSettings:
+    iterations: int = 10
+    number: int = 1
+    warmup: int = 3
+    duration: float = 0.0             # seconds; when > 0, repeat until this much time has passed too
+    percentiles: tuple[int, ...] = (50,)
+
+
+@dataclass(frozen=True)
+class TrtSettings:
+    """Engine build settings; only the TensorRT backend reads them."""
+
+    dynamic_batch: bool = False
+    min_dynamic_batch: int | None = None
+    max_dynamic_batch: int | None = None
+    input_profile_max_len: int | None = None
+    output_profile_max_len: int | None = None
+    disable_preview_dynamic_shapes: bool = False
+    use_timing_cache: bool = False
+    workspace_mib: int | None = None
+    use_cuda_graph: bool = False
+    nvtx_verbose: bool = False
+    engine_postfix: str = ""
+    prebuilt_onnx: dict[str, Path] = field(default_factory=dict)     # graph name -> path
+    prebuilt_engines: dict[str, Path] = field(default_factory=dict)  # graph name -> path
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    action: str
+    family: str
+    backends: tuple[str, ...]
+    variant: str
+    working_dir: Path
+    torch_dir: Path | None = None
+    random_weights: bool = False
+    seed: int = 0
+    batch_size: int = 1
+    fp16: bool = False
+    use_mask: bool = False
+    verbose: bool = False
+    info: bool = False
+    cleanup: bool = False
+    save_output_fpath: Path | None = None
+    generation: GenerationSettings = GenerationSettings()
+    timing: TimingSettings = TimingSettings()
+    trt: TrtSettings = TrtSettings()
+    # action-specific
+    input_seq_len: int = 128
+    num_samples: int = 20
+    tokens_to_generate: int = 5
+    top_n: int = 2
+    dataset_path: Path | None = None
+    checkpoint: Path | None = None
+    image: Path | None = None
+    chat_compare: bool = False

@@ -1,0 +1,238 @@
+"""Everything decoder-only families share: graphs, step model, backends.
+
+A family (GPT2, OPT, BLOOM, ...) supplies a `DecoderOnlyLayout` with what
+differs (does it take position ids, how its cache tensors are laid out); the
+export wrapper, the cached-decoding step model and the three backends are here
+once.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from transformers import DynamicCache, LogitsProcessor, LogitsProcessorList
+
+from NNDF.backends import Backend, positions_from_mask, torch_threads
+from NNDF.config import GenerationSettings
+from NNDF.generation import GenerationOutput, TokenIds, generate
+from NNDF.onnx_export import GraphSpec
+from NNDF.session import Session, concrete_shape
+
+BATCH, SEQ, PAST, TOTAL = "batch", "seq", "past_len", "total_len"
+
+
+@dataclass(frozen=True)
+class DecoderOnlyLayout:
+    """How one decoder-only architecture differs at its graph boundary."""
+
+    uses_position_ids: bool = True
+    past_axes: dict[int, str] = field(default_factory=lambda: {0: BATCH, 2: PAST})      # (batch, heads, past, dim)
+    present_axes: dict[int, str] = field(default_factory=lambda: {0: BATCH, 2: TOTAL})
+    kv_shape: Callable[[object, int, int], tuple[int, ...]] | None = None              # (config, batch, past) -> shape
+    fp16_keep_fp32_ops: tuple[str, ...] = ()
+
+    def num_layers(self, config) -> int:
+        return config.num_hidden_layers
+
+    def shape_of_kv(self, config, batch: int, past: int) -> tuple[int, ...]:
+        if self.kv_shape is not None:
+            return self.kv_shape(config, batch, past)
+        heads = config.num_attention_heads
+        return (batch, heads, past, config.hidden_size // heads)
+
+
+def past_names(n_layers: int, prefix: str = "past_key_values") -> list[str]:
+    return [f"{prefix}.{i}.{kind}" for i in range(n_layers) for kind in ("key", "value")]
+
+
+def present_names(n_layers: int) -> list[str]:
+    return past_names(n_layers, "present")
+
+
+class DecoderOnlyWrapper(torch.nn.Module):
+    """Flat tensors in and out around a HF causal LM, so the graph has no Cache objects."""
+
+    def __init__(self, model, layout: DecoderOnlyLayout, with_cache: bool):
+        super().__init__()
+        self.model, self.layout, self.with_cache = model, layout, with_cache
+        self.n_layers = layout.num_layers(model.config)
+
+    def forward(self, input_ids, attention_mask, *rest):
+        position_ids = None
+        if self.layout.uses_position_ids:
+            position_ids, rest = rest[0], rest[1:]
+        cache = None
+        if self.with_cache:
+            cache = DynamicCache(config=self.model.config)
+            for i in range(self.n_layers):
+                cache.update(rest[2 * i], rest[2 * i + 1], i)
+        kwargs = {"position_ids": position_ids} if position_ids is not None else {}
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, past_key_values=cache,
+                         use_cache=self.with_cache, **kwargs)
+        if not self.with_cache:
+            return out.logits
+        presents = []
+        for layer in out.past_key_values.layers:
+            presents += [layer.keys, layer.values]
+        return (out.logits, *presents)
+
+
+def decoder_spec(model, layout: DecoderOnlyLayout, with_cache: bool) -> GraphSpec:
+    config = model.config
+    n_layers = layout.num_layers(config)
+    inputs: dict[str, dict[int, str]] = {"input_ids": {0: BATCH, 1: SEQ}, "attention_mask": {0: BATCH, 1: TOTAL}}
+    if layout.uses_position_ids:
+        inputs["position_ids"] = {0: BATCH, 1: SEQ}
+    outputs: dict[str, dict[int, str]] = {"logits": {0: BATCH, 1: SEQ}}
+    if with_cache:
+        inputs.update({n: dict(layout.past_axes) for n in past_names(n_layers)})
+        outputs.update({n: dict(layout.present_axes) for n in present_names(n_layers)})
+
+    def make_inputs(sizes: dict[str, int]) -> dict[str, torch.Tensor]:
+        gen = torch.Generator().manual_seed(sum(sizes.values()))
+        b, s, p = sizes[BATCH], sizes[SEQ], sizes.get(PAST, 0) if with_cache else 0
+        mask = torch.ones(b, p + s, dtype=torch.int64)
+        if b > 1:  # left-pad row 0 so padded rows are always checked
+            mask[0, : min(2, p + s - 1)] = 0
+        feed = {"input_ids": torch.randint(0, config.vocab_size, (b, s), generator=gen), "attention_mask": mask}
+        if layout.uses_position_ids:
+            feed["position_ids"] = torch.from_numpy(positions_from_mask(mask.numpy())[:, p:])
+        if with_cache:
+            for name in past_names(n_layers):
+                feed[name] = torch.randn(layout.shape_of_kv(config, b, p), generator=gen)
+        return feed
+
+    trace = {BATCH: 2, SEQ: 3, PAST: 5} if with_cache else {BATCH: 2, SEQ: 7}
+    verify = ({BATCH: 1, SEQ: 1, PAST: 37}, {BATCH: 3, SEQ: 4, PAST: 0}) if with_cache else ({BATCH: 3, SEQ: 11},)
+    return GraphSpec(
+        name="decoder" if with_cache else "decoder_nocache",
+        inputs=inputs, outputs=outputs,
+        make_module=lambda m: DecoderOnlyWrapper(m, layout, with_cache),
+        make_inputs=make_inputs, trace_sizes=trace, verify_sizes=verify,
+        fp16_keep_fp32_ops=layout.fp16_keep_fp32_ops,
+    )
+
+
+# --------------------------------------------------------------------------- compiled backends
+class DecoderOnlySteps:
+    """The generation loop's StepModel over any compiled Session (ONNX Runtime, TensorRT)."""
+
+    def __init__(self, session: Session, spec: GraphSpec, with_cache: bool):
+        self.session, self.spec, self.with_cache = session, spec, with_cache
+        self.past = [n for n in spec.input_names if n.startswith("past_key_values.")]
+        self.present = [n for n in spec.output_names if n.startswith("present.")]
+        self.uses_positions = "position_ids" in spec.inputs
+        self.batch_axis = next((a for a, n in spec.inputs[self.past[0]].items() if n == BATCH), 0) if self.past else 0
+
+    def _feed(self, ids: np.ndarray, mask: np.ndarray, seen: int) -> dict:
+        feed = {"input_ids": ids[:, seen:].astype(np.int64), "attention_mask": mask.astype(np.int64)}
+        if self.uses_positions:
+            feed["position_ids"] = positions_from_mask(mask)[:, seen:]
+        return feed
+
+    def start(self, input_ids, attention_mask):
+        state = {"seen": 0, "cache": None}
+        if self.with_cache:
+            batch = input_ids.shape[0]
+            state["cache"] = [self.session.zeros(n, concrete_shape(self.session.input_shape(n), self.spec.inputs[n],
+                                                                   {BATCH: batch, PAST: 0}))
+                              for n in self.past]
+        return state, input_ids.astype(np.int64), attention_mask.astype(np.int64)
+
+    def step(self, state, decoder_ids, attention_mask):
+        if not self.with_cache:
+            host, _ = self.session.run(self._feed(decoder_ids, attention_mask, 0), ["logits"])
+            return host["logits"][:, -1]
+        feed = self._feed(decoder_ids, attention_mask, state["seen"])
+        feed.update(zip(self.past, state["cache"]))
+        host, device = self.session.run(feed, ["logits"], self.present)
+        state["cache"] = [device[n] for n in self.present]
+        state["seen"] = decoder_ids.shape[1]
+        return host["logits"][:, -1]
+
+    def reorder(self, state, beam_idx):
+        if state["cache"] is not None:
+            state["cache"] = [self.session.take(h, beam_idx, axis=self.batch_axis) for h in state["cache"]]
+
+    def full_logits(self, input_ids, attention_mask):
+        state, ids, mask = self.start(input_ids, attention_mask)
+        feed = self._feed(ids, mask, 0)
+        if self.with_cache:
+            feed.update(zip(self.past, state["cache"]))
+        host, _ = self.session.run(feed, ["logits"])
+        return host["logits"]
+
+
+class CompiledDecoderOnly(Backend):
+    """A decoder-only model on a compiled session; `name` is onnxrt or trt."""
+
+    def __init__(self, name: str, session: Session, spec: GraphSpec, with_cache: bool, token_ids: TokenIds,
+                 torch_threads_while_running: int = 1):
+        super().__init__(token_ids)
+        self.name = name
+        self.steps = DecoderOnlySteps(session, spec, with_cache)
+        self._torch_threads = torch_threads_while_running
+
+    def generate(self, input_ids, attention_mask, settings: GenerationSettings) -> GenerationOutput:
+        with torch_threads(self._torch_threads):
+            return generate(self.steps, input_ids, attention_mask, settings, self.token_ids)
+
+    def logits(self, input_ids, attention_mask, decoder_ids=None):
+        with torch_threads(self._torch_threads):
+            return self.steps.full_logits(input_ids, attention_mask).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- PyTorch reference
+class _StepClock(LogitsProcessor):
+    """Timestamps each generation step from inside HF generate, without changing scores."""
+
+    def __init__(self):
+        self.stamps: list[float] = []
+
+    def __call__(self, input_ids, scores):
+        self.stamps.append(time.perf_counter())
+        return scores
+
+
+def hf_generate_kwargs(settings: GenerationSettings, ids: TokenIds) -> dict:
+    return dict(max_new_tokens=settings.max_new_tokens, min_new_tokens=settings.min_new_tokens or None,
+                num_beams=settings.num_beams, do_sample=False, use_cache=settings.use_cache,
+                eos_token_id=ids.eos, pad_token_id=ids.pad if ids.pad is not None else ids.eos,
+                early_stopping=ids.early_stopping, length_penalty=ids.length_penalty,
+                num_return_sequences=1, top_k=None, top_p=None, temperature=None)
+
+
+class TorchDecoderOnly(Backend):
+    """HuggingFace generate on the PyTorch model: the reference every other backend must match."""
+
+    name = "frameworks"
+
+    def __init__(self, model, token_ids: TokenIds):
+        super().__init__(token_ids)
+        self.model = model
+
+    def generate(self, input_ids, attention_mask, settings):
+        clock = _StepClock()
+        start = time.perf_counter()
+        with torch.inference_mode():
+            out = self.model.generate(input_ids=torch.from_numpy(input_ids.astype(np.int64)),
+                                      attention_mask=torch.from_numpy(attention_mask.astype(np.int64)),
+                                      logits_processor=LogitsProcessorList([clock]),
+                                      **hf_generate_kwargs(settings, self.token_ids))
+        stamps = [start] + clock.stamps
+        return GenerationOutput(out[:, input_ids.shape[1]:].numpy(), list(np.diff(stamps)))
+
+    def logits(self, input_ids, attention_mask, decoder_ids=None):
+        mask = torch.from_numpy(attention_mask.astype(np.int64))
+        kwargs = {}
+        if "position_ids" in inspect.signature(self.model.forward).parameters:
+            kwargs["position_ids"] = torch.from_numpy(positions_from_mask(attention_mask))
+        with torch.inference_mode():
+            out = self.model(input_ids=torch.from_numpy(input_ids.astype(np.int64)), attention_mask=mask,
+                             use_cache=False, **kwargs)
+        return out.logits.float().numpy()

@@ -1,0 +1,36 @@
+"""The three backends for any decoder-only family, given its layout."""
+
+from __future__ import annotations
+
+from NNDF.config import RunConfig
+from NNDF.decoder_only import CompiledDecoderOnly, DecoderOnlyLayout, TorchDecoderOnly, decoder_spec
+from NNDF.family import LoadedModel, ModelFamily
+from NNDF.ort_session import OrtSession
+from NNDF.pipeline import artifact_subdir, onnx_path, token_ids
+from NNDF.workdir import WorkingDir
+
+
+def frameworks_backend(loaded: LoadedModel, cfg: RunConfig) -> TorchDecoderOnly:
+    return TorchDecoderOnly(loaded.model, token_ids(loaded))
+
+
+def onnxrt_backend(family: ModelFamily, layout: DecoderOnlyLayout, loaded: LoadedModel, cfg: RunConfig,
+                   workdir: WorkingDir) -> CompiledDecoderOnly:
+    spec = decoder_spec(loaded.model, layout, with_cache=cfg.generation.use_cache)
+    session = OrtSession(onnx_path(spec, loaded, family, cfg, workdir))
+    return CompiledDecoderOnly("onnxrt", session, spec, cfg.generation.use_cache, token_ids(loaded))
+
+
+def trt_backend(family: ModelFamily, layout: DecoderOnlyLayout, loaded: LoadedModel, cfg: RunConfig,
+                workdir: WorkingDir) -> CompiledDecoderOnly:
+    from NNDF.trt_build import engine_for, profile_ranges
+    from NNDF.trt_session import TrtSession
+
+    spec = decoder_spec(loaded.model, layout, with_cache=cfg.generation.use_cache)
+    engine = cfg.trt.prebuilt_engines.get("decoder")
+    if engine is None:
+        source = onnx_path(spec, loaded, family, cfg, workdir)
+        engine = engine_for(source, spec, profile_ranges(spec, cfg, loaded.max_positions), cfg.trt, cfg.fp16,
+                            workdir, artifact_subdir(family, loaded))
+    session = TrtSession(engine, spec, profile_ranges(spec, cfg, loaded.max_positions), cfg.trt)
+    return CompiledDecoderOnly("trt", session, spec, cfg.generation.use_cache, token_ids(loaded))

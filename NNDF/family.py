@@ -1,0 +1,186 @@
+"""What a model family declares, and how a variant becomes a loaded torch model.
+
+A family (GPT2, T5, ...) lists its variants and says how to build its tiny
+offline model; loading from the hub, from `--torch-dir`, or as a real-size
+architecture with random weights is the same for every family and lives here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from NNDF.config import RunConfig
+from NNDF.errors import UsageError
+from NNDF.workdir import stable_hash
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    hub_id: str | None = None          # None: exists only offline (the tiny variant)
+    config_file: str | None = None     # shipped config.json, for --random-weights without the hub
+
+
+@dataclass
+class LoadedModel:
+    """A torch model in eval mode with everything the backends need to know about it."""
+
+    variant: str
+    model: torch.nn.Module
+    tokenizer: Any
+    source_key: dict                    # identifies the weights; part of every cache key
+    max_positions: int
+    generation_defaults: dict = field(default_factory=dict)  # eos/pad/decoder start/early stopping
+
+    @property
+    def config(self):
+        return self.model.config
+
+
+@dataclass
+class ModelFamily:
+    name: str                            # as typed on the command line, e.g. "GPT2"
+    package: str                         # python package holding frameworks.py, onnxrt.py, trt.py
+    variants: tuple[Variant, ...]
+    model_class: type                    # e.g. transformers.AutoModelForCausalLM
+    build_tiny: Callable[[int], tuple[torch.nn.Module, Any]]   # seed -> (model, tokenizer)
+    fallback_tokenizer: Callable[[], Any]                       # offline tokenizer for random weights
+    max_positions: Callable[[Any], int]                         # HF config -> longest sequence
+    is_encoder_decoder: bool = False
+    extra: dict = field(default_factory=dict)                  # family-specific knobs read by its own code
+
+    @property
+    def tiny_variant(self) -> str:
+        return next(v.name for v in self.variants if v.hub_id is None)
+
+    def variant(self, name: str) -> Variant:
+        for v in self.variants:
+            if v.name == name or (v.hub_id is not None and v.hub_id == name):
+                return v
+        known = ", ".join(v.name for v in self.variants)
+        raise UsageError(f"unknown {self.name} variant '{name}'", f"choose one of: {known}")
+
+    def config_dir(self) -> Path:
+        return Path(__import__(self.package).__file__).parent / "configs"
+
+    # ---------------------------------------------------------------- loading
+    def load(self, cfg: RunConfig) -> LoadedModel:
+        if cfg.torch_dir is not None:
+            return self._load_local(cfg.torch_dir, cfg.variant or cfg.torch_dir.name)
+        variant = self.variant(cfg.variant or self.tiny_variant)
+        if variant.hub_id is None:
+            torch.manual_seed(cfg.seed)
+            model, tokenizer = self.build_tiny(cfg.seed)
+            key = {"variant": variant.name, "seed": cfg.seed, "weights": "tiny-random-v1"}
+            return self._finish(variant.name, model, tokenizer, key)
+        if cfg.random_weights:
+            return self._load_random(variant, cfg.seed)
+        return self._load_hub(variant)
+
+    def _load_random(self, variant: Variant, seed: int) -> LoadedModel:
+        from transformers import AutoConfig
+
+        path = self.config_dir() / (variant.config_file or "")
+        if not variant.config_file or not path.is_file():
+            raise UsageError(f"no shipped config for {variant.name}, so --random-weights cannot build it offline",
+                             "use a variant listed by --info")
+        config = AutoConfig.from_pretrained(str(path))
+        torch.manual_seed(seed)
+        model = self.model_class.from_config(config)
+        tokenizer = self._cached_tokenizer(variant.hub_id) or self.fallback_tokenizer()
+        key = {"variant": variant.name, "seed": seed, "weights": "random", "config": stable_hash(config.to_dict())}
+        return self._finish(variant.name, model, tokenizer, key)
+
+    def _load_hub(self, variant: Variant) -> LoadedModel:
+        from transformers import AutoTokenizer
+
+        try:
+            model = self.model_class.from_pretrained(variant.hub_id)
+            tokenizer = AutoTokenizer.from_pretrained(variant.hub_id)
+        except Exception as e:  # offline, unknown repo, gated model...: the user's fix is the same
+            raise UsageError(f"could not load '{variant.hub_id}' from the HuggingFace hub ({_first_line(e)})",
+                             f"check the network, pass --torch-dir DIR, or use --random-weights / --variant {self.tiny_variant}"
+                             ) from None
+        key = {"hub_id": variant.hub_id, "revision": getattr(model.config, "_commit_hash", None)}
+        return self._finish(variant.name, model, tokenizer, key)
+
+    def _load_local(self, path: Path, name: str) -> LoadedModel:
+        from transformers import AutoTokenizer
+
+        try:
+            model = self.model_class.from_pretrained(str(path))
+        except Exception as e:  # user files fail in many library-specific ways; all mean "not loadable"
+            raise UsageError(f"could not load a {self.name} model from --torch-dir {path}: {_first_line(e)}",
+                             "the folder needs config.json and model weights saved by save_pretrained") from None
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(path))
+        except (OSError, ValueError, TypeError):
+            raise UsageError(f"--torch-dir {path} has no usable tokenizer files",
+                             "save the tokenizer there too (tokenizer.save_pretrained)") from None
+        stamps = sorted((f.name, f.stat().st_size, int(f.stat().st_mtime)) for f in path.iterdir() if f.is_file())
+        key = {"torch_dir": str(path.resolve()), "files": stable_hash(stamps)}
+        return self._finish(name, model, tokenizer, key)
+
+    @staticmethod
+    def _cached_tokenizer(hub_id: str | None):
+        """The real tokenizer if the user's HF cache already has it; never touches the network."""
+        if hub_id is None:
+            return None
+        from transformers import AutoTokenizer
+
+        try:
+            return AutoTokenizer.from_pretrained(hub_id, local_files_only=True)
+        except Exception:  # absent from the cache in any of several ways
+            return None
+
+    def _finish(self, name: str, model, tokenizer, key: dict) -> LoadedModel:
+        model.eval()
+        config = model.config
+        gen = getattr(model, "generation_config", None)
+        eos = getattr(gen, "eos_token_id", None) if gen is not None else None
+        if isinstance(eos, (list, tuple)):
+            eos = eos[0] if eos else None
+        if eos is None:
+            eos = tokenizer.eos_token_id
+        pad = getattr(gen, "pad_token_id", None) if gen is not None else None
+        if pad is None:
+            pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+        defaults = {
+            "eos_token_id": eos,
+            "pad_token_id": pad,
+            "decoder_start_token_id": getattr(config, "decoder_start_token_id", None),
+            # transformers 5 leaves unset fields None; these are the values generate then uses
+            "early_stopping": _or(getattr(gen, "early_stopping", None), False),
+            "length_penalty": _or(getattr(gen, "length_penalty", None), 1.0),
+        }
+        return LoadedModel(name, model, tokenizer, key, self.max_positions(config), defaults)
+
+    def describe(self) -> str:
+        lines = [f"{self.name} variants:"]
+        for v in self.variants:
+            where = v.hub_id if v.hub_id else "offline, seeded random weights"
+            lines.append(f"  {v.name:<28} {where}")
+        return "\n".join(lines)
+
+
+def _first_line(error: Exception, limit: int = 160) -> str:
+    text = str(error).strip()
+    return (text.splitlines()[0] if text else type(error).__name__)[:limit]
+
+
+def _or(value, default):
+    return default if value is None else value
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def default_threads() -> int:
+    return max(1, os.cpu_count() or 1)

@@ -1,0 +1,175 @@
+"""Torch -> ONNX, once, for any family.
+
+A family describes each graph it needs as a `GraphSpec` (input and output
+names with their dynamic axes, a wrapper module, dummy inputs). This module
+exports it with the TorchScript exporter, optionally converts it to fp16,
+checks it against PyTorch at shapes other than the trace shapes, and stores it
+as a working-dir artifact keyed by everything that could change its content.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import onnx
+import torch
+
+from NNDF.errors import UsageError
+from NNDF.progress import status
+from NNDF.workdir import Artifact, WorkingDir, stable_hash
+
+OPSET = 17
+MODEL_FILE = "model.onnx"
+DATA_FILE = "model.onnx.data"
+EXTERNAL_DATA_THRESHOLD = 1 << 30   # bytes of weights above which they go to a side file (protobuf caps at 2 GiB)
+EXPORTER_VERSION = 1                # bump when export code changes what it writes
+
+Sizes = dict[str, int]              # dynamic axis name -> size, e.g. {"batch": 2, "seq": 5, "past_len": 3}
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    """One exported graph: its IO contract and how to trace it."""
+
+    name: str                                        # "decoder", "encoder", "cache_generator", ...
+    inputs: dict[str, dict[int, str]]                # ordered input names -> {axis: dynamic axis name}
+    outputs: dict[str, dict[int, str]]
+    make_module: Callable[[torch.nn.Module], torch.nn.Module]
+    make_inputs: Callable[[Sizes], dict[str, torch.Tensor]]   # dummy/verification inputs at given sizes
+    trace_sizes: Sizes                               # shapes used for tracing
+    verify_sizes: tuple[Sizes, ...] = ()             # other shapes checked right after export
+    fp16_keep_fp32_ops: tuple[str, ...] = ()         # op types kept in fp32 inside an fp16 graph
+    fp16_keep_fp32_nodes: Callable[[onnx.ModelProto], list[str]] | None = None
+    float_outputs_fp32: tuple[str, ...] = ("logits",)   # outputs left fp32 in an fp16 graph
+    tolerance: float = 1e-4
+    key_extra: dict = field(default_factory=dict)
+
+    @property
+    def input_names(self) -> list[str]:
+        return list(self.inputs)
+
+    @property
+    def output_names(self) -> list[str]:
+        return list(self.outputs)
+
+
+def onnx_key(spec: GraphSpec, source_key: dict, fp16: bool) -> dict:
+    return {
+        "graph": spec.name, "source": source_key, "fp16": fp16, "opset": OPSET, "exporter": EXPORTER_VERSION,
+        "inputs": {k: {str(a): n for a, n in v.items()} for k, v in spec.inputs.items()},
+        "outputs": list(spec.outputs), "torch": torch.__version__.split("+")[0],
+        "transformers": __import__("transformers").__version__, **spec.key_extra,
+    }
+
+
+def artifact_name(spec: GraphSpec, fp16: bool, key: dict) -> str:
+    return f"{spec.name}-{'fp16' if fp16 else 'fp32'}-{stable_hash(key)}"
+
+
+def run_torch(module: torch.nn.Module, spec: GraphSpec, feed: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    with torch.inference_mode():
+        outs = module(*(feed[n] for n in spec.input_names))
+    if isinstance(outs, torch.Tensor):
+        outs = (outs,)
+    return {name: t.float().numpy() for name, t in zip(spec.output_names, outs)}
+
+
+def export_graph(model: torch.nn.Module, spec: GraphSpec, out_dir: Path, fp16: bool) -> dict:
+    """Trace `spec` into out_dir/model.onnx (+ data file for large models); return manifest extras."""
+    module = spec.make_module(model)
+    module.eval()  # export restores the wrapper's training flag onto the model: it must be eval too
+    dummy = spec.make_inputs(spec.trace_sizes)
+    dynamic_axes = {**spec.inputs, **spec.outputs}
+    with tempfile.TemporaryDirectory(dir=out_dir) as scratch:
+        raw = Path(scratch) / MODEL_FILE
+        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+            warnings.simplefilter("ignore")
+            logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+            torch.onnx.export(module, tuple(dummy[n] for n in spec.input_names), str(raw),
+                              input_names=spec.input_names, output_names=spec.output_names,
+                              dynamic_axes=dynamic_axes, opset_version=OPSET, do_constant_folding=True,
+                              dynamo=False)
+        proto = onnx.load(str(raw))
+        if fp16:
+            proto = to_fp16(proto, spec)
+        save_onnx(proto, out_dir / MODEL_FILE)
+    return {"graph": spec.name, "inputs": spec.input_names, "outputs": spec.output_names}
+
+
+def to_fp16(proto: onnx.ModelProto, spec: GraphSpec) -> onnx.ModelProto:
+    """Half precision lives in the graph (TensorRT 11 networks are strongly typed).
+
+    Ops and nodes a family marks as fragile stay fp32 with casts around them; the
+    listed float outputs (logits) stay fp32 so downstream numerics do not change.
+    """
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    nodes = spec.fp16_keep_fp32_nodes(proto) if spec.fp16_keep_fp32_nodes else []
+    return convert_float_to_float16(proto, keep_io_types=list(spec.float_outputs_fp32),
+                                    op_block_list=list(spec.fp16_keep_fp32_ops) or None,
+                                    node_block_list=nodes or None, disable_shape_infer=True)
+
+
+def save_onnx(proto: onnx.ModelProto, path: Path) -> None:
+    large = proto.ByteSize() > EXTERNAL_DATA_THRESHOLD if proto.ByteSize() >= 0 else True
+    onnx.save_model(proto, str(path), save_as_external_data=large, all_tensors_to_one_file=True,
+                    location=DATA_FILE, size_threshold=1024)
+
+
+def verify_graph(model: torch.nn.Module, spec: GraphSpec, onnx_path: Path, sizes: Sizes,
+                 tolerance: float | None = None) -> float:
+    """Max abs difference between PyTorch and ONNX Runtime at `sizes`; raises past the tolerance."""
+    from NNDF.ort_session import OrtSession
+
+    feed = spec.make_inputs(sizes)
+    expected = run_torch(spec.make_module(model).eval(), spec, feed)
+    session = OrtSession(onnx_path)
+    got = session.infer({k: v.numpy() for k, v in feed.items()})
+    worst = 0.0
+    for name in spec.output_names:
+        if expected[name].shape != got[name].shape:
+            raise AssertionError(f"{spec.name}:{name} shape {got[name].shape} != torch {expected[name].shape} at {sizes}")
+        worst = max(worst, float(np.max(np.abs(expected[name] - got[name].astype(np.float32)), initial=0.0)))
+    limit = spec.tolerance if tolerance is None else tolerance
+    if worst > limit:
+        raise AssertionError(f"exported {spec.name} differs from PyTorch by {worst:.3g} (> {limit}) at {sizes}")
+    return worst
+
+
+def check_onnx_io(path: Path, spec: GraphSpec) -> None:
+    """A user-supplied or cached ONNX file must have exactly the IO names the runner feeds."""
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # protobuf raises several types for garbage
+        raise UsageError(f"{path} is not a readable ONNX file ({type(e).__name__})",
+                         "re-export it or delete it (--cleanup)") from None
+    inputs = [i.name for i in proto.graph.input if i.name not in {t.name for t in proto.graph.initializer}]
+    outputs = [o.name for o in proto.graph.output]
+    if sorted(inputs) != sorted(spec.input_names) or sorted(outputs) != sorted(spec.output_names):
+        raise UsageError(f"{path} does not look like a {spec.name} graph: inputs {inputs[:4]}..., outputs {outputs[:3]}...",
+                         f"it needs inputs {spec.input_names[:4]}... and outputs {spec.output_names[:3]}...")
+
+
+def exported(workdir: WorkingDir, subdir: tuple[str, ...], model: torch.nn.Module, spec: GraphSpec,
+             source_key: dict, fp16: bool, verify: bool = True) -> Artifact:
+    """The cached ONNX artifact for `spec`, exporting (and verifying) it if absent."""
+    key = onnx_key(spec, source_key, fp16)
+    path = workdir.artifact_dir(*subdir, "onnx", artifact_name(spec, fp16, key))
+
+    def produce(tmp: Path) -> dict:
+        with status(f"exporting {spec.name} ({'fp16' if fp16 else 'fp32'}) to ONNX"):
+            extra = export_graph(model, spec, tmp, fp16)
+        if verify and not fp16:
+            errors = [verify_graph(model, spec, tmp / MODEL_FILE, s) for s in spec.verify_sizes]
+            extra["verified"] = {"max_abs_diff": max(errors, default=0.0), "sizes": list(spec.verify_sizes)}
+        return extra
+
+    artifact = workdir.build(path, key, (MODEL_FILE,), produce)
+    check_onnx_io(artifact.file(MODEL_FILE), spec)
+    return artifact

@@ -1,0 +1,20 @@
+"""Family name on the command line -> its ModelFamily, imported on demand."""
+
+from __future__ import annotations
+
+import importlib
+
+from NNDF.errors import UsageError
+from NNDF.family import ModelFamily
+
+FAMILIES = {
+    "GPT2": "GPT2.GPT2ModelConfig:GPT2ModelConfig",
+}
+
+
+def get_family(name: str) -> ModelFamily:
+    match = next((k for k in FAMILIES if k.lower() == name.lower()), None)
+    if match is None:
+        raise UsageError(f"unknown model family '{name}'", f"choose one of: {', '.join(FAMILIES)}")
+    module, attr = FAMILIES[match].split(":")
+    return getattr(importlib.import_module(module), attr)

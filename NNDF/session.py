@@ -1,0 +1,62 @@
+"""The contract every compiled-graph backend (ONNX Runtime, TensorRT) fulfils.
+
+`infer(feed)` is the simple path: numpy in, numpy out. `run(...)` is the hot
+path used by the generation loop: some inputs may be *device handles* returned
+by an earlier call (the KV cache), and the caller says which outputs it wants
+on the host (logits) and which it wants to keep on the device (presents), so
+the cache never makes a host round trip between steps. What a handle is
+(an OrtValue, a CUDA tensor) is the session's business alone.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Sequence
+
+import numpy as np
+
+Handle = Any
+
+
+class Session(ABC):
+    input_names: list[str]
+    output_names: list[str]
+
+    @abstractmethod
+    def input_dtype(self, name: str) -> np.dtype: ...
+
+    @abstractmethod
+    def input_shape(self, name: str) -> list[int | str | None]:
+        """Static dims as ints; dynamic dims as their axis name (or None if unnamed)."""
+
+    @abstractmethod
+    def run(self, feed: dict[str, np.ndarray | Handle], host_outputs: Sequence[str],
+            device_outputs: Sequence[str] = ()) -> tuple[dict[str, np.ndarray], dict[str, Handle]]: ...
+
+    @abstractmethod
+    def zeros(self, name: str, shape: Sequence[int]) -> Handle:
+        """A device handle shaped `shape` with input `name`'s dtype (e.g. an empty past)."""
+
+    @abstractmethod
+    def take(self, handle: Handle, indices: np.ndarray, axis: int = 0) -> Handle:
+        """Reorder a device handle along `axis` (beam search), staying on the device."""
+
+    @abstractmethod
+    def to_host(self, handle: Handle) -> np.ndarray: ...
+
+    def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        host, _ = self.run(feed, self.output_names)
+        return host
+
+
+def concrete_shape(template: Sequence[int | str | None], axes: dict[int, str], sizes: dict[str, int]) -> list[int]:
+    """Fill a graph input's dynamic dims from named sizes, e.g. past -> [batch, heads, 0, head_dim]."""
+    shape = []
+    for i, dim in enumerate(template):
+        if i in axes:
+            shape.append(sizes[axes[i]])
+        elif isinstance(dim, int) and dim >= 0:
+            shape.append(dim)
+        else:
+            raise ValueError(f"dimension {i} of {list(template)} is dynamic but has no size")
+    return shape

@@ -1,0 +1,86 @@
+#!/usr/bin/env python3
+"""python run.py ACTION FAMILY [frameworks|onnxrt|trt ...] --variant V --working-dir D [flags]
+
+A thin layer over NNDF: parse and validate, load the model, open the backends,
+run the action, print and save the result. Bad input ends in one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import replace
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from NNDF.errors import UsageError
+
+    try:
+        return _main(sys.argv[1:] if argv is None else argv)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _quiet_libraries() -> None:
+    """Library warnings (hub retries with tracebacks, tracer notes) would bury our one-line messages."""
+    import logging
+    import warnings
+
+    for name in ("huggingface_hub", "transformers", "torch.onnx", "onnxruntime"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+
+
+def _main(argv: list[str]) -> int:
+    from NNDF.actions import accuracy, benchmark, chat, run_examples
+    from NNDF.actions.common import save_json
+    from NNDF.cli import parse_args
+    from NNDF.pipeline import artifact_subdir, make_backends
+    from NNDF.progress import status
+    from NNDF.registry import get_family
+    from NNDF.workdir import WorkingDir
+
+    cfg = parse_args(argv)
+    if not cfg.verbose:
+        _quiet_libraries()
+    family = get_family(cfg.family)
+    cfg = replace(cfg, family=family.name, variant=cfg.variant or (cfg.torch_dir.name if cfg.torch_dir else family.tiny_variant))
+    if cfg.torch_dir is None:
+        family.variant(cfg.variant)  # unknown variant: fail before any work
+    if cfg.generation.num_beams > 1 and cfg.action == "accuracy":
+        print("note: accuracy is teacher-forced, so --num-beams does not change it", file=sys.stderr)
+    workdir = WorkingDir(cfg.working_dir)
+    with status(f"loading {family.name} {cfg.variant}"):
+        loaded = family.load(cfg)
+    if cfg.cleanup:
+        workdir.cleanup(*artifact_subdir(family, loaded))
+    if cfg.info:
+        print(family.describe())
+        print(f"loaded: {loaded.variant}, {sum(p.numel() for p in loaded.model.parameters()) / 1e6:.1f}M parameters, "
+              f"{loaded.max_positions} positions; artifacts in {workdir.artifact_dir(*artifact_subdir(family, loaded))}")
+    backends = make_backends(family, loaded, cfg, workdir)
+
+    if cfg.action == "accuracy":
+        result = accuracy.run(cfg, loaded, backends)
+    elif cfg.action == "benchmark":
+        result = benchmark.run(cfg, loaded, backends)
+    elif cfg.action == "chat":
+        result = chat.run(cfg, loaded, backends)
+    elif cfg.action == "run":
+        result = run_examples.run(cfg, loaded, backends, family)
+    else:
+        result = run_examples.compare(cfg, loaded, backends, family)
+    result = {"family": family.name, "variant": loaded.variant, **result}
+    save_json(cfg.save_output_fpath, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""Shared fixtures: one tiny GPT2 and one working dir for the whole session, so
+each graph is exported once and every test reuses it."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+torch.set_num_threads(2)
+
+from NNDF.cli import parse_args  # noqa: E402
+from NNDF.registry import get_family  # noqa: E402
+from NNDF.workdir import WorkingDir  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def workdir(tmp_path_factory) -> WorkingDir:
+    return WorkingDir(tmp_path_factory.mktemp("work"))
+
+
+def make_cfg(workdir: WorkingDir, *flags: str, action: str = "run", backends: tuple[str, ...] = ("frameworks",)):
+    return parse_args([action, "GPT2", *backends, "--working-dir", str(workdir.root), *flags])
+
+
+@pytest.fixture(scope="session")
+def gpt2_tiny(workdir):
+    return get_family("GPT2").load(make_cfg(workdir))
+
+
+@pytest.fixture(scope="session")
+def prompts(gpt2_tiny):
+    """Three prompts of different lengths, left-padded: the batch shape that breaks naive exports."""
+    texts = ["The lighthouse keeper", "Clara baked bread every morning for the whole village", "Ben"]
+    enc = gpt2_tiny.tokenizer(texts, return_tensors="np", padding=True, padding_side="left")
+    return enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64)
