@@ -23,7 +23,7 @@ from NNDF.generation import GenerationOutput, TokenIds, generate
 from NNDF.onnx_export import GraphSpec
 from NNDF.session import Session, concrete_shape
 
-BATCH, SEQ, PAST, TOTAL = "batch", "seq", "past_len", "total_len"
+BATCH, SEQ, PAST, TOTAL, KEPT = "batch", "seq", "past_len", "total_len", "kept"
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ class DecoderOnlyWrapper(torch.nn.Module):
         self.model, self.layout, self.with_cache = model, layout, with_cache
         self.n_layers = layout.num_layers(model.config)
 
-    def forward(self, input_ids, attention_mask, *rest):
+    def forward(self, input_ids, attention_mask, logits_index, *rest):
         position_ids = None
         if self.layout.uses_position_ids:
             position_ids, rest = rest[0], rest[1:]
@@ -72,8 +72,10 @@ class DecoderOnlyWrapper(torch.nn.Module):
             for i in range(self.n_layers):
                 cache.update(rest[2 * i], rest[2 * i + 1], i)
         kwargs = {"position_ids": position_ids} if position_ids is not None else {}
+        # Only the positions in logits_index go through the vocabulary projection: generation
+        # needs the last one, accuracy all of them (the projection is most of a prefill's work).
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, past_key_values=cache,
-                         use_cache=self.with_cache, **kwargs)
+                         use_cache=self.with_cache, logits_to_keep=logits_index, **kwargs)
         if not self.with_cache:
             return out.logits
         presents = []
@@ -85,10 +87,11 @@ class DecoderOnlyWrapper(torch.nn.Module):
 def decoder_spec(model, layout: DecoderOnlyLayout, with_cache: bool) -> GraphSpec:
     config = model.config
     n_layers = layout.num_layers(config)
-    inputs: dict[str, dict[int, str]] = {"input_ids": {0: BATCH, 1: SEQ}, "attention_mask": {0: BATCH, 1: TOTAL}}
+    inputs: dict[str, dict[int, str]] = {"input_ids": {0: BATCH, 1: SEQ}, "attention_mask": {0: BATCH, 1: TOTAL},
+                                         "logits_index": {0: KEPT}}
     if layout.uses_position_ids:
         inputs["position_ids"] = {0: BATCH, 1: SEQ}
-    outputs: dict[str, dict[int, str]] = {"logits": {0: BATCH, 1: SEQ}}
+    outputs: dict[str, dict[int, str]] = {"logits": {0: BATCH, 1: KEPT}}
     if with_cache:
         inputs.update({n: dict(layout.past_axes) for n in past_names(n_layers)})
         outputs.update({n: dict(layout.present_axes) for n in present_names(n_layers)})
@@ -99,7 +102,9 @@ def decoder_spec(model, layout: DecoderOnlyLayout, with_cache: bool) -> GraphSpe
         mask = torch.ones(b, p + s, dtype=torch.int64)
         if b > 1:  # left-pad row 0 so padded rows are always checked
             mask[0, : min(2, p + s - 1)] = 0
-        feed = {"input_ids": torch.randint(0, config.vocab_size, (b, s), generator=gen), "attention_mask": mask}
+        kept = sizes.get(KEPT, s)
+        feed = {"input_ids": torch.randint(0, config.vocab_size, (b, s), generator=gen), "attention_mask": mask,
+                "logits_index": torch.arange(s - kept, s)}
         if layout.uses_position_ids:
             feed["position_ids"] = torch.from_numpy(positions_from_mask(mask.numpy())[:, p:])
         if with_cache:
@@ -108,7 +113,8 @@ def decoder_spec(model, layout: DecoderOnlyLayout, with_cache: bool) -> GraphSpe
         return feed
 
     trace = {BATCH: 2, SEQ: 3, PAST: 5} if with_cache else {BATCH: 2, SEQ: 7}
-    verify = ({BATCH: 1, SEQ: 1, PAST: 37}, {BATCH: 3, SEQ: 4, PAST: 0}) if with_cache else ({BATCH: 3, SEQ: 11},)
+    verify = (({BATCH: 1, SEQ: 1, PAST: 37}, {BATCH: 3, SEQ: 4, PAST: 0}, {BATCH: 2, SEQ: 6, PAST: 3, KEPT: 1})
+              if with_cache else ({BATCH: 3, SEQ: 11}, {BATCH: 1, SEQ: 5, KEPT: 1}))
     return GraphSpec(
         name="decoder" if with_cache else "decoder_nocache",
         inputs=inputs, outputs=outputs,
@@ -129,8 +135,11 @@ class DecoderOnlySteps:
         self.uses_positions = "position_ids" in spec.inputs
         self.batch_axis = next((a for a, n in spec.inputs[self.past[0]].items() if n == BATCH), 0) if self.past else 0
 
-    def _feed(self, ids: np.ndarray, mask: np.ndarray, seen: int) -> dict:
-        feed = {"input_ids": ids[:, seen:].astype(np.int64), "attention_mask": mask.astype(np.int64)}
+    def _feed(self, ids: np.ndarray, mask: np.ndarray, seen: int, all_logits: bool = False) -> dict:
+        new = ids.shape[1] - seen
+        keep = np.arange(new) if all_logits else np.array([new - 1])
+        feed = {"input_ids": ids[:, seen:].astype(np.int64), "attention_mask": mask.astype(np.int64),
+                "logits_index": keep.astype(np.int64)}
         if self.uses_positions:
             feed["position_ids"] = positions_from_mask(mask)[:, seen:]
         return feed
@@ -161,7 +170,7 @@ class DecoderOnlySteps:
 
     def full_logits(self, input_ids, attention_mask):
         state, ids, mask = self.start(input_ids, attention_mask)
-        feed = self._feed(ids, mask, 0)
+        feed = self._feed(ids, mask, 0, all_logits=True)
         if self.with_cache:
             feed.update(zip(self.past, state["cache"]))
         host, _ = self.session.run(feed, ["logits"])

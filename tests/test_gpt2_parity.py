@@ -35,8 +35,10 @@ def test_exported_graph_matches_torch_away_from_trace_shapes(gpt2_tiny, workdir,
     art = exported(workdir, artifact_subdir(get_family("GPT2"), gpt2_tiny), gpt2_tiny.model, spec,
                    gpt2_tiny.source_key, fp16=False)
     assert spec.trace_sizes["batch"] == 2
-    cases = ([{"batch": b, "seq": s, "past_len": p} for b, s, p in [(1, 1, 0), (1, 1, 1), (3, 1, 37), (3, 5, 1), (1, 9, 37)]]
-             if use_cache else [{"batch": b, "seq": s} for b, s in [(1, 1), (3, 13), (4, 40)]])
+    # "kept" is how many final positions get logits (generation asks for 1, accuracy for all)
+    cases = ([{"batch": b, "seq": s, "past_len": p, "kept": k}
+              for b, s, p, k in [(1, 1, 0, 1), (1, 1, 1, 1), (3, 1, 37, 1), (3, 5, 1, 5), (3, 5, 1, 2), (1, 9, 37, 1)]]
+             if use_cache else [{"batch": b, "seq": s, "kept": k} for b, s, k in [(1, 1, 1), (3, 13, 13), (4, 40, 1)]])
     for sizes in cases:  # make_inputs left-pads row 0 whenever batch > 1
         assert verify_graph(gpt2_tiny.model, spec, art.file(MODEL_FILE), sizes, tolerance=1e-4) <= 1e-4
 
