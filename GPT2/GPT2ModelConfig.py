@@ -19,15 +19,15 @@ def build_tiny(seed: int):
     return GPT2LMHeadModel(config), tokenizer
 
 
+# GPT2 takes position ids and keeps its cache as (batch, heads, length, head_dim): the defaults.
+GPT2_LAYOUT = DecoderOnlyLayout()
+
 GPT2ModelConfig = ModelFamily(
     name="GPT2",
     package="GPT2",
-    variants=(Variant("gpt2-tiny"),) + tuple(Variant(v, v, f"{v}.json") for v in HUB_VARIANTS),
+    variants=(Variant("gpt2-tiny", build_tiny=build_tiny),) + tuple(Variant(v, v, f"{v}.json") for v in HUB_VARIANTS),
     model_class=AutoModelForCausalLM,
-    build_tiny=build_tiny,
     fallback_tokenizer=lambda: gpt2_style_tokenizer(512),
-    max_positions=lambda config: config.n_positions,
+    max_positions=lambda config: config.max_position_embeddings,
+    layouts={"default": GPT2_LAYOUT},
 )
-
-# GPT2 takes position ids and keeps its cache as (batch, heads, length, head_dim): the defaults.
-GPT2_LAYOUT = DecoderOnlyLayout()

@@ -1,10 +1,11 @@
 """GPT2 graphs: the decoder with and without KV cache, on the shared decoder-only exporter."""
 
 from NNDF.decoder_only import decoder_spec
+from NNDF.family import LoadedModel
 from NNDF.onnx_export import GraphSpec
 
-from GPT2.GPT2ModelConfig import GPT2_LAYOUT
+from GPT2.GPT2ModelConfig import GPT2ModelConfig
 
 
-def decoder_graph(model, use_cache: bool) -> GraphSpec:
-    return decoder_spec(model, GPT2_LAYOUT, with_cache=use_cache)
+def decoder_graph(loaded: LoadedModel, use_cache: bool) -> GraphSpec:
+    return decoder_spec(loaded.model, GPT2ModelConfig.layout(loaded), with_cache=use_cache)

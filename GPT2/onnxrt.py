@@ -2,8 +2,8 @@
 
 from NNDF.decoder_only_backends import onnxrt_backend
 
-from GPT2.GPT2ModelConfig import GPT2_LAYOUT, GPT2ModelConfig
+from GPT2.GPT2ModelConfig import GPT2ModelConfig
 
 
 def make_backend(loaded, cfg, workdir):
-    return onnxrt_backend(GPT2ModelConfig, GPT2_LAYOUT, loaded, cfg, workdir)
+    return onnxrt_backend(GPT2ModelConfig, loaded, cfg, workdir)

@@ -2,8 +2,8 @@
 
 from NNDF.decoder_only_backends import trt_backend
 
-from GPT2.GPT2ModelConfig import GPT2_LAYOUT, GPT2ModelConfig
+from GPT2.GPT2ModelConfig import GPT2ModelConfig
 
 
 def make_backend(loaded, cfg, workdir):
-    return trt_backend(GPT2ModelConfig, GPT2_LAYOUT, loaded, cfg, workdir)
+    return trt_backend(GPT2ModelConfig, loaded, cfg, workdir)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from NNDF.config import RunConfig
-from NNDF.decoder_only import CompiledDecoderOnly, DecoderOnlyLayout, TorchDecoderOnly, decoder_spec
+from NNDF.decoder_only import CompiledDecoderOnly, TorchDecoderOnly, decoder_spec
 from NNDF.family import LoadedModel, ModelFamily
 from NNDF.ort_session import OrtSession
 from NNDF.pipeline import artifact_subdir, onnx_path, token_ids
@@ -14,19 +14,17 @@ def frameworks_backend(loaded: LoadedModel, cfg: RunConfig) -> TorchDecoderOnly:
     return TorchDecoderOnly(loaded.model, token_ids(loaded))
 
 
-def onnxrt_backend(family: ModelFamily, layout: DecoderOnlyLayout, loaded: LoadedModel, cfg: RunConfig,
-                   workdir: WorkingDir) -> CompiledDecoderOnly:
-    spec = decoder_spec(loaded.model, layout, with_cache=cfg.generation.use_cache)
+def onnxrt_backend(family: ModelFamily, loaded: LoadedModel, cfg: RunConfig, workdir: WorkingDir) -> CompiledDecoderOnly:
+    spec = decoder_spec(loaded.model, family.layout(loaded), with_cache=cfg.generation.use_cache)
     session = OrtSession(onnx_path(spec, loaded, family, cfg, workdir))
     return CompiledDecoderOnly("onnxrt", session, spec, cfg.generation.use_cache, token_ids(loaded))
 
 
-def trt_backend(family: ModelFamily, layout: DecoderOnlyLayout, loaded: LoadedModel, cfg: RunConfig,
-                workdir: WorkingDir) -> CompiledDecoderOnly:
+def trt_backend(family: ModelFamily, loaded: LoadedModel, cfg: RunConfig, workdir: WorkingDir) -> CompiledDecoderOnly:
     from NNDF.trt_build import engine_for, profile_ranges
     from NNDF.trt_session import TrtSession
 
-    spec = decoder_spec(loaded.model, layout, with_cache=cfg.generation.use_cache)
+    spec = decoder_spec(loaded.model, family.layout(loaded), with_cache=cfg.generation.use_cache)
     engine = cfg.trt.prebuilt_engines.get("decoder")
     if engine is None:
         source = onnx_path(spec, loaded, family, cfg, workdir)

@@ -23,8 +23,10 @@ from NNDF.workdir import stable_hash
 @dataclass(frozen=True)
 class Variant:
     name: str
-    hub_id: str | None = None          # None: exists only offline (the tiny variant)
+    hub_id: str | None = None          # None: exists only offline (a tiny variant)
     config_file: str | None = None     # shipped config.json, for --random-weights without the hub
+    arch: str = "default"              # which of the family's layouts (graph boundary quirks) applies
+    build_tiny: Callable[[int], tuple[torch.nn.Module, Any]] | None = None  # seed -> (model, tokenizer)
 
 
 @dataclass
@@ -37,6 +39,7 @@ class LoadedModel:
     source_key: dict                    # identifies the weights; part of every cache key
     max_positions: int
     generation_defaults: dict = field(default_factory=dict)  # eos/pad/decoder start/early stopping
+    arch: str = "default"               # key into the family's layouts
 
     @property
     def config(self):
@@ -49,15 +52,18 @@ class ModelFamily:
     package: str                         # python package holding frameworks.py, onnxrt.py, trt.py
     variants: tuple[Variant, ...]
     model_class: type                    # e.g. transformers.AutoModelForCausalLM
-    build_tiny: Callable[[int], tuple[torch.nn.Module, Any]]   # seed -> (model, tokenizer)
     fallback_tokenizer: Callable[[], Any]                       # offline tokenizer for random weights
     max_positions: Callable[[Any], int]                         # HF config -> longest sequence
+    layouts: dict[str, Any] = field(default_factory=dict)      # arch -> graph layout, read by the family's code
     is_encoder_decoder: bool = False
-    extra: dict = field(default_factory=dict)                  # family-specific knobs read by its own code
 
     @property
     def tiny_variant(self) -> str:
-        return next(v.name for v in self.variants if v.hub_id is None)
+        """The default: the first offline variant."""
+        return next(v.name for v in self.variants if v.build_tiny is not None)
+
+    def layout(self, loaded: "LoadedModel"):
+        return self.layouts[loaded.arch]
 
     def variant(self, name: str) -> Variant:
         for v in self.variants:
@@ -74,11 +80,11 @@ class ModelFamily:
         if cfg.torch_dir is not None:
             return self._load_local(cfg.torch_dir, cfg.variant or cfg.torch_dir.name)
         variant = self.variant(cfg.variant or self.tiny_variant)
-        if variant.hub_id is None:
+        if variant.build_tiny is not None:
             torch.manual_seed(cfg.seed)
-            model, tokenizer = self.build_tiny(cfg.seed)
+            model, tokenizer = variant.build_tiny(cfg.seed)
             key = {"variant": variant.name, "seed": cfg.seed, "weights": "tiny-random-v1"}
-            return self._finish(variant.name, model, tokenizer, key)
+            return self._finish(variant, model, tokenizer, key)
         if cfg.random_weights:
             return self._load_random(variant, cfg.seed)
         return self._load_hub(variant)
@@ -95,7 +101,7 @@ class ModelFamily:
         model = self.model_class.from_config(config)
         tokenizer = self._cached_tokenizer(variant.hub_id) or self.fallback_tokenizer()
         key = {"variant": variant.name, "seed": seed, "weights": "random", "config": stable_hash(config.to_dict())}
-        return self._finish(variant.name, model, tokenizer, key)
+        return self._finish(variant, model, tokenizer, key)
 
     def _load_hub(self, variant: Variant) -> LoadedModel:
         from transformers import AutoTokenizer
@@ -108,7 +114,7 @@ class ModelFamily:
                              f"check the network, pass --torch-dir DIR, or use --random-weights / --variant {self.tiny_variant}"
                              ) from None
         key = {"hub_id": variant.hub_id, "revision": getattr(model.config, "_commit_hash", None)}
-        return self._finish(variant.name, model, tokenizer, key)
+        return self._finish(variant, model, tokenizer, key)
 
     def _load_local(self, path: Path, name: str) -> LoadedModel:
         from transformers import AutoTokenizer
@@ -125,7 +131,11 @@ class ModelFamily:
                              "save the tokenizer there too (tokenizer.save_pretrained)") from None
         stamps = sorted((f.name, f.stat().st_size, int(f.stat().st_mtime)) for f in path.iterdir() if f.is_file())
         key = {"torch_dir": str(path.resolve()), "files": stable_hash(stamps)}
-        return self._finish(name, model, tokenizer, key)
+        return self._finish(Variant(name, arch=self.arch_of(model.config)), model, tokenizer, key)
+
+    def arch_of(self, config) -> str:
+        """A local checkpoint's layout, from its model_type (families with one layout use "default")."""
+        return config.model_type if config.model_type in self.layouts else "default"
 
     @staticmethod
     def _cached_tokenizer(hub_id: str | None):
@@ -139,7 +149,7 @@ class ModelFamily:
         except Exception:  # absent from the cache in any of several ways
             return None
 
-    def _finish(self, name: str, model, tokenizer, key: dict) -> LoadedModel:
+    def _finish(self, variant: Variant, model, tokenizer, key: dict) -> LoadedModel:
         model.eval()
         config = model.config
         gen = getattr(model, "generation_config", None)
@@ -159,7 +169,7 @@ class ModelFamily:
             "early_stopping": _or(getattr(gen, "early_stopping", None), False),
             "length_penalty": _or(getattr(gen, "length_penalty", None), 1.0),
         }
-        return LoadedModel(name, model, tokenizer, key, self.max_positions(config), defaults)
+        return LoadedModel(variant.name, model, tokenizer, key, self.max_positions(config), defaults, variant.arch)
 
     def describe(self) -> str:
         lines = [f"{self.name} variants:"]

@@ -10,6 +10,8 @@ import pytest
 from conftest import make_cfg
 from GPT2 import onnxrt
 from GPT2.export import decoder_graph
+from GPT2.GPT2ModelConfig import GPT2_LAYOUT, build_tiny
+from NNDF.decoder_only import decoder_spec
 from NNDF.actions.accuracy import evaluate, load_texts, SHIPPED_SAMPLE
 from NNDF.config import GenerationSettings
 from NNDF.decoder_only_backends import frameworks_backend
@@ -31,7 +33,7 @@ def ort_backend(request, gpt2_tiny, workdir):
 
 @pytest.mark.parametrize("use_cache", [True, False])
 def test_exported_graph_matches_torch_away_from_trace_shapes(gpt2_tiny, workdir, use_cache):
-    spec = decoder_graph(gpt2_tiny.model, use_cache)
+    spec = decoder_graph(gpt2_tiny, use_cache)
     art = exported(workdir, artifact_subdir(get_family("GPT2"), gpt2_tiny), gpt2_tiny.model, spec,
                    gpt2_tiny.source_key, fp16=False)
     assert spec.trace_sizes["batch"] == 2
@@ -47,14 +49,14 @@ def test_verification_catches_a_wrong_graph(gpt2_tiny, workdir, tmp_path):
     """The parity check must be able to fail: a graph from other weights is rejected."""
     import torch
 
-    other = get_family("GPT2").build_tiny(seed=1)[0].eval()
+    other = build_tiny(seed=1)[0].eval()
     with torch.no_grad():
         for p in other.parameters():
             p.add_(0.05)
-    spec = decoder_graph(other, True)
+    spec = decoder_spec(other, GPT2_LAYOUT, True)
     art = exported(workdir, ("GPT2", "other"), other, spec, {"other": 1}, fp16=False)
     with pytest.raises(AssertionError, match="differs from PyTorch"):
-        verify_graph(gpt2_tiny.model, decoder_graph(gpt2_tiny.model, True), art.file(MODEL_FILE),
+        verify_graph(gpt2_tiny.model, decoder_graph(gpt2_tiny, True), art.file(MODEL_FILE),
                      {"batch": 1, "seq": 3, "past_len": 4})
 
 
