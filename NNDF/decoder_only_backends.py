@@ -21,14 +21,16 @@ def onnxrt_backend(family: ModelFamily, loaded: LoadedModel, cfg: RunConfig, wor
 
 
 def trt_backend(family: ModelFamily, loaded: LoadedModel, cfg: RunConfig, workdir: WorkingDir) -> CompiledDecoderOnly:
+    from NNDF import trt_env
     from NNDF.trt_build import engine_for, profile_ranges
     from NNDF.trt_session import TrtSession
 
+    trt_env.require_tensorrt()  # before any export: a missing GPU should cost a second, not minutes
     spec = decoder_spec(loaded.model, family.layout(loaded), with_cache=cfg.generation.use_cache)
+    ranges = profile_ranges(spec, cfg, loaded.max_positions)
     engine = cfg.trt.prebuilt_engines.get("decoder")
     if engine is None:
         source = onnx_path(spec, loaded, family, cfg, workdir)
-        engine = engine_for(source, spec, profile_ranges(spec, cfg, loaded.max_positions), cfg.trt, cfg.fp16,
-                            workdir, artifact_subdir(family, loaded))
-    session = TrtSession(engine, spec, profile_ranges(spec, cfg, loaded.max_positions), cfg.trt)
+        engine = engine_for(source, spec, ranges, cfg.trt, cfg.fp16, workdir, artifact_subdir(family, loaded))
+    session = TrtSession(engine, spec, ranges, cfg.trt)
     return CompiledDecoderOnly("trt", session, spec, cfg.generation.use_cache, token_ids(loaded))

@@ -184,6 +184,12 @@ def test_torch_dir_loads_a_local_checkpoint(capsys, gpt2_tiny, tmp_path):
          match="could not load a GPT2 model from --torch-dir")
 
 
+def test_trt_without_tensorrt_says_so_before_exporting(capsys, tmp_path):
+    wd = tmp_path / "w"
+    _bad(capsys, "run", "GPT2", "trt", "--working-dir", str(wd), match="the trt backend needs TensorRT and a CUDA GPU")
+    assert not list(wd.glob("**/*.onnx"))
+
+
 def test_hub_variant_offline_points_to_offline_options(capsys, wd, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)  # read once at import

@@ -1,0 +1,329 @@
+"""TensorRT engines: optimization profiles from the run's sizes, and cached builds.
+
+An engine only runs on the GPU model and TensorRT version it was built with,
+for the exact ONNX bytes, precision, profile and build flags it was built
+from. All of these form its cache key; the GPU and the TensorRT version are in
+its directory name too, so engines for several machines can share a working
+dir:
+
+    <workdir>/<family>/<variant>/engines/<gpu>-sm86-trt11.4/decoder-fp16-<hash>/engine.plan
+
+Builds go through `WorkingDir.build` (atomic rename, manifest with the key and
+file sizes, cross-process lock). An engine whose manifest or size does not
+match is deleted and rebuilt, never loaded.
+
+Precision comes from the ONNX graph on every supported TensorRT: 11 networks
+are always strongly typed, and on 10 an fp16 graph is parsed into a strongly
+typed network, so `BuilderFlag.FP16` (gone in 11) is never needed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import uuid
+from pathlib import Path
+
+import onnx
+
+from NNDF import trt_env
+from NNDF.config import RunConfig, TrtSettings
+from NNDF.decoder_only import BATCH, KEPT, PAST, SEQ, TOTAL
+from NNDF.errors import UsageError
+from NNDF.onnx_export import GraphSpec, check_onnx_io
+from NNDF.progress import status
+from NNDF.workdir import WorkingDir, file_digest, stable_hash
+
+log = logging.getLogger(__name__)
+
+ENGINE_FILE = "engine.plan"
+TIMING_CACHE_FILE = "timing.cache"
+BUILDER_VERSION = 1          # bump when this file changes what an engine contains
+
+Range = tuple[int, int, int]  # min, opt, max
+
+# What the user can change when a size falls outside an engine's profile.
+AXIS_FIX = {
+    BATCH: "change --batch-size/--num-beams, or build with --dynamic-batch and a wider --min/--max-dynamic-batch",
+    SEQ: "use a shorter prompt or fewer new tokens, or raise --input-profile-max-len "
+         "(without --use-cache the whole sequence is the input, so also --output-profile-max-len)",
+    KEPT: "score a shorter text, or raise --input-profile-max-len",
+    PAST: "generate fewer tokens or raise --output-profile-max-len",
+    TOTAL: "generate fewer tokens or raise --output-profile-max-len",
+}
+
+
+# --------------------------------------------------------------------------- profiles
+def _clamp(value: int, lo: int, hi: int) -> int:
+    return max(lo, min(value, hi))
+
+
+def spec_axes(spec: GraphSpec) -> set[str]:
+    return {name for axes in (*spec.inputs.values(), *spec.outputs.values()) for name in axes.values()}
+
+
+def profile_ranges(spec: GraphSpec, cfg: RunConfig, max_positions: int) -> dict[str, Range]:
+    """min/opt/max of every dynamic axis `spec` uses, for one optimization profile.
+
+    Rows fed to the engine are batch x beams. A prompt may be up to
+    --input-profile-max-len tokens and --output-profile-max-len bounds the
+    new tokens, so the whole sequence never exceeds prompt max + output max,
+    nor the model's positions.
+    """
+    used = spec_axes(spec)
+    unknown = used - set(AXIS_FIX)
+    if unknown:
+        raise ValueError(f"graph {spec.name} has dynamic axes {sorted(unknown)} with no TensorRT profile rule "
+                         f"(known: {sorted(AXIS_FIX)})")
+    settings, gen = cfg.trt, cfg.generation
+    beams = gen.num_beams
+    rows = cfg.batch_size * beams
+    if settings.dynamic_batch:
+        lo = (settings.min_dynamic_batch or 1) * beams
+        hi = (settings.max_dynamic_batch or cfg.batch_size) * beams
+        batch = (lo, _clamp(rows, lo, hi), hi)
+    else:
+        batch = (rows, rows, rows)
+    prompt_max = min(settings.input_profile_max_len or max_positions, max_positions)
+    total_max = max_positions
+    if settings.output_profile_max_len:
+        total_max = min(max_positions, prompt_max + settings.output_profile_max_len)
+    if PAST in used:
+        # With a KV cache the prompt is fed once and every other step feeds one token on a
+        # growing past, so the profile is tuned for a decode step halfway through generation.
+        past_opt = _clamp(cfg.input_seq_len + gen.max_new_tokens // 2 - 1, 0, total_max - 1)
+        lengths = {SEQ: (1, 1, prompt_max), PAST: (0, past_opt, total_max - 1),
+                   TOTAL: (1, past_opt + 1, total_max)}
+    else:
+        # Without a cache every step feeds the whole sequence so far.
+        opt = _clamp(cfg.input_seq_len + gen.max_new_tokens // 2, 1, total_max)
+        lengths = {SEQ: (1, opt, total_max), TOTAL: (1, opt, total_max)}
+    # Logits are kept for one position per step while generating, for all of them when scoring.
+    ranges = {BATCH: batch, **lengths, KEPT: (1, 1, lengths[SEQ][2])}
+    return {axis: ranges[axis] for axis in AXIS_FIX if axis in used}
+
+
+def check_sizes(ranges: dict[str, Range], sizes: dict[str, int], what: str) -> None:
+    """UsageError naming the flag to change if any named size is outside its profile range.
+
+    Axes are checked batch, seq, kept, past, total, so a too-long prompt is reported as such,
+    not as the too-long sequence it leads to.
+    """
+    for axis in AXIS_FIX:
+        if axis in sizes and axis in ranges:
+            value, (lo, _, hi) = sizes[axis], ranges[axis]
+            if not lo <= value <= hi:
+                raise UsageError(f"{what} needs {axis}={value} but the TensorRT profile covers {lo}..{hi}",
+                                 AXIS_FIX[axis])
+
+
+def check_run_fits(ranges: dict[str, Range], cfg: RunConfig, prompt_len: int) -> None:
+    """Fail before generating if this prompt length and cfg's generation would leave the profile."""
+    gen = cfg.generation
+    last = prompt_len + gen.max_new_tokens - 1     # tokens fed at the final step; the last new one is never fed
+    sizes = {BATCH: cfg.batch_size * gen.num_beams, TOTAL: last}
+    if PAST in ranges:
+        sizes.update({SEQ: prompt_len, PAST: max(last - 1, 0)})
+    else:
+        sizes[SEQ] = last
+    check_sizes(ranges, sizes, f"batch {cfg.batch_size} x {gen.num_beams} beam(s) with a {prompt_len}-token prompt "
+                               f"and {gen.max_new_tokens} new tokens")
+
+
+def input_profile(name: str, dims: tuple[int, ...], axes: dict[int, str],
+                  ranges: dict[str, Range]) -> tuple[tuple[int, ...], ...] | None:
+    """(min, opt, max) shapes for one network input, or None if all its dims are static."""
+    if all(d >= 0 for d in dims):
+        return None
+    shapes: tuple[list[int], list[int], list[int]] = ([], [], [])
+    for i, dim in enumerate(dims):
+        if dim >= 0:
+            bounds = (dim, dim, dim)
+        elif i in axes:
+            bounds = ranges[axes[i]]
+        else:
+            raise UsageError(f"input {name} has a dynamic dimension {i} that the runner does not size",
+                             "export the graph with this toolkit or make that dimension static")
+        for shape, bound in zip(shapes, bounds):
+            shape.append(bound)
+    return tuple(tuple(s) for s in shapes)
+
+
+# --------------------------------------------------------------------------- cache keys and paths
+def onnx_files(onnx_path: Path) -> list[Path]:
+    """The ONNX file and the external data files its initializers point at."""
+    proto = onnx.load(str(onnx_path), load_external_data=False)
+    locations = {entry.value for t in proto.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL
+                 for entry in t.external_data if entry.key == "location"}
+    return [onnx_path] + [onnx_path.parent / loc for loc in sorted(locations)]
+
+
+def engine_key(onnx_path: Path, ranges: dict[str, Range], settings: TrtSettings, fp16: bool,
+               device: dict, trt_version: str) -> dict:
+    return {
+        "builder": BUILDER_VERSION,
+        "device": {"name": device["name"], "compute_capability": device["compute_capability"]},
+        "tensorrt": trt_version,
+        "onnx": {f.name: file_digest(f) for f in onnx_files(onnx_path)},
+        "precision": "fp16" if fp16 else "fp32",
+        "profile": {axis: list(r) for axis, r in sorted(ranges.items())},
+        "flags": {"workspace_mib": settings.workspace_mib,
+                  "preview_dynamic_shapes": not settings.disable_preview_dynamic_shapes,
+                  "timing_cache": settings.use_timing_cache, "nvtx_verbose": settings.nvtx_verbose,
+                  "engine_postfix": settings.engine_postfix},
+    }
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9.]+", "-", text.lower()).strip("-.") or "x"
+
+
+def device_dirname(device: dict, trt_version: str) -> str:
+    """e.g. nvidia-geforce-rtx-3090-sm86-trt11.4"""
+    sm = device["compute_capability"].replace(".", "")
+    return f"{_slug(device['name'])}-sm{sm}-trt{'.'.join(trt_version.split('.')[:2])}"
+
+
+def engine_dirname(graph: str, fp16: bool, postfix: str, key: dict) -> str:
+    parts = [graph, "fp16" if fp16 else "fp32"] + ([_slug(postfix)] if postfix else []) + [stable_hash(key)]
+    return "-".join(parts)
+
+
+# --------------------------------------------------------------------------- building
+def engine_for(onnx_path: Path, spec: GraphSpec, ranges: dict[str, Range], settings: TrtSettings, fp16: bool,
+               workdir: WorkingDir, subdir: tuple[str, ...]) -> Path:
+    """The cached engine for this ONNX file and build, building it if absent or unusable."""
+    trt = trt_env.require_tensorrt()
+    onnx_path = Path(onnx_path)
+    check_onnx_io(onnx_path, spec)      # a wrong or unreadable file fails here, in one line
+    device, version = trt_env.device_identity(), trt_env.trt_version()
+    key = engine_key(onnx_path, ranges, settings, fp16, device, version)
+    engines = workdir.artifact_dir(*subdir, "engines", device_dirname(device, version))
+    path = engines / engine_dirname(spec.name, fp16, settings.engine_postfix, key)
+    _discard_if_stale(path, key)
+
+    def produce(tmp: Path) -> dict:
+        plan = build_plan(trt, onnx_path, spec, ranges, settings, fp16, engines / TIMING_CACHE_FILE)
+        (tmp / ENGINE_FILE).write_bytes(plan)
+        return {"graph": spec.name, "onnx": str(onnx_path)}
+
+    return workdir.build(path, key, (ENGINE_FILE,), produce).file(ENGINE_FILE)
+
+
+def _stale(path: Path, key: dict) -> bool:
+    if not path.exists():
+        return False
+    try:
+        WorkingDir.load(path, key, (ENGINE_FILE,))
+        return False
+    except UsageError:
+        return True
+
+
+def _discard_if_stale(path: Path, key: dict) -> None:
+    """Move aside an engine dir whose manifest or file size does not match, so it is rebuilt."""
+    if not _stale(path, key):
+        return
+    with WorkingDir.lock(path):
+        if _stale(path, key):   # another process may have replaced it meanwhile
+            log.warning("rebuilding %s: its manifest does not match this build or the engine is truncated", path)
+            trash = path.with_name(f".{path.name}.stale-{uuid.uuid4().hex[:8]}")
+            os.replace(path, trash)   # atomic: no reader ever sees a half-deleted engine
+            shutil.rmtree(trash, ignore_errors=True)
+
+
+def build_plan(trt, onnx_path: Path, spec: GraphSpec, ranges: dict[str, Range], settings: TrtSettings,
+               fp16: bool, timing_cache: Path) -> bytes:
+    """Parse the ONNX file and build a serialized engine with one optimization profile."""
+    logger = trt_env.logger_for(trt)
+    builder = trt.Builder(logger)
+    network = builder.create_network(_network_flags(trt, fp16))
+    parser = trt.OnnxParser(network, logger)
+    _parse(parser, onnx_path)
+    config = builder.create_builder_config()
+    _configure(trt, config, settings)
+    _add_profile(builder, network, config, spec, ranges)
+    if settings.use_timing_cache:
+        _attach_timing_cache(config, timing_cache)
+    with status(f"building TensorRT engine for {spec.name} ({'fp16' if fp16 else 'fp32'}), this can take minutes"):
+        plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise UsageError(f"TensorRT could not build an engine from {onnx_path} (its log above says why)",
+                         "raise --workspace-size, or check that the ONNX file is supported")
+    if settings.use_timing_cache:
+        _save_timing_cache(config, timing_cache)
+    return bytes(plan)
+
+
+def _add_profile(builder, network, config, spec: GraphSpec, ranges: dict[str, Range]) -> None:
+    """One optimization profile with the shapes of every input that has dynamic dims."""
+    profile = builder.create_optimization_profile()
+    dynamic = 0
+    for i in range(network.num_inputs):
+        tensor = network.get_input(i)
+        shapes = input_profile(tensor.name, tuple(tensor.shape), spec.inputs[tensor.name], ranges)
+        if shapes is not None:
+            profile.set_shape(tensor.name, *shapes)
+            dynamic += 1
+    if dynamic and config.add_optimization_profile(profile) < 0:
+        raise RuntimeError(f"TensorRT rejected the optimization profile {ranges} for {spec.name}; see its log above")
+
+
+def _network_flags(trt, fp16: bool) -> int:
+    # TensorRT 11 ignores the flag (every network is strongly typed); on 10 it makes an fp16
+    # graph's types binding instead of hints, which is what 11 does.
+    return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if fp16 else 0
+
+
+def _parse(parser, onnx_path: Path) -> None:
+    # parse_from_file (not parse(bytes)) so external weight files resolve next to the model
+    if parser.parse_from_file(str(onnx_path)):
+        return
+    errors = [parser.get_error(i) for i in range(parser.num_errors)]
+    detail = "the parser gave no reason"
+    if errors:
+        first = errors[0]
+        node = f" at node {first.node_name()} ({first.node_operator()})" if first.node_name() else ""
+        detail = first.desc() + node
+    more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+    raise UsageError(f"TensorRT cannot parse {onnx_path}: {' '.join(detail.split())[:300]}{more}",
+                     "re-export it (delete it or run with --cleanup) or pass a supported ONNX file")
+
+
+def _configure(trt, config, settings: TrtSettings) -> None:
+    if settings.workspace_mib:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings.workspace_mib << 20)
+    if settings.nvtx_verbose:
+        config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
+    if settings.disable_preview_dynamic_shapes:
+        # 8.6's FASTER_DYNAMIC_SHAPES_0805 became always-on in 10, whose docs name
+        # PROFILE_SHARING_0806 as the dynamic-shapes preview feature; 11 has neither.
+        feature = getattr(trt.PreviewFeature, "PROFILE_SHARING_0806", None)
+        if feature is None:
+            log.warning("--disable-preview-dynamic-shapes has no effect on TensorRT %s: it has no such preview "
+                        "feature", trt.__version__)
+        else:
+            config.set_preview_feature(feature, False)
+
+
+def _attach_timing_cache(config, path: Path) -> None:
+    blob = path.read_bytes() if path.is_file() else b""
+    cache = config.create_timing_cache(blob)
+    if cache is None or not config.set_timing_cache(cache, False):
+        log.warning("ignoring the timing cache %s: it is unreadable or from another GPU/TensorRT", path)
+        config.set_timing_cache(config.create_timing_cache(b""), False)
+
+
+def _save_timing_cache(config, path: Path) -> None:
+    """Merge this build's timings into the file: concurrent builds must not drop each other's."""
+    with WorkingDir.lock(path):
+        cache = config.get_timing_cache()
+        if path.is_file():
+            on_disk = config.create_timing_cache(path.read_bytes())
+            if on_disk is not None:
+                cache.combine(on_disk, False)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+        tmp.write_bytes(bytes(cache.serialize()))
+        os.replace(tmp, path)

@@ -1,0 +1,58 @@
+"""Where the TensorRT backend meets the machine: the tensorrt module and the GPU.
+
+These functions are the only places that detect hardware or import TensorRT,
+so tests can swap them (and `sys.modules["tensorrt"]`) for a CPU stand-in.
+Callers use them through the module (`trt_env.device_identity()`), never
+`from NNDF.trt_env import ...`, so a swapped function is the one they call.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from NNDF.errors import UsageError
+
+MIN_MAJOR = 10      # the named-tensor API (set_input_shape, execute_async_v3) is the only one used
+FIX = "install the gpu extra (pip install '.[gpu]') on a machine with an NVIDIA GPU, or choose another backend"
+
+
+def cuda_available() -> bool:
+    return torch.cuda.is_available()
+
+
+def require_tensorrt():
+    """The imported `tensorrt` module, or one UsageError line saying what is missing."""
+    missing = []
+    trt = None
+    try:
+        import tensorrt as trt
+    except (ImportError, OSError) as e:   # OSError: the wheel is there but libnvinfer is not
+        reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+        missing.append(f"the tensorrt package cannot be imported ({reason})")
+    if not cuda_available():
+        missing.append("no CUDA device is visible to PyTorch")
+    if missing:
+        raise UsageError(f"the trt backend needs TensorRT and a CUDA GPU: {'; '.join(missing)}", FIX)
+    major = int(str(trt.__version__).split(".")[0])
+    if major < MIN_MAJOR:
+        raise UsageError(f"TensorRT {trt.__version__} is too old for the trt backend (needs {MIN_MAJOR} or newer)", FIX)
+    return trt
+
+
+def trt_version() -> str:
+    return str(require_tensorrt().__version__)
+
+
+def device_identity() -> dict:
+    """What an engine is tied to: the GPU model and its compute capability, e.g. "8.6"."""
+    index = torch.cuda.current_device()
+    major, minor = torch.cuda.get_device_capability(index)
+    return {"name": torch.cuda.get_device_name(index), "compute_capability": f"{major}.{minor}"}
+
+
+@functools.cache
+def logger_for(trt):
+    """One logger per tensorrt module: TensorRT keeps the first logger it is given process-wide."""
+    return trt.Logger(trt.Logger.WARNING)

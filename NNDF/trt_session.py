@@ -1,0 +1,190 @@
+"""A TensorRT engine as a Session, through the named-tensor API of TensorRT 10 and 11.
+
+Device buffers are torch tensors on `self.device`: the KV cache a step returns
+is handed to the next step by address, and beam search reorders it with
+`index_select` on the device, so the cache never visits the host. Only the
+outputs the caller asks for on the host (the logits) are copied back.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from NNDF import trt_env
+from NNDF.config import TrtSettings
+from NNDF.errors import UsageError
+from NNDF.onnx_export import GraphSpec
+from NNDF.session import Handle, Session
+from NNDF.trt_build import AXIS_FIX, Range, check_sizes
+
+log = logging.getLogger(__name__)
+
+# Where buffers live. Production runs on the current CUDA device; tests swap this default.
+DEFAULT_DEVICE = torch.device("cuda")
+
+_NUMPY_OF = {torch.float32: np.float32, torch.float16: np.float16, torch.int32: np.int32,
+             torch.int64: np.int64, torch.bool: np.bool_}
+
+
+def _torch_dtypes(trt) -> dict:
+    return {trt.DataType.FLOAT: torch.float32, trt.DataType.HALF: torch.float16, trt.DataType.INT32: torch.int32,
+            trt.DataType.INT64: torch.int64, trt.DataType.BOOL: torch.bool}
+
+
+def _resolve(device: torch.device) -> torch.device:
+    """cuda -> cuda:N, so tensors' devices compare equal to ours."""
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+class TrtSession(Session):
+    def __init__(self, engine_path: str | Path, spec: GraphSpec, ranges: dict[str, Range], settings: TrtSettings,
+                 *, device: torch.device | None = None):
+        trt = trt_env.require_tensorrt()
+        self.path, self.spec = Path(engine_path), spec
+        self.device = _resolve(device if device is not None else DEFAULT_DEVICE)
+        self._runtime = trt.Runtime(trt_env.logger_for(trt))   # kept: the engine must not outlive it
+        self._engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
+        if self._engine is None:
+            raise UsageError(f"engine {self.path} was built by another TensorRT version or is corrupt",
+                             "delete it (or run with --cleanup) so it is rebuilt")
+        self._check_io_names(trt)
+        self.input_names, self.output_names = spec.input_names, spec.output_names
+        self._dtypes = self._tensor_dtypes(trt)
+        self._shapes = {n: tuple(self._engine.get_tensor_shape(n)) for n in self.input_names}
+        self._limits = self._profile_limits()
+        self._check_covers(ranges)
+        self._context = self._engine.create_execution_context()
+        if self._context is None:
+            raise UsageError(f"TensorRT could not create an execution context for {self.path}",
+                             "free GPU memory or use a smaller batch or profile")
+        self._scratch = torch.zeros(256, dtype=torch.uint8, device=self.device)   # address for empty tensors
+        if settings.use_cuda_graph:
+            log.warning("--use-cuda-graph is not supported by the trt backend (shapes change every step); "
+                        "running without CUDA graphs")
+
+    # ------------------------------------------------------------------ checks at load
+    def _check_io_names(self, trt) -> None:
+        """A wrong --decoder-engine (other model, other cache setting) is caught here."""
+        engine = self._engine
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        inputs = {n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT}
+        outputs = set(names) - inputs
+        if inputs == set(self.spec.input_names) and outputs == set(self.spec.output_names):
+            return
+        expected = set(self.spec.input_names) | set(self.spec.output_names)
+        missing, unexpected = sorted(expected - set(names)), sorted(set(names) - expected)
+        wrong_mode = sorted((inputs & set(self.spec.output_names)) | (outputs & set(self.spec.input_names)))
+        found = ", ".join(f"{what} {names[:3]}" for what, names in
+                          (("missing", missing), ("unexpected", unexpected), ("wrong direction", wrong_mode)) if names)
+        raise UsageError(f"engine {self.path} does not fit the {self.spec.name} graph: {found}",
+                         "pass the engine built for this model and --use-cache setting, or drop the --*-engine flag")
+
+    def _tensor_dtypes(self, trt) -> dict[str, torch.dtype]:
+        table = _torch_dtypes(trt)
+        dtypes = {}
+        for name in (*self.input_names, *self.output_names):
+            dtype = self._engine.get_tensor_dtype(name)
+            if dtype not in table:
+                raise UsageError(f"engine {self.path} has {name} in {dtype}, which the trt backend cannot feed",
+                                 "export the graph with this toolkit")
+            dtypes[name] = table[dtype]
+        return dtypes
+
+    def _profile_limits(self) -> dict[str, Range]:
+        """Per axis name, the (min, opt, max) the engine accepts: profile 0, or the fixed size of a static dim."""
+        limits: dict[str, Range] = {}
+        for name in self.input_names:
+            dims = self._shapes[name]
+            axes = self.spec.inputs[name]
+            profile = self._engine.get_tensor_profile_shape(name, 0) if -1 in dims else [dims] * 3
+            for i, dim in enumerate(dims):
+                if i not in axes:
+                    if dim < 0:
+                        raise UsageError(f"engine {self.path} has a dynamic dimension {i} in {name} that the runner "
+                                         "does not size", "build the engine from this toolkit's ONNX export")
+                    continue
+                lo, opt, hi = (int(p[i]) for p in profile)
+                if axes[i] in limits:   # several inputs share an axis: the engine accepts the overlap
+                    old = limits[axes[i]]
+                    lo, opt, hi = max(lo, old[0]), old[1], min(hi, old[2])
+                limits[axes[i]] = (lo, opt, hi)
+        return limits
+
+    def _check_covers(self, ranges: dict[str, Range]) -> None:
+        for axis, (lo, _, hi) in ranges.items():
+            have = self._limits.get(axis)
+            if have is not None and not (have[0] <= lo and hi <= have[2]):
+                raise UsageError(f"engine {self.path} accepts {axis} {have[0]}..{have[2]} but this run needs {lo}..{hi}",
+                                 f"rebuild it for this run (drop the --*-engine flag), or {AXIS_FIX[axis]}")
+
+    # ------------------------------------------------------------------ Session
+    def input_dtype(self, name: str) -> np.dtype:
+        return np.dtype(_NUMPY_OF[self._dtypes[name]])
+
+    def input_shape(self, name: str):
+        axes = self.spec.inputs[name]
+        return [axes.get(i) if d < 0 else d for i, d in enumerate(self._shapes[name])]
+
+    def run(self, feed, host_outputs: Sequence[str], device_outputs: Sequence[str] = ()):
+        missing = [n for n in self.input_names if n not in feed]
+        if missing:
+            raise ValueError(f"{self.spec.name} needs inputs {missing}")
+        inputs = {n: self._on_device(n, feed[n]) for n in self.input_names}
+        self._check_fits(inputs)
+        context = self._context
+        for name, tensor in inputs.items():
+            if not context.set_input_shape(name, tuple(tensor.shape)):
+                raise RuntimeError(f"TensorRT rejected shape {tuple(tensor.shape)} for {name}; see its log above")
+            self._bind(name, tensor)
+        outputs = {}
+        for name in self.output_names:   # TensorRT needs an address for every output, wanted or not
+            shape = tuple(context.get_tensor_shape(name))
+            if any(d < 0 for d in shape):
+                raise RuntimeError(f"TensorRT could not infer the shape of {name} from the input shapes")
+            outputs[name] = torch.empty(shape, dtype=self._dtypes[name], device=self.device)
+            self._bind(name, outputs[name])
+        stream = torch.cuda.current_stream(self.device) if self.device.type == "cuda" else None
+        if not context.execute_async_v3(stream.cuda_stream if stream is not None else 0):
+            raise RuntimeError(f"TensorRT failed to run {self.path}; see its log above")
+        if stream is not None:
+            stream.synchronize()
+        host = {n: outputs[n].cpu().numpy() for n in host_outputs}
+        return host, {n: outputs[n] for n in device_outputs}
+
+    def _on_device(self, name: str, value) -> torch.Tensor:
+        dtype = self._dtypes[name]
+        if isinstance(value, torch.Tensor):
+            if value.device == self.device and value.dtype == dtype and value.is_contiguous():
+                return value
+            return value.to(device=self.device, dtype=dtype).contiguous()
+        return torch.from_numpy(np.ascontiguousarray(value)).to(device=self.device, dtype=dtype)
+
+    def _check_fits(self, inputs: dict[str, torch.Tensor]) -> None:
+        sizes: dict[str, int] = {}
+        for name, tensor in inputs.items():
+            for i, axis in self.spec.inputs[name].items():
+                sizes.setdefault(axis, int(tensor.shape[i]))
+        check_sizes(self._limits, sizes, f"this {self.spec.name} step")
+
+    def _bind(self, name: str, tensor: torch.Tensor) -> None:
+        # an empty tensor may have a null address, which TensorRT rejects; any valid one will do
+        address = tensor.data_ptr() if tensor.numel() else self._scratch.data_ptr()
+        if not self._context.set_tensor_address(name, address):
+            raise RuntimeError(f"TensorRT rejected the address of {name}; see its log above")
+
+    def zeros(self, name: str, shape) -> Handle:
+        return torch.zeros(tuple(shape), dtype=self._dtypes[name], device=self.device)
+
+    def take(self, handle: Handle, indices: np.ndarray, axis: int = 0) -> Handle:
+        index = torch.as_tensor(np.asarray(indices, dtype=np.int64), device=self.device)
+        return handle.index_select(axis, index)
+
+    def to_host(self, handle: Handle) -> np.ndarray:
+        return handle.detach().cpu().numpy()

@@ -1,0 +1,78 @@
+"""Real TensorRT on a real GPU: build engines for tiny GPT2 and compare with PyTorch.
+
+Skipped, with the reason, where TensorRT's native libraries or a CUDA device are
+missing. The stand-in tests cover the same path everywhere else.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import make_cfg
+from GPT2 import trt as gpt2_trt
+from NNDF.decoder_only_backends import frameworks_backend
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.fixture(scope="module")
+def real_tensorrt():
+    stand_in = sys.modules.get("tensorrt")
+    if stand_in is not None and hasattr(stand_in, "_VERSION"):
+        pytest.fail("the TensorRT stand-in leaked into the GPU tests")
+    try:
+        import tensorrt
+    except (ImportError, OSError) as e:
+        pytest.skip(f"TensorRT is not usable here: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device is visible to PyTorch")
+    return tensorrt
+
+
+@pytest.fixture(scope="module")
+def reference(gpt2_tiny, workdir):
+    return frameworks_backend(gpt2_tiny, make_cfg(workdir))
+
+
+def gpu_cfg(workdir, use_cache: bool, beams: int, *extra: str):
+    flags = ["--batch-size", "3", "--num-beams", str(beams), "--output-seq-len", "16", *extra]
+    return make_cfg(workdir, *(["--use-cache"] if use_cache else []), *flags, backends=("trt",))
+
+
+@pytest.mark.parametrize("beams", [1, 3], ids=["greedy", "beam3"])
+@pytest.mark.parametrize("use_cache", [True, False], ids=["cache", "nocache"])
+def test_real_engine_tokens_equal_frameworks(real_tensorrt, reference, gpt2_tiny, workdir, prompts, use_cache, beams):
+    ids, mask = prompts
+    cfg = gpu_cfg(workdir, use_cache, beams)
+    backend = gpt2_trt.make_backend(gpt2_tiny, cfg, workdir)
+    assert backend.steps.session.device.type == "cuda"
+    np.testing.assert_array_equal(backend.generate(ids, mask, cfg.generation).tokens,
+                                  reference.generate(ids, mask, cfg.generation).tokens)
+
+
+def test_real_engine_logits_are_close(real_tensorrt, reference, gpt2_tiny, workdir, prompts):
+    ids, mask = prompts
+    backend = gpt2_trt.make_backend(gpt2_tiny, gpu_cfg(workdir, True, 1), workdir)
+    diff = np.abs(backend.logits(ids, mask) - reference.logits(ids, mask)) * mask[..., None]
+    assert diff.max() < 1e-2      # TF32 and fused kernels differ from PyTorch's CPU fp32
+
+
+def test_real_fp16_engine_agrees_on_most_next_tokens(real_tensorrt, reference, gpt2_tiny, workdir, prompts):
+    ids, mask = prompts
+    backend = gpt2_trt.make_backend(gpt2_tiny, gpu_cfg(workdir, True, 1, "--fp16"), workdir)
+    got, want = backend.logits(ids, mask), reference.logits(ids, mask)
+    assert np.isfinite(got).all()
+    real = mask.astype(bool)
+    assert (got.argmax(-1) == want.argmax(-1))[real].mean() > 0.9
+
+
+def test_real_engine_is_reused(real_tensorrt, gpt2_tiny, workdir):
+    cfg = gpu_cfg(workdir, True, 1)
+    first = gpt2_trt.make_backend(gpt2_tiny, cfg, workdir).steps.session.path
+    stamp = first.stat().st_mtime_ns
+    second = gpt2_trt.make_backend(gpt2_tiny, cfg, workdir).steps.session.path
+    assert second == first and first.stat().st_mtime_ns == stamp

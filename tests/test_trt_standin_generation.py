@@ -1,0 +1,171 @@
+"""The whole trt path for tiny GPT2 (export, engine build, TrtSession, generation loop)
+against the CPU stand-in for TensorRT: it must produce the frameworks backend's tokens.
+
+The stand-in enforces TensorRT's runtime rules, so these tests also show that the
+production session sets every shape and address TensorRT needs; the last tests
+show that the stand-in does catch sessions that do not.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import trt_standin
+from conftest import make_cfg
+from GPT2 import trt as gpt2_trt
+from NNDF.decoder_only_backends import frameworks_backend
+from NNDF.errors import UsageError
+
+NEW_TOKENS = "12"
+
+
+@pytest.fixture(scope="module")
+def standin():
+    with pytest.MonkeyPatch.context() as mp:
+        yield trt_standin.install(mp)
+
+
+@pytest.fixture(scope="module")
+def reference(gpt2_tiny, workdir):
+    return frameworks_backend(gpt2_tiny, make_cfg(workdir))
+
+
+def trt_cfg(workdir, use_cache: bool, batch: int, beams: int, *extra: str):
+    flags = ["--batch-size", str(batch), "--num-beams", str(beams), "--output-seq-len", NEW_TOKENS, *extra]
+    return make_cfg(workdir, *(["--use-cache"] if use_cache else []), *flags, backends=("trt",))
+
+
+def batch_of(prompts, batch: int):
+    ids, mask = prompts
+    if batch == 1:   # the unpadded prompt alone
+        row = int(mask.sum(axis=1).argmax())
+        return ids[row:row + 1], mask[row:row + 1]
+    return ids, mask
+
+
+@pytest.mark.parametrize("beams", [1, 3], ids=["greedy", "beam3"])
+@pytest.mark.parametrize("batch", [1, 3], ids=["batch1", "batch3"])
+@pytest.mark.parametrize("use_cache", [True, False], ids=["cache", "nocache"])
+def test_trt_tokens_equal_frameworks(standin, reference, gpt2_tiny, workdir, prompts, use_cache, batch, beams):
+    cfg = trt_cfg(workdir, use_cache, batch, beams)
+    ids, mask = batch_of(prompts, batch)
+    assert batch == 1 or (mask == 0).any()          # batch 3 really is left-padded
+    backend = gpt2_trt.make_backend(gpt2_tiny, cfg, workdir)
+    expected = reference.generate(ids, mask, cfg.generation).tokens
+    got = backend.generate(ids, mask, cfg.generation).tokens
+    np.testing.assert_array_equal(got, expected)
+    assert standin._errors == []
+
+
+@pytest.mark.parametrize("use_cache", [True, False], ids=["cache", "nocache"])
+def test_trt_teacher_forced_logits_match(standin, reference, gpt2_tiny, workdir, prompts, use_cache):
+    ids, mask = prompts
+    backend = gpt2_trt.make_backend(gpt2_tiny, trt_cfg(workdir, use_cache, 3, 1), workdir)
+    diff = np.abs(backend.logits(ids, mask) - reference.logits(ids, mask)) * mask[..., None]
+    assert diff.max() < 1e-4
+
+
+def test_one_dynamic_batch_engine_serves_several_batch_sizes(standin, reference, gpt2_tiny, workdir, prompts):
+    cfg = trt_cfg(workdir, True, 3, 1, "--dynamic-batch", "--min-dynamic-batch", "1", "--max-dynamic-batch", "3")
+    backend = gpt2_trt.make_backend(gpt2_tiny, cfg, workdir)
+    for batch in (1, 3):
+        ids, mask = batch_of(prompts, batch)
+        np.testing.assert_array_equal(backend.generate(ids, mask, cfg.generation).tokens,
+                                      reference.generate(ids, mask, cfg.generation).tokens)
+
+
+def test_fixed_batch_engine_refuses_another_batch_size(standin, gpt2_tiny, workdir, prompts):
+    cfg = trt_cfg(workdir, True, 3, 1)
+    backend = gpt2_trt.make_backend(gpt2_tiny, cfg, workdir)
+    ids, mask = batch_of(prompts, 1)
+    with pytest.raises(UsageError, match="batch=1 but the TensorRT profile covers 3..3"):
+        backend.generate(ids, mask, cfg.generation)
+
+
+def test_second_run_reuses_the_engine(standin, gpt2_tiny, workdir):
+    cfg = trt_cfg(workdir, True, 1, 1, "--engine-postfix", "reuse")
+    first = gpt2_trt.make_backend(gpt2_tiny, cfg, workdir).steps.session.path
+    builds = len(standin._builds)
+    second = gpt2_trt.make_backend(gpt2_tiny, cfg, workdir).steps.session.path
+    assert second == first and len(standin._builds) == builds
+    assert "reuse" in first.parent.name
+
+
+def test_prebuilt_engine_flag_is_used_and_checked(standin, gpt2_tiny, workdir):
+    cached = gpt2_trt.make_backend(gpt2_tiny, trt_cfg(workdir, True, 1, 1), workdir).steps.session.path
+    nocache = gpt2_trt.make_backend(gpt2_tiny, trt_cfg(workdir, False, 1, 1), workdir).steps.session.path
+    reused = gpt2_trt.make_backend(gpt2_tiny, trt_cfg(workdir, True, 1, 1, "--decoder-engine", str(cached)), workdir)
+    assert reused.steps.session.path == cached
+    with pytest.raises(UsageError, match="does not fit the decoder graph"):
+        gpt2_trt.make_backend(gpt2_tiny, trt_cfg(workdir, True, 1, 1, "--decoder-engine", str(nocache)), workdir)
+
+
+# --------------------------------------------------------------------------- the stand-in is strict
+@pytest.fixture
+def toy_context(standin, gpt2_tiny, workdir):
+    """A raw stand-in execution context for the cached decoder, as the session would drive it."""
+    path = gpt2_trt.make_backend(gpt2_tiny, trt_cfg(workdir, True, 1, 1), workdir).steps.session.path
+    logger = standin.Logger(standin.Logger.ERROR)
+    engine = standin.Runtime(logger).deserialize_cuda_engine(path.read_bytes())
+    return engine, engine.create_execution_context()
+
+
+def _set_all(engine, context, batch=1, seq=2, past=0, skip=()):
+    buffers = {}
+    for i in range(engine.num_io_tensors):
+        name = engine.get_tensor_name(i)
+        if engine.get_tensor_mode(name).name == "INPUT":
+            shape = {"input_ids": (batch, seq), "position_ids": (batch, seq), "logits_index": (1,),
+                     "attention_mask": (batch, past + seq)}.get(name, (batch, 4, past, 16))
+            assert context.set_input_shape(name, shape)
+    for i in range(engine.num_io_tensors):
+        name = engine.get_tensor_name(i)
+        dtype = torch.float32 if engine.get_tensor_dtype(name).name == "FLOAT" else torch.int64
+        buffers[name] = torch.ones(tuple(context.get_tensor_shape(name)) or (1,), dtype=dtype).reshape(-1)
+        if buffers[name].numel() == 0:
+            buffers[name] = torch.zeros(1, dtype=dtype)
+        if name not in skip:
+            context.set_tensor_address(name, buffers[name].data_ptr())
+    return buffers
+
+
+def test_standin_runs_a_correctly_driven_context(toy_context):
+    engine, context = toy_context
+    buffers = _set_all(*toy_context)
+    assert context.execute_async_v3(0)
+    assert torch.isfinite(buffers["logits"]).all() and buffers["logits"].abs().sum() > 0
+
+
+def test_standin_refuses_a_missing_address(standin, toy_context):
+    buffers = _set_all(*toy_context, skip=("present.1.value",))
+    assert not toy_context[1].execute_async_v3(0)
+    assert "neither address nor allocator" in standin._errors[-1] and buffers
+
+
+def test_standin_refuses_a_too_small_output_buffer(standin, toy_context):
+    engine, context = toy_context
+    buffers = _set_all(engine, context)
+    small = torch.zeros(4, dtype=torch.float32)
+    context.set_tensor_address("logits", small.data_ptr())
+    assert not context.execute_async_v3(0)
+    assert "not inside a live device buffer" in standin._errors[-1] and buffers
+
+
+def test_standin_refuses_shapes_outside_the_profile(standin, toy_context):
+    engine, context = toy_context
+    assert not context.set_input_shape("input_ids", (2, 3))          # fixed batch 1
+    assert not context.set_input_shape("past_key_values.0.key", (1, 4, 500, 16))
+    assert not context.set_input_shape("input_ids", (1, 3, 1))
+
+
+def test_standin_has_no_removed_or_unknown_api(standin, toy_context):
+    engine, context = toy_context
+    for name in ("execute_async_v2", "execute_v2", "set_binding_shape"):
+        assert not hasattr(context, name)
+    for name in ("num_bindings", "get_binding_index", "binding_is_input"):
+        assert not hasattr(engine, name)
+    assert not hasattr(standin.Builder, "build_engine")
+    with pytest.raises(AttributeError):
+        context.some_setting = 1
