@@ -10,7 +10,7 @@ as a working-dir artifact keyed by everything that could change its content.
 from __future__ import annotations
 
 import logging
-import tempfile
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,8 +27,7 @@ from NNDF.workdir import Artifact, WorkingDir, stable_hash
 OPSET = 17
 MODEL_FILE = "model.onnx"
 DATA_FILE = "model.onnx.data"
-EXTERNAL_DATA_THRESHOLD = 1 << 30   # bytes of weights above which they go to a side file (protobuf caps at 2 GiB)
-EXPORTER_VERSION = 1                # bump when export code changes what it writes
+EXPORTER_VERSION = 2                # bump when export code changes what it writes
 
 Sizes = dict[str, int]              # dynamic axis name -> size, e.g. {"batch": 2, "seq": 5, "past_len": 3}
 
@@ -81,25 +80,64 @@ def run_torch(module: torch.nn.Module, spec: GraphSpec, feed: dict[str, torch.Te
 
 
 def export_graph(model: torch.nn.Module, spec: GraphSpec, out_dir: Path, fp16: bool) -> dict:
-    """Trace `spec` into out_dir/model.onnx (+ data file for large models); return manifest extras."""
+    """Trace `spec` into out_dir/model.onnx with its weights in out_dir/model.onnx.data.
+
+    The graph is traced without parameters (they become named graph inputs) and each
+    weight is then streamed from the torch model into the data file, so export holds no
+    copy of the weights beyond the model itself; the exporter's own path would hold two
+    or three, which is what decides whether a large model can be exported at all.
+    Constant folding is left to ONNX Runtime and TensorRT, which do it at load time.
+    """
     module = spec.make_module(model)
     module.eval()  # export restores the wrapper's training flag onto the model: it must be eval too
     dummy = spec.make_inputs(spec.trace_sizes)
-    dynamic_axes = {**spec.inputs, **spec.outputs}
-    with tempfile.TemporaryDirectory(dir=out_dir) as scratch:
-        raw = Path(scratch) / MODEL_FILE
-        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
-            warnings.simplefilter("ignore")
-            logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-            torch.onnx.export(module, tuple(dummy[n] for n in spec.input_names), str(raw),
-                              input_names=spec.input_names, output_names=spec.output_names,
-                              dynamic_axes=dynamic_axes, opset_version=OPSET, do_constant_folding=True,
-                              dynamo=False)
-        proto = onnx.load(str(raw))
-        if fp16:
-            proto = to_fp16(proto, spec)
-        save_onnx(proto, out_dir / MODEL_FILE)
+    graph_file = out_dir / MODEL_FILE
+    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+        warnings.simplefilter("ignore")
+        logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+        torch.onnx.export(module, tuple(dummy[n] for n in spec.input_names), str(graph_file),
+                          input_names=spec.input_names, output_names=spec.output_names,
+                          dynamic_axes={**spec.inputs, **spec.outputs}, opset_version=OPSET,
+                          export_params=False, do_constant_folding=False, dynamo=False)
+    proto = onnx.load(str(graph_file))   # the graph alone: kilobytes
+    attach_weights(proto, module, out_dir / DATA_FILE)
+    if fp16:
+        onnx.load_external_data_for_model(proto, str(out_dir))   # the converter needs the values
+        proto = to_fp16(proto, spec)
+        os.remove(out_dir / DATA_FILE)
+        onnx.save_model(proto, str(graph_file), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=DATA_FILE, size_threshold=1024)
+    else:
+        onnx.save_model(proto, str(graph_file))
     return {"graph": spec.name, "inputs": spec.input_names, "outputs": spec.output_names}
+
+
+def attach_weights(proto: onnx.ModelProto, module: torch.nn.Module, data_path: Path) -> None:
+    """Turn parameter inputs into initializers whose bytes are written, one tensor at a time,
+    straight from the torch module into `data_path`."""
+    named = dict(module.named_parameters(remove_duplicate=False))
+    named.update(dict(module.named_buffers(remove_duplicate=False)))
+    keep, offset = [], 0
+    with open(data_path, "wb") as data:
+        for graph_input in proto.graph.input:
+            tensor = named.get(graph_input.name)
+            if tensor is None:
+                keep.append(graph_input)
+                continue
+            array = tensor.detach().contiguous().numpy()
+            pad = -offset % 64                     # aligned, so runtimes may map tensors in place
+            data.write(b"\0" * pad)
+            offset += pad
+            array.tofile(data)
+            init = onnx.TensorProto(name=graph_input.name, dims=list(array.shape),
+                                    data_type=onnx.helper.np_dtype_to_tensor_dtype(array.dtype))
+            init.data_location = onnx.TensorProto.EXTERNAL
+            for key, value in (("location", DATA_FILE), ("offset", offset), ("length", array.nbytes)):
+                init.external_data.add(key=key, value=str(value))
+            proto.graph.initializer.append(init)
+            offset += array.nbytes
+    del proto.graph.input[:]
+    proto.graph.input.extend(keep)
 
 
 def to_fp16(proto: onnx.ModelProto, spec: GraphSpec) -> onnx.ModelProto:
@@ -107,6 +145,7 @@ def to_fp16(proto: onnx.ModelProto, spec: GraphSpec) -> onnx.ModelProto:
 
     Ops and nodes a family marks as fragile stay fp32 with casts around them; the
     listed float outputs (logits) stay fp32 so downstream numerics do not change.
+    Unlike fp32 export this holds the weights in memory once more while converting.
     """
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
@@ -116,27 +155,26 @@ def to_fp16(proto: onnx.ModelProto, spec: GraphSpec) -> onnx.ModelProto:
                                     node_block_list=nodes or None, disable_shape_infer=True)
 
 
-def save_onnx(proto: onnx.ModelProto, path: Path) -> None:
-    large = proto.ByteSize() > EXTERNAL_DATA_THRESHOLD if proto.ByteSize() >= 0 else True
-    onnx.save_model(proto, str(path), save_as_external_data=large, all_tensors_to_one_file=True,
-                    location=DATA_FILE, size_threshold=1024)
-
-
 def verify_graph(model: torch.nn.Module, spec: GraphSpec, onnx_path: Path, sizes: Sizes,
                  tolerance: float | None = None) -> float:
-    """Max abs difference between PyTorch and ONNX Runtime at `sizes`; raises past the tolerance."""
+    """Max abs difference between PyTorch and ONNX Runtime at `sizes`.
+
+    Raises when it exceeds `tolerance` times the output's magnitude (at least 1), so
+    hidden states in the hundreds are held to the same relative precision as logits.
+    """
     from NNDF.ort_session import OrtSession
 
     feed = spec.make_inputs(sizes)
     expected = run_torch(spec.make_module(model).eval(), spec, feed)
     session = OrtSession(onnx_path)
     got = session.infer({k: v.numpy() for k, v in feed.items()})
-    worst = 0.0
+    worst, scale = 0.0, 1.0
     for name in spec.output_names:
         if expected[name].shape != got[name].shape:
             raise AssertionError(f"{spec.name}:{name} shape {got[name].shape} != torch {expected[name].shape} at {sizes}")
         worst = max(worst, float(np.max(np.abs(expected[name] - got[name].astype(np.float32)), initial=0.0)))
-    limit = spec.tolerance if tolerance is None else tolerance
+        scale = max(scale, float(np.max(np.abs(expected[name]), initial=0.0)))
+    limit = (spec.tolerance if tolerance is None else tolerance) * scale
     if worst > limit:
         raise AssertionError(f"exported {spec.name} differs from PyTorch by {worst:.3g} (> {limit}) at {sizes}")
     return worst

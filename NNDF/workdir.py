@@ -82,9 +82,10 @@ class WorkingDir:
         if manifest.get("key") != key:
             raise UsageError(f"{path} was built for different settings than this run",
                              "delete it or run with --cleanup")
-        for name in required_files:
+        sizes = manifest.get("files", {})
+        for name in sorted(set(required_files) | set(sizes)):   # every payload file, e.g. weights beside a graph
             f = path / name
-            expected = manifest.get("files", {}).get(name)
+            expected = sizes.get(name)
             if not f.is_file() or expected is None or f.stat().st_size != expected:
                 raise UsageError(f"{f} is missing or truncated (its size does not match {MANIFEST})",
                                  "delete it or run with --cleanup")
