@@ -8,7 +8,9 @@ from NNDF.errors import UsageError
 from NNDF.family import ModelFamily
 
 FAMILIES = {
-    "GPT2": "GPT2.GPT2ModelConfig:GPT2ModelConfig",
+    "GPT2": "GPT2.GPT2ModelConfig:GPT2ModelConfig",   # also GPT-Neo, GPT-J, GPT-NeoX, Cerebras-GPT
+    "OPT": "OPT.OPTModelConfig:OPTModelConfig",
+    "BLOOM": "BLOOM.BLOOMModelConfig:BLOOMModelConfig",
 }
 
 

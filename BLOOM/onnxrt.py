@@ -1,0 +1,9 @@
+"""BLOOM on ONNX Runtime, with or without the KV cache."""
+
+from NNDF.decoder_only_backends import onnxrt_backend
+
+from BLOOM.BLOOMModelConfig import BLOOMModelConfig
+
+
+def make_backend(loaded, cfg, workdir):
+    return onnxrt_backend(BLOOMModelConfig, loaded, cfg, workdir)
