@@ -47,6 +47,7 @@ class TokenIds:
 class GenerationOutput:
     tokens: np.ndarray                          # (batch, new_tokens), rows finished early padded like HF
     step_times: list[float] = field(default_factory=list)   # seconds per model step, first one is the prefill
+    start_s: float = 0.0                        # consuming the prompt side: the encoder (+ cache generator)
 
     @property
     def prefill_s(self) -> float:
@@ -101,7 +102,8 @@ def _suppress_eos(scores: np.ndarray, new_len: int, settings: GenerationSettings
 
 def _greedy(model, input_ids, attention_mask, settings, ids) -> GenerationOutput:
     timer = _Timer()
-    state, seq, mask = model.start(input_ids, attention_mask)
+    state, seq, mask = timer.call(model.start, input_ids, attention_mask)
+    start_s = timer.times.pop()
     batch = seq.shape[0]
     unfinished = np.ones(batch, dtype=bool)
     pad = ids.pad if ids.pad is not None else ids.eos
@@ -119,7 +121,7 @@ def _greedy(model, input_ids, attention_mask, settings, ids) -> GenerationOutput
         if not unfinished.any():
             break
     tokens = np.stack(new, axis=1) if new else np.zeros((batch, 0), np.int64)
-    return GenerationOutput(tokens, timer.times)
+    return GenerationOutput(tokens, timer.times, start_s)
 
 
 def _beam_search(model, input_ids, attention_mask, settings, ids) -> GenerationOutput:
@@ -127,7 +129,8 @@ def _beam_search(model, input_ids, attention_mask, settings, ids) -> GenerationO
     timer = _Timer()
     nb = settings.num_beams
     batch = input_ids.shape[0]
-    state, seq, mask = model.start(np.repeat(input_ids, nb, axis=0), np.repeat(attention_mask, nb, axis=0))
+    state, seq, mask = timer.call(model.start, np.repeat(input_ids, nb, axis=0), np.repeat(attention_mask, nb, axis=0))
+    start_s = timer.times.pop()
     prompt_len = cur_len = seq.shape[1]
     max_length = prompt_len + settings.max_new_tokens
     eos, lp, early = ids.eos, ids.length_penalty, ids.early_stopping
@@ -198,4 +201,4 @@ def _beam_search(model, input_ids, attention_mask, settings, ids) -> GenerationO
 
     best_idx = finished_idx[:, 0, :]
     gen_len = int((best_idx >= 0).sum(axis=1).max())
-    return GenerationOutput(finished_seqs[:, 0, prompt_len:prompt_len + gen_len], timer.times)
+    return GenerationOutput(finished_seqs[:, 0, prompt_len:prompt_len + gen_len], timer.times, start_s)

@@ -11,6 +11,8 @@ FAMILIES = {
     "GPT2": "GPT2.GPT2ModelConfig:GPT2ModelConfig",   # also GPT-Neo, GPT-J, GPT-NeoX, Cerebras-GPT
     "OPT": "OPT.OPTModelConfig:OPTModelConfig",
     "BLOOM": "BLOOM.BLOOMModelConfig:BLOOMModelConfig",
+    "T5": "T5.T5ModelConfig:T5ModelConfig",          # also Flan-T5
+    "BART": "BART.BARTModelConfig:BARTModelConfig",  # also mBART
 }
 
 

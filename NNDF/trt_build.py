@@ -31,6 +31,7 @@ import onnx
 from NNDF import trt_env
 from NNDF.config import RunConfig, TrtSettings
 from NNDF.decoder_only import BATCH, KEPT, PAST, SEQ, TOTAL
+from NNDF.encoder_decoder import ENC
 from NNDF.errors import UsageError
 from NNDF.onnx_export import GraphSpec, check_onnx_io
 from NNDF.progress import status
@@ -52,6 +53,7 @@ AXIS_FIX = {
     KEPT: "score a shorter text, or raise --input-profile-max-len",
     PAST: "generate fewer tokens or raise --output-profile-max-len",
     TOTAL: "generate fewer tokens or raise --output-profile-max-len",
+    ENC: "use a shorter input, or raise --input-profile-max-len",
 }
 
 
@@ -90,7 +92,15 @@ def profile_ranges(spec: GraphSpec, cfg: RunConfig, max_positions: int) -> dict[
     total_max = max_positions
     if settings.output_profile_max_len:
         total_max = min(max_positions, prompt_max + settings.output_profile_max_len)
-    if PAST in used:
+    if ENC in used:
+        # Encoder-decoders: the prompt goes to the encoder; the decoder's own sequence starts at
+        # one token and grows by the new tokens (all of them at once when scoring).
+        out_max = min(settings.output_profile_max_len or max_positions, max_positions)
+        dec_opt = _clamp(gen.max_new_tokens // 2, 1, out_max)
+        lengths = {ENC: (1, _clamp(cfg.input_seq_len, 1, prompt_max), prompt_max),
+                   SEQ: (1, 1 if PAST in used else dec_opt, out_max),
+                   PAST: (0, dec_opt - 1, out_max - 1), TOTAL: (1, dec_opt, out_max)}
+    elif PAST in used:
         # With a KV cache the prompt is fed once and every other step feeds one token on a
         # growing past, so the profile is tuned for a decode step halfway through generation.
         past_opt = _clamp(cfg.input_seq_len + gen.max_new_tokens // 2 - 1, 0, total_max - 1)
@@ -101,7 +111,7 @@ def profile_ranges(spec: GraphSpec, cfg: RunConfig, max_positions: int) -> dict[
         opt = _clamp(cfg.input_seq_len + gen.max_new_tokens // 2, 1, total_max)
         lengths = {SEQ: (1, opt, total_max), TOTAL: (1, opt, total_max)}
     # Logits are kept for one position per step while generating, for all of them when scoring.
-    ranges = {BATCH: batch, **lengths, KEPT: (1, 1, lengths[SEQ][2])}
+    ranges = {BATCH: batch, **lengths, KEPT: (1, 1, lengths[SEQ][2] if SEQ in lengths else 1)}
     return {axis: ranges[axis] for axis in AXIS_FIX if axis in used}
 
 

@@ -55,7 +55,7 @@ def run(cfg: RunConfig, loaded: LoadedModel, backends: list[Backend]) -> dict:
     for backend in backends:
         with status(f"benchmarking {backend.name}"):
             latencies, outputs = measure(lambda: backend.generate(ids, mask, cfg.generation), cfg.timing)
-        encoder_s = [o.encoder_s for o in outputs if getattr(o, "encoder_s", None) is not None]
+        encoder_s = [o.start_s for o in outputs] if loaded.model.config.is_encoder_decoder else []
         results[backend.name] = summarize(latencies, outputs, cfg, encoder_s)
         tokens[backend.name] = outputs[-1].tokens
     reference = next(iter(tokens.values()))

@@ -415,11 +415,12 @@ class Runtime:
 
 
 class ICudaEngine:
-    __slots__ = ("_io", "_profiles", "_model", "_logger", "_session")
+    __slots__ = ("_io", "_profiles", "_model", "_logger", "_session", "_inferred")
 
     def __init__(self, header, model, logger):
         self._io = {t["name"]: t for t in header["io"]}
         self._profiles, self._model, self._logger, self._session = header["profiles"], model, logger, None
+        self._inferred = {}   # input shapes -> output shapes TensorRT would infer
 
     def _tensor(self, name):
         if name not in self._io:
@@ -545,7 +546,23 @@ class IExecutionContext:
         values = self._symbol_values() if inputs_set else None
         if values is None:
             return Dims(io["dims"])
-        return Dims(d if d >= 0 else values.get(s, -1) for d, s in zip(io["dims"], io["symbols"]))
+        dims = [d if d >= 0 else values.get(s, -1) for d, s in zip(io["dims"], io["symbols"])]
+        if -1 in dims:
+            # A dim named for no input (e.g. past + new tokens): TensorRT infers it from the
+            # graph; the stand-in does the same by running the graph once on zeros.
+            dims = list(self._inferred_shapes()[name])
+        return Dims(dims)
+
+    def _inferred_shapes(self):
+        key = tuple(sorted(self._shapes.items()))
+        cache = self._engine._inferred
+        if key not in cache:
+            io = self._engine._io
+            feed = {n: _np.zeros(self._shapes[n], _NUMPY[DataType[t["dtype"]]]) for n, t in io.items()
+                    if t["mode"] == "INPUT"}
+            outputs = [n for n, t in io.items() if t["mode"] == "OUTPUT"]
+            cache[key] = {n: tuple(v.shape) for n, v in zip(outputs, self._engine._session.run(outputs, feed))}
+        return cache[key]
 
     def execute_async_v3(self, stream_handle):
         if not isinstance(stream_handle, int):

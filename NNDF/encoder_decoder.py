@@ -1,0 +1,322 @@
+"""Everything encoder-decoder families (T5, BART, and BLIP's text side) share.
+
+Three graphs: the encoder; the cross-attention cache generator, which turns
+encoder states into every decoder layer's cross-attention keys and values once
+per sequence; and the decoder, which with the cache takes those keys and values
+plus its own self-attention past, so nothing about the encoder is recomputed
+or re-emitted per token. Without the cache the decoder reads encoder states
+and recomputes everything each step.
+
+Nothing here is family-specific: the cache generator runs the model's own
+decoder into an empty cache and keeps only the cross-attention entries, which
+the exporter's dead-code elimination reduces to the key/value projections.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from transformers import DynamicCache, EncoderDecoderCache, GenerationConfig, LogitsProcessor, LogitsProcessorList
+
+from NNDF.backends import Backend, torch_threads
+from NNDF.config import GenerationSettings
+from NNDF.generation import GenerationOutput, TokenIds, generate
+from NNDF.onnx_export import GraphSpec
+from NNDF.session import Session, concrete_shape
+
+BATCH, ENC, SEQ, PAST, TOTAL = "batch", "enc_seq", "seq", "past_len", "total_len"
+KV_AXES_PAST = {0: BATCH, 2: PAST}
+KV_AXES_TOTAL = {0: BATCH, 2: TOTAL}
+KV_AXES_CROSS = {0: BATCH, 2: ENC}
+
+
+@dataclass(frozen=True)
+class Seq2SeqLayout:
+    """What differs between encoder-decoder architectures at the graph boundary."""
+
+    fp16_keep_fp32_ops: tuple[str, ...] = ()
+    fp16_keep_fp32_node_patterns: tuple[str, ...] = ()   # substrings of ONNX node names kept in fp32
+
+    # Read the decoder's own fields: num_hidden_layers means the *encoder* depth in BART and T5,
+    # and get_text_config(decoder=True) rebuilds BART's config with default head counts.
+    @staticmethod
+    def decoder_config(config):
+        return getattr(config, "text_config", None) or config
+
+    @classmethod
+    def num_layers(cls, config) -> int:
+        c = cls.decoder_config(config)
+        return getattr(c, "decoder_layers", None) or getattr(c, "num_decoder_layers", None) or c.num_hidden_layers
+
+    @classmethod
+    def kv_dims(cls, config) -> tuple[int, int]:
+        """(heads, head_dim) of decoder attention."""
+        c = cls.decoder_config(config)
+        heads = getattr(c, "decoder_attention_heads", None) or c.num_attention_heads
+        head_dim = getattr(c, "d_kv", None) or c.hidden_size // heads
+        return heads, head_dim
+
+    def fp16_nodes(self, proto) -> list[str]:
+        return [n.name for n in proto.graph.node if any(p in n.name for p in self.fp16_keep_fp32_node_patterns)]
+
+
+def kv_names(prefix: str, n_layers: int) -> list[str]:
+    return [f"{prefix}.{i}.{kind}" for i in range(n_layers) for kind in ("key", "value")]
+
+
+def _cache(tensors, n_layers: int, config) -> DynamicCache:
+    cache = DynamicCache(config=config)
+    for i in range(n_layers):
+        cache.update(tensors[2 * i], tensors[2 * i + 1], i)
+    return cache
+
+
+class EncoderWrapper(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.encoder = model.get_encoder()
+
+    def forward(self, input_ids, attention_mask):
+        return self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+
+class CacheGeneratorWrapper(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, encoder_hidden_states):
+        # A one-token decoder pass fills the cross-attention cache from the encoder states;
+        # only those entries are returned, so the rest of the pass is traced away.
+        start = torch.zeros_like(encoder_hidden_states[:, :1, 0], dtype=torch.long)
+        cache = EncoderDecoderCache(DynamicCache(config=self.model.config), DynamicCache(config=self.model.config))
+        self.model(decoder_input_ids=start, encoder_outputs=(encoder_hidden_states,), past_key_values=cache,
+                   use_cache=True)
+        flat = []
+        for layer in cache.cross_attention_cache.layers:
+            flat += [layer.keys, layer.values]
+        return tuple(flat)
+
+
+class DecoderWrapper(torch.nn.Module):
+    def __init__(self, model, with_cache: bool):
+        super().__init__()
+        self.model, self.with_cache = model, with_cache
+        self.n_layers = Seq2SeqLayout.num_layers(model.config)
+
+    def forward(self, input_ids, encoder_attention_mask, *rest):
+        if not self.with_cache:
+            encoder_hidden_states, = rest
+            return self.model(decoder_input_ids=input_ids, encoder_outputs=(encoder_hidden_states,),
+                              attention_mask=encoder_attention_mask, use_cache=False).logits
+        n = 2 * self.n_layers
+        past, cross = rest[:n], rest[n:]
+        cache = EncoderDecoderCache(_cache(past, self.n_layers, self.model.config),
+                                    _cache(cross, self.n_layers, self.model.config))
+        # Cross keys/values come from the cache; the model still wants encoder states to size
+        # the encoder mask, so give it a free (batch, enc_seq, 1) view of the right dtype.
+        shape_only = cross[0][:, 0, :, :1]
+        out = self.model(decoder_input_ids=input_ids, encoder_outputs=(shape_only,),
+                         attention_mask=encoder_attention_mask, past_key_values=cache, use_cache=True)
+        presents = []
+        for layer in out.past_key_values.self_attention_cache.layers:
+            presents += [layer.keys, layer.values]
+        return (out.logits, *presents)
+
+
+def _mask(b: int, length: int) -> torch.Tensor:
+    mask = torch.ones(b, length, dtype=torch.int64)
+    if b > 1:  # pad row 0 on the right, as tokenizers pad encoder inputs
+        mask[0, max(1, length - 2):] = 0
+    return mask
+
+
+def graph_specs(model, layout: Seq2SeqLayout) -> dict[str, GraphSpec]:
+    """encoder, cache_generator, decoder (cached) and decoder_nocache."""
+    config = model.config
+    n = layout.num_layers(config)
+    heads, head_dim = layout.kv_dims(config)
+    text = layout.decoder_config(config)
+    hidden, vocab = text.hidden_size, text.vocab_size
+    past, present, cross = kv_names("past_key_values", n), kv_names("present", n), kv_names("cross", n)
+    fp16 = dict(fp16_keep_fp32_ops=layout.fp16_keep_fp32_ops, fp16_keep_fp32_nodes=layout.fp16_nodes)
+
+    def gen(sizes):
+        return torch.Generator().manual_seed(sum(sizes.values()))
+
+    def encoder_inputs(s):
+        return {"input_ids": torch.randint(0, vocab, (s[BATCH], s[ENC]), generator=gen(s)),
+                "attention_mask": _mask(s[BATCH], s[ENC])}
+
+    def states(s):
+        return torch.randn(s[BATCH], s[ENC], hidden, generator=gen(s))
+
+    def decoder_inputs(s, with_cache):
+        g = gen(s)
+        feed = {"input_ids": torch.randint(0, vocab, (s[BATCH], s[SEQ]), generator=g),
+                "encoder_attention_mask": _mask(s[BATCH], s[ENC])}
+        if not with_cache:
+            feed["encoder_hidden_states"] = torch.randn(s[BATCH], s[ENC], hidden, generator=g)
+            return feed
+        for name in past:
+            feed[name] = torch.randn(s[BATCH], heads, s[PAST], head_dim, generator=g)
+        for name in cross:
+            feed[name] = torch.randn(s[BATCH], heads, s[ENC], head_dim, generator=g)
+        return feed
+
+    return {
+        "encoder": GraphSpec(
+            "encoder", {"input_ids": {0: BATCH, 1: ENC}, "attention_mask": {0: BATCH, 1: ENC}},
+            {"encoder_hidden_states": {0: BATCH, 1: ENC}}, EncoderWrapper, encoder_inputs,
+            trace_sizes={BATCH: 2, ENC: 6}, verify_sizes=({BATCH: 1, ENC: 3}, {BATCH: 3, ENC: 17}),
+            float_outputs_fp32=(), **fp16),
+        "cache_generator": GraphSpec(
+            "cache_generator", {"encoder_hidden_states": {0: BATCH, 1: ENC}},
+            {name: dict(KV_AXES_CROSS) for name in cross}, CacheGeneratorWrapper, lambda s: {"encoder_hidden_states": states(s)},
+            trace_sizes={BATCH: 2, ENC: 6}, verify_sizes=({BATCH: 1, ENC: 2}, {BATCH: 3, ENC: 19}),
+            float_outputs_fp32=(), **fp16),
+        "decoder": GraphSpec(
+            "decoder",
+            {"input_ids": {0: BATCH, 1: SEQ}, "encoder_attention_mask": {0: BATCH, 1: ENC},
+             **{name: dict(KV_AXES_PAST) for name in past}, **{name: dict(KV_AXES_CROSS) for name in cross}},
+            {"logits": {0: BATCH, 1: SEQ}, **{name: dict(KV_AXES_TOTAL) for name in present}},
+            lambda m: DecoderWrapper(m, True), lambda s: decoder_inputs(s, True),
+            trace_sizes={BATCH: 2, SEQ: 3, PAST: 4, ENC: 6},
+            verify_sizes=({BATCH: 1, SEQ: 1, PAST: 0, ENC: 5}, {BATCH: 3, SEQ: 1, PAST: 37, ENC: 11},
+                          {BATCH: 3, SEQ: 4, PAST: 1, ENC: 2}), **fp16),
+        "decoder_nocache": GraphSpec(
+            "decoder_nocache",
+            {"input_ids": {0: BATCH, 1: SEQ}, "encoder_attention_mask": {0: BATCH, 1: ENC},
+             "encoder_hidden_states": {0: BATCH, 1: ENC}},
+            {"logits": {0: BATCH, 1: SEQ}}, lambda m: DecoderWrapper(m, False), lambda s: decoder_inputs(s, False),
+            trace_sizes={BATCH: 2, SEQ: 3, ENC: 6},
+            verify_sizes=({BATCH: 1, SEQ: 1, ENC: 4}, {BATCH: 3, SEQ: 9, ENC: 13}), **fp16),
+    }
+
+
+def needed_graphs(use_cache: bool) -> tuple[str, ...]:
+    return ("encoder", "cache_generator", "decoder") if use_cache else ("encoder", "decoder_nocache")
+
+
+# --------------------------------------------------------------------------- compiled backends
+class Seq2SeqSteps:
+    """The generation loop's StepModel over compiled encoder / cache generator / decoder sessions."""
+
+    def __init__(self, sessions: dict[str, Session], specs: dict[str, GraphSpec], with_cache: bool, start_id: int):
+        self.sessions, self.specs, self.with_cache, self.start_id = sessions, specs, with_cache, start_id
+        self.decoder = sessions["decoder" if with_cache else "decoder_nocache"]
+        self.decoder_spec = specs["decoder" if with_cache else "decoder_nocache"]
+        self.past = [n for n in self.decoder_spec.input_names if n.startswith("past_key_values.")]
+        self.cross = [n for n in self.decoder_spec.input_names if n.startswith("cross.")]
+        self.present = [n for n in self.decoder_spec.output_names if n.startswith("present.")]
+
+    def start(self, input_ids, attention_mask):
+        batch = input_ids.shape[0]
+        enc_mask = attention_mask.astype(np.int64)
+        _, out = self.sessions["encoder"].run({"input_ids": input_ids.astype(np.int64), "attention_mask": enc_mask},
+                                              [], ["encoder_hidden_states"])
+        state = {"enc_mask": enc_mask, "seen": 0, "states": out["encoder_hidden_states"]}
+        if self.with_cache:
+            _, cross = self.sessions["cache_generator"].run({"encoder_hidden_states": state["states"]}, [], self.cross)
+            state["cross"] = [cross[n] for n in self.cross]
+            state["past"] = [self.decoder.zeros(n, concrete_shape(self.decoder.input_shape(n), self.decoder_spec.inputs[n],
+                                                                  {BATCH: batch, PAST: 0}))
+                             for n in self.past]
+        ids = np.full((batch, 1), self.start_id, np.int64)
+        return state, ids, np.ones_like(ids)
+
+    def step(self, state, decoder_ids, attention_mask):
+        return self._logits(state, decoder_ids)[:, -1]
+
+    def _logits(self, state, decoder_ids):
+        if not self.with_cache:
+            feed = {"input_ids": decoder_ids.astype(np.int64), "encoder_attention_mask": state["enc_mask"],
+                    "encoder_hidden_states": state["states"]}
+            return self.decoder.run(feed, ["logits"])[0]["logits"]
+        feed = {"input_ids": decoder_ids[:, state["seen"]:].astype(np.int64), "encoder_attention_mask": state["enc_mask"]}
+        feed.update(zip(self.past, state["past"]))
+        feed.update(zip(self.cross, state["cross"]))
+        host, device = self.decoder.run(feed, ["logits"], self.present)
+        state["past"] = [device[n] for n in self.present]
+        state["seen"] = decoder_ids.shape[1]
+        return host["logits"]
+
+    def reorder(self, state, beam_idx):
+        # Beams of one input share its encoder states and cross keys/values, and beam_idx never
+        # crosses inputs, so only the decoder's own past needs reordering.
+        if self.with_cache:
+            state["past"] = [self.decoder.take(h, beam_idx, axis=0) for h in state["past"]]
+
+    def full_logits(self, input_ids, attention_mask, decoder_ids):
+        state, _, _ = self.start(input_ids, attention_mask)
+        return self._logits(state, decoder_ids)
+
+
+class CompiledSeq2Seq(Backend):
+    def __init__(self, name: str, sessions: dict[str, Session], specs: dict[str, GraphSpec], with_cache: bool,
+                 token_ids: TokenIds, start_id: int):
+        super().__init__(token_ids)
+        self.name = name
+        self.steps = Seq2SeqSteps(sessions, specs, with_cache, start_id)
+
+    def generate(self, input_ids, attention_mask, settings: GenerationSettings) -> GenerationOutput:
+        with torch_threads(1):
+            return generate(self.steps, input_ids, attention_mask, settings, self.token_ids)
+
+    def logits(self, input_ids, attention_mask, decoder_ids=None):
+        with torch_threads(1):
+            return self.steps.full_logits(input_ids, attention_mask, decoder_ids).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- PyTorch reference
+class _Clock(LogitsProcessor):
+    def __init__(self):
+        self.stamps: list[float] = []
+
+    def __call__(self, input_ids, scores):
+        self.stamps.append(time.perf_counter())
+        return scores
+
+
+def hf_generation_config(settings: GenerationSettings, ids: TokenIds, start_id: int | None = None) -> GenerationConfig:
+    """Exactly our settings and nothing from the checkpoint's own defaults (no n-gram blocking,
+    forced tokens or sampling), so every backend runs the same search."""
+    return GenerationConfig(max_new_tokens=settings.max_new_tokens, min_new_tokens=settings.min_new_tokens or None,
+                            num_beams=settings.num_beams, do_sample=False, use_cache=settings.use_cache,
+                            eos_token_id=ids.eos, pad_token_id=ids.pad if ids.pad is not None else ids.eos,
+                            decoder_start_token_id=start_id, early_stopping=ids.early_stopping,
+                            length_penalty=ids.length_penalty, num_return_sequences=1)
+
+
+class TorchSeq2Seq(Backend):
+    name = "frameworks"
+
+    def __init__(self, model, token_ids: TokenIds, start_id: int):
+        super().__init__(token_ids)
+        self.model, self.start_id = model, start_id
+        self._encoder_times: list[float] = []
+        encoder = model.get_encoder()
+        encoder.register_forward_pre_hook(lambda *_: self._encoder_times.append(-time.perf_counter()))
+        encoder.register_forward_hook(lambda *_: self._encoder_times.append(time.perf_counter()))
+
+    def generate(self, input_ids, attention_mask, settings):
+        clock, self._encoder_times = _Clock(), []
+        start = time.perf_counter()
+        with torch.inference_mode():
+            out = self.model.generate(input_ids=torch.from_numpy(input_ids.astype(np.int64)),
+                                      attention_mask=torch.from_numpy(attention_mask.astype(np.int64)),
+                                      generation_config=hf_generation_config(settings, self.token_ids, self.start_id),
+                                      logits_processor=LogitsProcessorList([clock]))
+        encoder_s = sum(self._encoder_times)
+        stamps = [start] + clock.stamps
+        return GenerationOutput(out[:, 1:].numpy(), list(np.diff(stamps)), start_s=encoder_s)
+
+    def logits(self, input_ids, attention_mask, decoder_ids=None):
+        with torch.inference_mode():
+            out = self.model(input_ids=torch.from_numpy(input_ids.astype(np.int64)),
+                             attention_mask=torch.from_numpy(attention_mask.astype(np.int64)),
+                             decoder_input_ids=torch.from_numpy(decoder_ids.astype(np.int64)), use_cache=False)
+        return out.logits.float().numpy()

@@ -1,0 +1,14 @@
+"""Encoder-decoder models on ONNX Runtime: encoder, cache generator and cached decoder."""
+
+from NNDF.encoder_decoder import CompiledSeq2Seq
+from NNDF.ort_session import OrtSession
+from NNDF.pipeline import token_ids
+
+from Seq2Seq.export import onnx_files, specs_for
+from Seq2Seq.Seq2SeqModelConfig import decoder_start_id
+
+
+def make_backend(family, loaded, cfg, workdir):
+    specs = specs_for(family, loaded, cfg.generation.use_cache)
+    sessions = {name: OrtSession(path) for name, path in onnx_files(family, loaded, cfg, workdir, specs).items()}
+    return CompiledSeq2Seq("onnxrt", sessions, specs, cfg.generation.use_cache, token_ids(loaded), decoder_start_id(loaded))

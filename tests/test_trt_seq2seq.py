@@ -1,0 +1,54 @@
+"""The trt path for encoder-decoders (encoder, cache generator and decoder engines) against
+the CPU stand-in for TensorRT: same tokens as the frameworks backend."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import trt_standin
+from NNDF.cli import parse_args
+from NNDF.errors import UsageError
+from NNDF.pipeline import make_backends
+from NNDF.registry import get_family
+from test_seq2seq import PROMPTS
+
+
+@pytest.fixture(scope="module")
+def standin():
+    with pytest.MonkeyPatch.context() as mp:
+        yield trt_standin.install(mp)
+
+
+@pytest.fixture(scope="module")
+def t5(workdir):
+    family = get_family("T5")
+    return family, family.load(parse_args(["run", "T5", "--working-dir", str(workdir.root)]))
+
+
+def _cfg(workdir, *flags):
+    return parse_args(["run", "T5", "frameworks", "trt", "--working-dir", str(workdir.root), "--output-seq-len", "10",
+                       *flags])
+
+
+@pytest.mark.parametrize("beams", [1, 3])
+@pytest.mark.parametrize("use_cache", [True, False], ids=["cache", "nocache"])
+def test_trt_tokens_equal_frameworks(standin, t5, workdir, use_cache, beams):
+    family, loaded = t5
+    flags = ["--batch-size", "3", "--num-beams", str(beams)] + (["--use-cache"] if use_cache else [])
+    cfg = _cfg(workdir, *flags)
+    fw, trt = make_backends(family, loaded, cfg, workdir)
+    enc = loaded.tokenizer(PROMPTS, return_tensors="np", padding=True)
+    want = fw.generate(enc["input_ids"], enc["attention_mask"], cfg.generation).tokens
+    np.testing.assert_array_equal(trt.generate(enc["input_ids"], enc["attention_mask"], cfg.generation).tokens, want)
+    assert standin._errors == []
+
+
+def test_prebuilt_engines_must_come_together(standin, t5, workdir, tmp_path):
+    family, loaded = t5
+    fake = tmp_path / "decoder.plan"
+    fake.write_bytes(b"x")
+    cfg = _cfg(workdir, "--use-cache", "--decoder-engine", str(fake))
+    with pytest.raises(UsageError, match="prebuilt engines must be given together; missing --cache-generator-engine "
+                                         "--encoder-engine"):
+        make_backends(family, loaded, cfg, workdir)
