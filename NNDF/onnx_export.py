@@ -150,9 +150,12 @@ def to_fp16(proto: onnx.ModelProto, spec: GraphSpec) -> onnx.ModelProto:
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     nodes = spec.fp16_keep_fp32_nodes(proto) if spec.fp16_keep_fp32_nodes else []
+    # The converter casts around fp32-kept nodes only where shape inference told it the
+    # neighbours' types; ONNX shape inference cannot take protos over 2 GiB.
+    small = sum(len(t.raw_data) for t in proto.graph.initializer) < (1 << 31) - (1 << 26)
     return convert_float_to_float16(proto, keep_io_types=list(spec.float_outputs_fp32),
                                     op_block_list=list(spec.fp16_keep_fp32_ops) or None,
-                                    node_block_list=nodes or None, disable_shape_infer=True)
+                                    node_block_list=nodes or None, disable_shape_infer=not small)
 
 
 def verify_graph(model: torch.nn.Module, spec: GraphSpec, onnx_path: Path, sizes: Sizes,

@@ -36,6 +36,7 @@ class OrtSession(Session):
         except Exception as e:  # ORT raises its own exception types for corrupt files
             first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
             raise UsageError(f"ONNX Runtime cannot load {path}: {first}", "re-export it or delete it (--cleanup)") from None
+        self._model_path = str(path)
         self.device = "cuda" if self._session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
         self._inputs = {i.name: i for i in self._session.get_inputs()}
         self.input_names = list(self._inputs)

@@ -123,3 +123,24 @@ def test_run_and_benchmark_through_the_cli(tiny, workdir, tmp_path, capsys):
     for r in json.loads(bench.read_text())["results"].values():
         assert r["encoder_latency_s"] > 0 and r["decoder_latency_s"] > 0 and r["full_latency_s"] > 0
         assert r["new_tokens"] == 6
+
+
+@pytest.mark.parametrize("variant", ["t5-tiny", "flan-t5-tiny"])
+def test_t5_fp16_graph_keeps_fragile_parts_fp32_and_matches_fp32(workdir, variant):
+    """T5's feed-forward outputs and RMS norms stay fp32 inside the fp16 graphs; greedy output
+    of the fp16 graphs equals the fp32 reference."""
+    import onnx
+
+    family = get_family("T5")
+    cfg = _cfg(workdir, "T5", variant, "--use-cache", "--fp16", backends=("frameworks", "onnxrt"))
+    loaded = family.load(cfg)
+    fw, ort = make_backends(family, loaded, cfg, workdir)
+    decoder_file = ort.steps.decoder._session._model_path
+    graph = onnx.load(decoder_file, load_external_data=False).graph
+    halves = [i for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT16]
+    wo = [i for i in graph.initializer if "DenseReluDense.wo" in i.name]
+    assert halves and wo and all(i.data_type == onnx.TensorProto.FLOAT for i in wo)
+    enc = loaded.tokenizer(PROMPTS, return_tensors="np", padding=True)
+    settings = GenerationSettings(max_new_tokens=16, use_cache=True)
+    want = fw.generate(enc["input_ids"], enc["attention_mask"], settings).tokens
+    np.testing.assert_array_equal(ort.generate(enc["input_ids"], enc["attention_mask"], settings).tokens, want)
