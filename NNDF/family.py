@@ -7,6 +7,7 @@ architecture with random weights is the same for every family and lives here.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -83,7 +84,8 @@ class ModelFamily:
         if variant.build_tiny is not None:
             torch.manual_seed(cfg.seed)
             model, tokenizer = variant.build_tiny(cfg.seed)
-            key = {"variant": variant.name, "seed": cfg.seed, "weights": "tiny-random-v1"}
+            # some tiny models are trained once per machine, so name their exact weights
+            key = {"variant": variant.name, "seed": cfg.seed, "weights": weights_digest(model)}
             return self._finish(variant, model, tokenizer, key)
         if cfg.random_weights:
             return self._load_random(variant, cfg.seed)
@@ -174,9 +176,18 @@ class ModelFamily:
     def describe(self) -> str:
         lines = [f"{self.name} variants:"]
         for v in self.variants:
-            where = v.hub_id if v.hub_id else "offline, seeded random weights"
+            where = v.hub_id if v.hub_id else "offline tiny model (seeded; encoder-decoders briefly trained)"
             lines.append(f"  {v.name:<28} {where}")
         return "\n".join(lines)
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """Content hash of a (small) model's weights."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def _first_line(error: Exception, limit: int = 160) -> str:
