@@ -13,6 +13,7 @@ FAMILIES = {
     "BLOOM": "BLOOM.BLOOMModelConfig:BLOOMModelConfig",
     "T5": "T5.T5ModelConfig:T5ModelConfig",          # also Flan-T5
     "BART": "BART.BARTModelConfig:BARTModelConfig",  # also mBART
+    "BLIP": "BLIP.BLIPModelConfig:BLIPModelConfig",  # image captioning
 }
 
 

@@ -17,6 +17,9 @@ from NNDF.timing import measure, percentile
 
 
 def random_prompts(cfg: RunConfig, loaded: LoadedModel) -> tuple[np.ndarray, np.ndarray]:
+    family_prompts = getattr(loaded, "random_prompts", None)   # e.g. image-to-text: random images
+    if family_prompts is not None:
+        return family_prompts(cfg)
     config = loaded.model.config
     needed = cfg.input_seq_len + (0 if config.is_encoder_decoder else cfg.generation.max_new_tokens)
     if needed > loaded.max_positions:
@@ -52,10 +55,11 @@ def summarize(latencies: list[float], outputs: list[GenerationOutput], cfg: RunC
 def run(cfg: RunConfig, loaded: LoadedModel, backends: list[Backend]) -> dict:
     ids, mask = random_prompts(cfg, loaded)
     results, tokens = {}, {}
+    timed_encoder = loaded.model.config.is_encoder_decoder or getattr(loaded, "has_image_encoder", False)
     for backend in backends:
         with status(f"benchmarking {backend.name}"):
             latencies, outputs = measure(lambda: backend.generate(ids, mask, cfg.generation), cfg.timing)
-        encoder_s = [o.start_s for o in outputs] if loaded.model.config.is_encoder_decoder else []
+        encoder_s = [o.start_s for o in outputs] if timed_encoder else []
         results[backend.name] = summarize(latencies, outputs, cfg, encoder_s)
         tokens[backend.name] = outputs[-1].tokens
     reference = next(iter(tokens.values()))
@@ -63,7 +67,8 @@ def run(cfg: RunConfig, loaded: LoadedModel, backends: list[Backend]) -> dict:
         results[name]["same_tokens_as_" + backends[0].name] = bool(np.array_equal(t, reference))
 
     p = cfg.timing.percentiles[0]
-    print(f"benchmark: batch {cfg.batch_size}, {cfg.input_seq_len} input tokens, "
+    input_len = mask.shape[1]   # --input-seq-len, or the family's own prompt (an image and the start token)
+    print(f"benchmark: batch {cfg.batch_size}, {input_len} input tokens, "
           f"{cfg.generation.max_new_tokens} new tokens, cache {'on' if cfg.generation.use_cache else 'off'}, "
           f"beams {cfg.generation.num_beams}, p{p} over {cfg.timing.iterations}+ iterations")
     has_encoder = any("encoder_latency_s" in r for r in results.values())
@@ -83,7 +88,7 @@ def run(cfg: RunConfig, loaded: LoadedModel, backends: list[Backend]) -> dict:
         base = results[backends[0].name]["full_latency_s"]
         for name, r in list(results.items())[1:]:
             print(f"{name} is {base / r['full_latency_s']:.2f}x {backends[0].name} end to end")
-    return {"action": "benchmark", "settings": {**settings_dict(cfg), "input_seq_len": cfg.input_seq_len,
+    return {"action": "benchmark", "settings": {**settings_dict(cfg), "input_seq_len": input_len,
                                                 "output_seq_len": cfg.generation.max_new_tokens,
                                                 "timing": asdict(cfg.timing)},
             "results": results}

@@ -18,6 +18,9 @@ def run(cfg: RunConfig, loaded: LoadedModel, backends: list[Backend], stdin=None
     stdin = stdin or sys.stdin
     if len(backends) > 1 and not cfg.chat_compare:
         raise UsageError("chat with several backends needs --compare", "add --compare or list one backend")
+    # Image-to-text families turn each line into a prompt about --image (checked here, once);
+    # for them an empty line means something (a caption with no text prefix).
+    family_prompt = loaded.chat_prompts(cfg) if hasattr(loaded, "chat_prompts") else None
     print(f"chat with {loaded.variant} on {', '.join(b.name for b in backends)}; type 'exit' or press Ctrl-D to stop",
           flush=True)
     turns = []
@@ -28,7 +31,9 @@ def run(cfg: RunConfig, loaded: LoadedModel, backends: list[Backend], stdin=None
             if not line or line.strip().lower() in EXIT_WORDS:
                 break
             prompt = line.rstrip("\n")
-            if not prompt.strip():
+            if family_prompt is not None:
+                prompt = family_prompt(prompt)
+            elif not prompt.strip():
                 continue
             try:
                 ids, mask = encode_batch(loaded, [prompt], False, cfg.generation.max_new_tokens)

@@ -15,7 +15,15 @@ from NNDF.family import LoadedModel
 
 
 def encode_batch(loaded: LoadedModel, prompts: list[str], use_mask: bool, max_new_tokens: int) -> tuple[np.ndarray, np.ndarray]:
-    """Tokenize prompts into one batch; different lengths need --use-mask (left padding)."""
+    """Tokenize prompts into one batch; different lengths need --use-mask (left padding).
+
+    A family whose prompts are more than text (image-to-text: a prompt names an image)
+    gives its loaded model an `encode_prompts` with this signature; its backends take
+    what that returns in place of the ids.
+    """
+    family_encoder = getattr(loaded, "encode_prompts", None)
+    if family_encoder is not None:
+        return family_encoder(prompts, use_mask, max_new_tokens)
     tok = loaded.tokenizer
     encoded = [tok(p)["input_ids"] for p in prompts]
     lengths = {len(e) for e in encoded}
@@ -37,9 +45,13 @@ def encode_batch(loaded: LoadedModel, prompts: list[str], use_mask: bool, max_ne
 
 
 def output_text(loaded: LoadedModel, prompt: str, new_tokens: np.ndarray) -> str:
-    """What the model says: prompt + continuation for decoder-only models, the answer for encoder-decoders."""
+    """What the model says: prompt + continuation for decoder-only models, the answer for encoder-decoders
+    (or what the loaded model's own `output_text` makes of it, e.g. a caption)."""
     from NNDF.tokenizer import decode_safely
 
+    family_output = getattr(loaded, "output_text", None)
+    if family_output is not None:
+        return family_output(prompt, new_tokens)
     eos = loaded.generation_defaults["eos_token_id"]
     tokens = [int(t) for t in new_tokens]
     if eos is not None and eos in tokens:

@@ -1,0 +1,131 @@
+"""Image-to-text backends: compiled graphs through the one generation loop, and HF generate.
+
+Both take an `ImagePrompts` batch where text backends take input_ids, and the
+text prefix's attention mask. The vision encoder and the cross-attention cache
+generator run once per image; with beam search the resulting cross keys/values
+are repeated per beam (as HF expands its image embeddings), so the costly
+vision side never runs num_beams times.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from transformers import LogitsProcessorList
+
+from NNDF.backends import Backend, positions_from_mask, torch_threads
+from NNDF.config import GenerationSettings
+from NNDF.decoder_only import BATCH, PAST
+from NNDF.encoder_decoder import _Clock, hf_generation_config
+from NNDF.errors import UsageError
+from NNDF.generation import GenerationOutput, TokenIds, generate
+from NNDF.onnx_export import GraphSpec
+from NNDF.session import Session, concrete_shape
+from Vision2Seq.export import Vision2SeqLayout
+from Vision2Seq.Vision2SeqModelConfig import ImagePrompts
+
+
+
+def _no_teacher_forcing() -> UsageError:
+    return UsageError("the accuracy action scores text (LAMBADA); an image-to-text model needs an image",
+                      "use run, compare, chat --image or benchmark")
+
+
+class ImageSteps:
+    """The generation loop's StepModel for one batch of images over compiled sessions."""
+
+    def __init__(self, sessions: dict[str, Session], specs: dict[str, GraphSpec], with_cache: bool,
+                 pixel_values: np.ndarray):
+        self.sessions, self.with_cache, self.pixel_values = sessions, with_cache, pixel_values
+        self.decoder = sessions["decoder" if with_cache else "decoder_nocache"]
+        self.decoder_spec = specs["decoder" if with_cache else "decoder_nocache"]
+        self.past = [n for n in self.decoder_spec.input_names if n.startswith("past_key_values.")]
+        self.cross = [n for n in self.decoder_spec.input_names if n.startswith("cross.")]
+        self.present = [n for n in self.decoder_spec.output_names if n.startswith("present.")]
+
+    def start(self, input_ids, attention_mask):
+        """Vision encoder (+ cache generator) per image; the loop has already repeated the text rows per beam."""
+        rows, images = input_ids.shape[0], self.pixel_values.shape[0]
+        encoder = self.sessions["encoder"]
+        pixels = self.pixel_values.astype(encoder.input_dtype("pixel_values"), copy=False)
+        _, out = encoder.run({"pixel_values": pixels}, [], ["image_embeds"])
+        if self.with_cache:
+            _, cross = self.sessions["cache_generator"].run({"image_embeds": out["image_embeds"]}, [], self.cross)
+            image_side = [cross[n] for n in self.cross]
+        else:
+            image_side = [out["image_embeds"]]
+        if rows != images:   # beam search: row i continues image i // beams
+            idx = np.repeat(np.arange(images), rows // images)
+            image_side = [self.decoder.take(h, idx, axis=0) for h in image_side]
+        state = {"seen": 0, "image_side": image_side, "past": []}
+        if self.with_cache:
+            state["past"] = [self.decoder.zeros(n, concrete_shape(self.decoder.input_shape(n), self.decoder_spec.inputs[n],
+                                                                  {BATCH: rows, PAST: 0}))
+                             for n in self.past]
+        return state, input_ids.astype(np.int64), attention_mask.astype(np.int64)
+
+    def step(self, state, ids, mask):
+        seen = state["seen"] if self.with_cache else 0
+        feed = {"input_ids": ids[:, seen:], "attention_mask": mask, "position_ids": positions_from_mask(mask)[:, seen:],
+                "logits_index": np.array([ids.shape[1] - seen - 1], np.int64)}
+        if not self.with_cache:
+            feed["image_embeds"] = state["image_side"][0]
+            return self.decoder.run(feed, ["logits"])[0]["logits"][:, -1]
+        feed.update(zip(self.past, state["past"]))
+        feed.update(zip(self.cross, state["image_side"]))
+        host, device = self.decoder.run(feed, ["logits"], self.present)
+        state["past"] = [device[n] for n in self.present]
+        state["seen"] = ids.shape[1]
+        return host["logits"][:, -1]
+
+    def reorder(self, state, beam_idx):
+        # Beams of one image share its cross keys/values and beam_idx never crosses images,
+        # so only the decoder's own past needs reordering.
+        state["past"] = [self.decoder.take(h, beam_idx, axis=0) for h in state["past"]]
+
+
+class CompiledVision2Seq(Backend):
+    def __init__(self, name: str, sessions: dict[str, Session], specs: dict[str, GraphSpec], with_cache: bool,
+                 token_ids: TokenIds):
+        super().__init__(token_ids)
+        self.name, self.sessions, self.specs, self.with_cache = name, sessions, specs, with_cache
+
+    def generate(self, prompts: ImagePrompts, attention_mask, settings: GenerationSettings) -> GenerationOutput:
+        steps = ImageSteps(self.sessions, self.specs, self.with_cache, prompts.pixel_values)
+        with torch_threads(1):
+            return generate(steps, prompts.input_ids, attention_mask, settings, self.token_ids)
+
+    def logits(self, input_ids, attention_mask, decoder_ids=None):
+        raise _no_teacher_forcing()
+
+
+class TorchVision2Seq(Backend):
+    """The model's own HF generate: the reference every compiled backend must match."""
+
+    name = "frameworks"
+
+    def __init__(self, model, layout: Vision2SeqLayout, token_ids: TokenIds):
+        super().__init__(token_ids)
+        self.model, self.layout = model, layout
+        self._encoder_times: list[float] = []
+        vision = layout.vision_model(model)
+        vision.register_forward_pre_hook(lambda *_: self._encoder_times.append(-time.perf_counter()))
+        vision.register_forward_hook(lambda *_: self._encoder_times.append(time.perf_counter()))
+
+    def generate(self, prompts: ImagePrompts, attention_mask, settings: GenerationSettings) -> GenerationOutput:
+        clock, self._encoder_times = _Clock(), []
+        start = time.perf_counter()
+        with torch.inference_mode():
+            out = self.layout.hf_generate(self.model, torch.from_numpy(prompts.pixel_values),
+                                          torch.from_numpy(prompts.input_ids.astype(np.int64)),
+                                          torch.from_numpy(attention_mask.astype(np.int64)),
+                                          generation_config=hf_generation_config(settings, self.token_ids),
+                                          logits_processor=LogitsProcessorList([clock]))
+        stamps = [start] + clock.stamps
+        return GenerationOutput(out[:, prompts.input_ids.shape[1]:].numpy(), list(np.diff(stamps)),
+                                start_s=sum(self._encoder_times))
+
+    def logits(self, input_ids, attention_mask, decoder_ids=None):
+        raise _no_teacher_forcing()

@@ -1,0 +1,9 @@
+"""Image-to-text models on PyTorch (the model's own HF generate): the reference."""
+
+from NNDF.pipeline import token_ids
+
+from Vision2Seq.backends import TorchVision2Seq
+
+
+def make_backend(family, loaded, cfg, workdir):
+    return TorchVision2Seq(loaded.model, family.layout(loaded), token_ids(loaded))

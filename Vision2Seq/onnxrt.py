@@ -1,0 +1,13 @@
+"""Image-to-text models on ONNX Runtime: vision encoder, cache generator and cached decoder."""
+
+from NNDF.ort_session import OrtSession
+from NNDF.pipeline import token_ids
+
+from Vision2Seq.backends import CompiledVision2Seq
+from Vision2Seq.export import onnx_files, specs_for
+
+
+def make_backend(family, loaded, cfg, workdir):
+    specs = specs_for(family, loaded, cfg.generation.use_cache)
+    sessions = {name: OrtSession(path) for name, path in onnx_files(family, loaded, cfg, workdir, specs).items()}
+    return CompiledVision2Seq("onnxrt", sessions, specs, cfg.generation.use_cache, token_ids(loaded))
