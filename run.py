@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import replace
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -44,16 +43,13 @@ def _main(argv: list[str]) -> int:
     from NNDF.cli import parse_args
     from NNDF.pipeline import artifact_subdir, make_backends
     from NNDF.progress import status
-    from NNDF.registry import get_family
+    from NNDF.registry import resolve
     from NNDF.workdir import WorkingDir
 
     cfg = parse_args(argv)
     if not cfg.verbose:
         _quiet_libraries()
-    family = get_family(cfg.family)
-    cfg = replace(cfg, family=family.name, variant=cfg.variant or (cfg.torch_dir.name if cfg.torch_dir else family.tiny_variant))
-    if cfg.torch_dir is None:
-        family.variant(cfg.variant)  # unknown variant: fail before any work
+    family, cfg = resolve(cfg)
     if cfg.generation.num_beams > 1 and cfg.action == "accuracy":
         print("note: accuracy is teacher-forced, so --num-beams does not change it", file=sys.stderr)
     workdir = WorkingDir(cfg.working_dir)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from NNDF.config import RunConfig
@@ -45,6 +46,61 @@ class LoadedModel:
     @property
     def config(self):
         return self.model.config
+
+    # How the actions' prompts become model inputs and outputs become text. These are the
+    # text families' answers; image-to-text models (Vision2Seq) override them.
+    @property
+    def times_encoder(self) -> bool:
+        """Whether the benchmark reports encoder latency (the generation loop's start step)."""
+        return bool(self.model.config.is_encoder_decoder)
+
+    def encode_prompts(self, prompts: list[str], use_mask: bool, max_new_tokens: int):
+        """(input_ids, attention_mask) for one batch; different lengths need --use-mask (left padding)."""
+        encoded = [self.tokenizer(p)["input_ids"] for p in prompts]
+        lengths = {len(e) for e in encoded}
+        if len(lengths) > 1 and not use_mask:
+            raise UsageError("prompts of different lengths in one batch need an attention mask", "add --use-mask")
+        if 0 in lengths:
+            raise UsageError("an empty prompt has nothing to continue", "type some text")
+        longest = max(lengths)
+        if not self.model.config.is_encoder_decoder and longest + max_new_tokens > self.max_positions:
+            raise UsageError(f"prompt of {longest} tokens plus {max_new_tokens} new tokens exceeds the model's "
+                             f"{self.max_positions} positions", "shorten the prompt or lower --output-seq-len")
+        pad = self.tokenizer.pad_token_id
+        ids = np.full((len(encoded), longest), self.generation_defaults["pad_token_id"] if pad is None else pad, np.int64)
+        mask = np.zeros((len(encoded), longest), np.int64)
+        for row, e in enumerate(encoded):
+            ids[row, longest - len(e):] = e
+            mask[row, longest - len(e):] = 1
+        return ids, mask
+
+    def output_text(self, prompt: str, new_tokens) -> str:
+        """What the model says: prompt + continuation for decoder-only models, the answer for encoder-decoders."""
+        from NNDF.tokenizer import decode_safely
+
+        eos = self.generation_defaults["eos_token_id"]
+        tokens = [int(t) for t in new_tokens]
+        if eos is not None and eos in tokens:
+            tokens = tokens[: tokens.index(eos)]
+        text = decode_safely(self.tokenizer, tokens)
+        return text if self.model.config.is_encoder_decoder else prompt + text
+
+    def random_prompts(self, cfg: RunConfig):
+        """Benchmark input: seeded random token ids of --input-seq-len (no special tokens)."""
+        config = self.model.config
+        needed = cfg.input_seq_len + (0 if config.is_encoder_decoder else cfg.generation.max_new_tokens)
+        if needed > self.max_positions:
+            raise UsageError(f"--input-seq-len {cfg.input_seq_len} with --output-seq-len {cfg.generation.max_new_tokens} "
+                             f"needs {needed} positions, but {self.variant} has {self.max_positions}", "lower one of them")
+        rng = np.random.default_rng(cfg.seed)
+        vocab = min(config.vocab_size, len(self.tokenizer))
+        ids = rng.integers(0, vocab, size=(cfg.batch_size, cfg.input_seq_len), dtype=np.int64)
+        ids = np.where(np.isin(ids, list(self.tokenizer.all_special_ids)), (ids + 1) % vocab, ids)  # no EOS/pad
+        return ids, np.ones_like(ids)
+
+    def chat_prompt(self, cfg: RunConfig) -> Callable[[str], str | None]:
+        """Each chat line as a prompt; None skips the line (an empty line means nothing to text models)."""
+        return lambda line: line if line.strip() else None
 
 
 @dataclass

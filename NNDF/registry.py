@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import importlib
 
+from dataclasses import replace
+
+from NNDF.config import RunConfig
 from NNDF.errors import UsageError
 from NNDF.family import ModelFamily
 
@@ -23,3 +26,14 @@ def get_family(name: str) -> ModelFamily:
         raise UsageError(f"unknown model family '{name}'", f"choose one of: {', '.join(FAMILIES)}")
     module, attr = FAMILIES[match].split(":")
     return getattr(importlib.import_module(module), attr)
+
+
+def resolve(cfg: RunConfig) -> tuple[ModelFamily, RunConfig]:
+    """The family, and cfg with its canonical family name and a concrete variant
+    (the family's default tiny one, or the --torch-dir folder's name); an unknown
+    variant fails here, before any work."""
+    family = get_family(cfg.family)
+    variant = cfg.variant or (cfg.torch_dir.name if cfg.torch_dir else family.tiny_variant)
+    if cfg.torch_dir is None:
+        family.variant(variant)
+    return family, replace(cfg, family=family.name, variant=variant)

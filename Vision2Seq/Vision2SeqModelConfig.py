@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import torch
 from PIL import Image
 
 from NNDF.config import RunConfig
@@ -57,7 +56,6 @@ class ImageTextModel(LoadedModel):
     image_settings: ImageSettings | None = None
     bos_id: int = 0
     image_dirs: tuple[Path, ...] = ()          # where relative image paths are also looked up
-    has_image_encoder: bool = True              # the benchmark reports encoder_latency_s
     _pixels: OrderedDict = field(default_factory=OrderedDict, repr=False)
 
     # ------------------------------------------------------------------ images
@@ -75,7 +73,10 @@ class ImageTextModel(LoadedModel):
         """bos + the prefix's tokens: what BLIP's generate makes of its processor's "[CLS] prefix [SEP]"."""
         return [self.bos_id] + (self.tokenizer(prefix, add_special_tokens=False)["input_ids"] if prefix else [])
 
-    # ------------------------------------------------------------------ the actions' hooks
+    # ------------------------------------------------------------------ LoadedModel's prompt methods
+    @property
+    def times_encoder(self) -> bool:
+        return True   # the vision encoder
     def encode_prompts(self, prompts: list[str], use_mask: bool, max_new_tokens: int) -> tuple[ImagePrompts, np.ndarray]:
         parsed = [split_prompt(p) for p in prompts]
         encoded = [self.prompt_ids(prefix) for _, prefix in parsed]
@@ -110,7 +111,7 @@ class ImageTextModel(LoadedModel):
         if cfg.image is not None:
             self.image_pixels(as_source(cfg.image))
 
-    def chat_prompts(self, cfg: RunConfig) -> Callable[[str], str]:
+    def chat_prompt(self, cfg: RunConfig) -> Callable[[str], str | None]:
         """Each chat line is a text prefix for --image (an empty line asks for a plain caption)."""
         self.check_image_flag(cfg)
         source = as_source(cfg.image)

@@ -9,29 +9,10 @@ import numpy as np
 from NNDF.actions.common import settings_dict, table
 from NNDF.backends import Backend
 from NNDF.config import RunConfig
-from NNDF.errors import UsageError
 from NNDF.family import LoadedModel
 from NNDF.generation import GenerationOutput
 from NNDF.progress import status
 from NNDF.timing import measure, percentile
-
-
-def random_prompts(cfg: RunConfig, loaded: LoadedModel) -> tuple[np.ndarray, np.ndarray]:
-    family_prompts = getattr(loaded, "random_prompts", None)   # e.g. image-to-text: random images
-    if family_prompts is not None:
-        return family_prompts(cfg)
-    config = loaded.model.config
-    needed = cfg.input_seq_len + (0 if config.is_encoder_decoder else cfg.generation.max_new_tokens)
-    if needed > loaded.max_positions:
-        raise UsageError(f"--input-seq-len {cfg.input_seq_len} with --output-seq-len {cfg.generation.max_new_tokens} "
-                         f"needs {needed} positions, but {loaded.variant} has {loaded.max_positions}",
-                         "lower one of them")
-    rng = np.random.default_rng(cfg.seed)
-    vocab = min(config.vocab_size, len(loaded.tokenizer))
-    specials = set(loaded.tokenizer.all_special_ids)
-    ids = rng.integers(0, vocab, size=(cfg.batch_size, cfg.input_seq_len), dtype=np.int64)
-    ids = np.where(np.isin(ids, list(specials)), (ids + 1) % vocab, ids)  # keep EOS/pad out of the prompt
-    return ids, np.ones_like(ids)
 
 
 def summarize(latencies: list[float], outputs: list[GenerationOutput], cfg: RunConfig, encoder_s: list[float]) -> dict:
@@ -53,18 +34,18 @@ def summarize(latencies: list[float], outputs: list[GenerationOutput], cfg: RunC
 
 
 def run(cfg: RunConfig, loaded: LoadedModel, backends: list[Backend]) -> dict:
-    ids, mask = random_prompts(cfg, loaded)
+    ids, mask = loaded.random_prompts(cfg)
     results, tokens = {}, {}
-    timed_encoder = loaded.model.config.is_encoder_decoder or getattr(loaded, "has_image_encoder", False)
     for backend in backends:
         with status(f"benchmarking {backend.name}"):
             latencies, outputs = measure(lambda: backend.generate(ids, mask, cfg.generation), cfg.timing)
-        encoder_s = [o.start_s for o in outputs] if timed_encoder else []
+        encoder_s = [o.start_s for o in outputs] if loaded.times_encoder else []
         results[backend.name] = summarize(latencies, outputs, cfg, encoder_s)
         tokens[backend.name] = outputs[-1].tokens
     reference = next(iter(tokens.values()))
     for name, t in tokens.items():
         results[name]["same_tokens_as_" + backends[0].name] = bool(np.array_equal(t, reference))
+        results[name]["tokens"] = t.tolist()   # so runs in separate processes can be compared too
 
     p = cfg.timing.percentiles[0]
     input_len = mask.shape[1]   # --input-seq-len, or the family's own prompt (an image and the start token)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 import time
 
-from NNDF.actions.common import encode_batch, output_text
 from NNDF.backends import Backend
 from NNDF.config import RunConfig
 from NNDF.errors import UsageError
@@ -18,9 +17,7 @@ def run(cfg: RunConfig, loaded: LoadedModel, backends: list[Backend], stdin=None
     stdin = stdin or sys.stdin
     if len(backends) > 1 and not cfg.chat_compare:
         raise UsageError("chat with several backends needs --compare", "add --compare or list one backend")
-    # Image-to-text families turn each line into a prompt about --image (checked here, once);
-    # for them an empty line means something (a caption with no text prefix).
-    family_prompt = loaded.chat_prompts(cfg) if hasattr(loaded, "chat_prompts") else None
+    as_prompt = loaded.chat_prompt(cfg)   # e.g. image-to-text: a line is a caption prefix for --image
     print(f"chat with {loaded.variant} on {', '.join(b.name for b in backends)}; type 'exit' or press Ctrl-D to stop",
           flush=True)
     turns = []
@@ -30,13 +27,11 @@ def run(cfg: RunConfig, loaded: LoadedModel, backends: list[Backend], stdin=None
             line = stdin.readline()
             if not line or line.strip().lower() in EXIT_WORDS:
                 break
-            prompt = line.rstrip("\n")
-            if family_prompt is not None:
-                prompt = family_prompt(prompt)
-            elif not prompt.strip():
+            prompt = as_prompt(line.rstrip("\n"))
+            if prompt is None:
                 continue
             try:
-                ids, mask = encode_batch(loaded, [prompt], False, cfg.generation.max_new_tokens)
+                ids, mask = loaded.encode_prompts([prompt], False, cfg.generation.max_new_tokens)
             except UsageError as e:  # one bad prompt should not end the conversation
                 print(f"error: {e}", flush=True)
                 continue
@@ -45,7 +40,7 @@ def run(cfg: RunConfig, loaded: LoadedModel, backends: list[Backend], stdin=None
                 start = time.perf_counter()
                 out = backend.generate(ids, mask, cfg.generation)
                 seconds = time.perf_counter() - start
-                text = output_text(loaded, prompt, out.tokens[0])
+                text = loaded.output_text(prompt, out.tokens[0])
                 turn["outputs"][backend.name] = {"output": text, "seconds": seconds}
                 label = f"[{backend.name} {seconds * 1e3:.0f} ms] " if len(backends) > 1 else ""
                 print(f"{label}{text}", flush=True)

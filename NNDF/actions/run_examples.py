@@ -14,7 +14,7 @@ from pathlib import Path
 
 import toml
 
-from NNDF.actions.common import encode_batch, output_text, table
+from NNDF.actions.common import table
 from NNDF.backends import Backend
 from NNDF.config import RunConfig
 from NNDF.errors import UsageError
@@ -56,7 +56,7 @@ def run_backend(backend: Backend, loaded: LoadedModel, cfg: RunConfig, examples:
     for i in range(0, len(names), cfg.batch_size):
         group = names[i:i + cfg.batch_size]
         prompts = [examples[n]["input"] for n in group]
-        ids, mask = encode_batch(loaded, prompts, cfg.use_mask, cfg.generation.max_new_tokens)
+        ids, mask = loaded.encode_prompts(prompts, cfg.use_mask, cfg.generation.max_new_tokens)
         runs = []
         for _ in range(max(1, cfg.timing.iterations)):
             start = time.perf_counter()
@@ -64,7 +64,7 @@ def run_backend(backend: Backend, loaded: LoadedModel, cfg: RunConfig, examples:
             runs.append(time.perf_counter() - start)
         times.append(statistics.median(runs))
         for row, name in enumerate(group):
-            text = output_text(loaded, examples[name]["input"], out.tokens[row])
+            text = loaded.output_text(examples[name]["input"], out.tokens[row])
             label = examples[name]["label"]
             outputs[name] = {"input": examples[name]["input"], "output": text, "label": label,
                              "match": text.strip().startswith(label.strip())}
