@@ -213,7 +213,8 @@ def hf_generate_kwargs(settings: GenerationSettings, ids: TokenIds) -> dict:
                 num_beams=settings.num_beams, do_sample=False, use_cache=settings.use_cache,
                 eos_token_id=ids.eos, pad_token_id=ids.pad if ids.pad is not None else ids.eos,
                 early_stopping=ids.early_stopping, length_penalty=ids.length_penalty,
-                num_return_sequences=1, top_k=None, top_p=None, temperature=None)
+                num_return_sequences=1, top_k=None, top_p=None, temperature=None,
+                forced_bos_token_id=ids.forced_bos, forced_eos_token_id=ids.forced_eos)
 
 
 class TorchDecoderOnly(Backend):

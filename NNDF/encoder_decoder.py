@@ -282,13 +282,15 @@ class _Clock(LogitsProcessor):
 
 
 def hf_generation_config(settings: GenerationSettings, ids: TokenIds, start_id: int | None = None) -> GenerationConfig:
-    """Exactly our settings and nothing from the checkpoint's own defaults (no n-gram blocking,
-    forced tokens or sampling), so every backend runs the same search."""
+    """Exactly the settings our loop implements (including the checkpoint's forced first/last
+    tokens) and nothing else of the checkpoint's defaults (no n-gram blocking or sampling),
+    so every backend runs the same search."""
     return GenerationConfig(max_new_tokens=settings.max_new_tokens, min_new_tokens=settings.min_new_tokens or None,
                             num_beams=settings.num_beams, do_sample=False, use_cache=settings.use_cache,
                             eos_token_id=ids.eos, pad_token_id=ids.pad if ids.pad is not None else ids.eos,
                             decoder_start_token_id=start_id, early_stopping=ids.early_stopping,
-                            length_penalty=ids.length_penalty, num_return_sequences=1)
+                            length_penalty=ids.length_penalty, num_return_sequences=1,
+                            forced_bos_token_id=ids.forced_bos, forced_eos_token_id=ids.forced_eos)
 
 
 class TorchSeq2Seq(Backend):

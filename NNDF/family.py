@@ -226,6 +226,8 @@ class ModelFamily:
             # transformers 5 leaves unset fields None; these are the values generate then uses
             "early_stopping": _or(getattr(gen, "early_stopping", None), False),
             "length_penalty": _or(getattr(gen, "length_penalty", None), 1.0),
+            "forced_bos_token_id": getattr(gen, "forced_bos_token_id", None) if gen is not None else None,
+            "forced_eos_token_id": getattr(gen, "forced_eos_token_id", None) if gen is not None else None,
         }
         return LoadedModel(variant.name, model, tokenizer, key, self.max_positions(config), defaults, variant.arch)
 

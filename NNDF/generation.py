@@ -41,6 +41,8 @@ class TokenIds:
     pad: int | None
     early_stopping: bool | str = False
     length_penalty: float = 1.0
+    forced_bos: int | None = None      # the first generated token (e.g. mBART-50's target language)
+    forced_eos: int | None = None      # the token at the last allowed position (e.g. BART)
 
 
 @dataclass
@@ -95,22 +97,31 @@ class _Timer:
         return out
 
 
-def _suppress_eos(scores: np.ndarray, new_len: int, settings: GenerationSettings, eos: int | None) -> None:
-    if eos is not None and new_len < settings.min_new_tokens:
-        scores[..., eos] = -np.inf
+def _process_scores(scores: np.ndarray, cur_len: int, prompt_len: int, settings: GenerationSettings,
+                    ids: TokenIds) -> None:
+    """HF's logits processors that our settings can switch on, in HF's order: EOS held back
+    until min_new_tokens, then the forced first and last tokens (which win over it)."""
+    if ids.eos is not None and cur_len - prompt_len < settings.min_new_tokens:
+        scores[..., ids.eos] = -np.inf
+    forced = ids.forced_bos if cur_len == 1 else None
+    if cur_len == prompt_len + settings.max_new_tokens - 1 and ids.forced_eos is not None:
+        forced = ids.forced_eos
+    if forced is not None:
+        scores[...] = -np.inf
+        scores[..., forced] = 0.0
 
 
 def _greedy(model, input_ids, attention_mask, settings, ids) -> GenerationOutput:
     timer = _Timer()
     state, seq, mask = timer.call(model.start, input_ids, attention_mask)
     start_s = timer.times.pop()
-    batch = seq.shape[0]
+    batch, prompt_len = seq.shape
     unfinished = np.ones(batch, dtype=bool)
     pad = ids.pad if ids.pad is not None else ids.eos
     new = []
     for step in range(settings.max_new_tokens):
         logits = timer.call(model.step, state, seq, mask).astype(np.float32, copy=True)
-        _suppress_eos(logits, step, settings, ids.eos)
+        _process_scores(logits, seq.shape[1], prompt_len, settings, ids)
         nxt = logits.argmax(axis=-1).astype(np.int64)
         if ids.eos is not None:
             nxt = np.where(unfinished, nxt, pad)
@@ -154,7 +165,7 @@ def _beam_search(model, input_ids, attention_mask, settings, ids) -> GenerationO
         flat = running[:, :, :cur_len].reshape(batch * nb, cur_len)
         logits = timer.call(model.step, state, flat, mask)
         log_probs = log_softmax(logits)
-        _suppress_eos(log_probs, cur_len - prompt_len, settings, eos)
+        _process_scores(log_probs, cur_len, prompt_len, settings, ids)
         vocab = log_probs.shape[-1]
         scores = (log_probs.reshape(batch, nb, vocab) + running_scores[:, :, None]).reshape(batch, nb * vocab)
 

@@ -21,6 +21,7 @@ BACKEND_MODULES = {"frameworks": "frameworks", "onnxrt": "onnxrt", "trt": "trt"}
 def token_ids(loaded: LoadedModel) -> TokenIds:
     d = loaded.generation_defaults
     return TokenIds(eos=d["eos_token_id"], pad=d["pad_token_id"], early_stopping=d["early_stopping"],
+                    forced_bos=d["forced_bos_token_id"], forced_eos=d["forced_eos_token_id"],
                     length_penalty=d["length_penalty"])
 
 

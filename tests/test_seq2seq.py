@@ -144,3 +144,23 @@ def test_t5_fp16_graph_keeps_fragile_parts_fp32_and_matches_fp32(workdir, varian
     settings = GenerationSettings(max_new_tokens=16, use_cache=True)
     want = fw.generate(enc["input_ids"], enc["attention_mask"], settings).tokens
     np.testing.assert_array_equal(ort.generate(enc["input_ids"], enc["attention_mask"], settings).tokens, want)
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_forced_first_and_last_tokens_match_hf(tiny, batch, workdir, num_beams):
+    """BART forces EOS at the last position and mBART-50 a language token first: the loop
+    must apply both as HF does, after (and over) the min-length rule."""
+    from dataclasses import replace
+
+    fw, ort = _backends(tiny, workdir, True)
+    original = fw.token_ids
+    forced = replace(original, forced_bos=7, forced_eos=original.eos)
+    fw.token_ids = ort.token_ids = forced
+    try:
+        for settings in (GenerationSettings(max_new_tokens=6, num_beams=num_beams),
+                         GenerationSettings(max_new_tokens=6, min_new_tokens=6, num_beams=num_beams)):
+            want = fw.generate(*batch, settings).tokens
+            np.testing.assert_array_equal(ort.generate(*batch, settings).tokens, want)
+            assert (want[:, 0] == 7).all() and (want[:, -1] == original.eos).all()
+    finally:
+        fw.token_ids = ort.token_ids = original
