@@ -35,6 +35,7 @@ class DecoderOnlyLayout:
     present_axes: dict[int, str] = field(default_factory=lambda: {0: BATCH, 2: TOTAL})
     kv_shape: Callable[[object, int, int], tuple[int, ...]] | None = None              # (config, batch, past) -> shape
     fp16_keep_fp32_ops: tuple[str, ...] = ()
+    ort_fusions: str | None = None      # onnxruntime.transformers model_type whose fusions onnxrt applies
 
     def num_layers(self, config) -> int:
         return config.num_hidden_layers

@@ -5,7 +5,7 @@ from __future__ import annotations
 from NNDF.config import RunConfig
 from NNDF.decoder_only import CompiledDecoderOnly, TorchDecoderOnly, decoder_spec
 from NNDF.family import LoadedModel, ModelFamily
-from NNDF.ort_session import OrtSession
+from NNDF.ort_session import OrtSession, ort_optimized
 from NNDF.pipeline import artifact_subdir, onnx_path, token_ids
 from NNDF.workdir import WorkingDir
 
@@ -15,8 +15,12 @@ def frameworks_backend(loaded: LoadedModel, cfg: RunConfig) -> TorchDecoderOnly:
 
 
 def onnxrt_backend(family: ModelFamily, loaded: LoadedModel, cfg: RunConfig, workdir: WorkingDir) -> CompiledDecoderOnly:
-    spec = decoder_spec(loaded.model, family.layout(loaded), with_cache=cfg.generation.use_cache)
-    session = OrtSession(onnx_path(spec, loaded, family, cfg, workdir))
+    layout = family.layout(loaded)
+    spec = decoder_spec(loaded.model, layout, with_cache=cfg.generation.use_cache)
+    path = onnx_path(spec, loaded, family, cfg, workdir)
+    if layout.ort_fusions and not cfg.fp16 and "decoder" not in cfg.trt.prebuilt_onnx:
+        path = ort_optimized(path, layout.ort_fusions, loaded.model.config, workdir)
+    session = OrtSession(path)
     return CompiledDecoderOnly("onnxrt", session, spec, cfg.generation.use_cache, token_ids(loaded))
 
 
