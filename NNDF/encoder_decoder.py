@@ -67,7 +67,8 @@ def kv_names(prefix: str, n_layers: int) -> list[str]:
     return [f"{prefix}.{i}.{kind}" for i in range(n_layers) for kind in ("key", "value")]
 
 
-def _cache(tensors, n_layers: int, config) -> DynamicCache:
+def cache_from_flat(tensors, n_layers: int, config) -> DynamicCache:
+    """A DynamicCache holding flat graph inputs (key0, value0, key1, ...)."""
     cache = DynamicCache(config=config)
     for i in range(n_layers):
         cache.update(tensors[2 * i], tensors[2 * i + 1], i)
@@ -114,8 +115,8 @@ class DecoderWrapper(torch.nn.Module):
                               attention_mask=encoder_attention_mask, use_cache=False).logits
         n = 2 * self.n_layers
         past, cross = rest[:n], rest[n:]
-        cache = EncoderDecoderCache(_cache(past, self.n_layers, self.model.config),
-                                    _cache(cross, self.n_layers, self.model.config))
+        cache = EncoderDecoderCache(cache_from_flat(past, self.n_layers, self.model.config),
+                                    cache_from_flat(cross, self.n_layers, self.model.config))
         # Cross keys/values come from the cache; the model still wants encoder states to size
         # the encoder mask, so give it a free (batch, enc_seq, 1) view of the right dtype.
         shape_only = cross[0][:, 0, :, :1]
@@ -202,16 +203,21 @@ def needed_graphs(use_cache: bool) -> tuple[str, ...]:
 
 
 # --------------------------------------------------------------------------- compiled backends
+def bind_decoder(steps, sessions: dict[str, Session], specs: dict[str, GraphSpec], with_cache: bool) -> None:
+    """Give a step model its decoder session and the names of its cache inputs and outputs."""
+    steps.decoder = sessions["decoder" if with_cache else "decoder_nocache"]
+    steps.decoder_spec = specs["decoder" if with_cache else "decoder_nocache"]
+    steps.past = [n for n in steps.decoder_spec.input_names if n.startswith("past_key_values.")]
+    steps.cross = [n for n in steps.decoder_spec.input_names if n.startswith("cross.")]
+    steps.present = [n for n in steps.decoder_spec.output_names if n.startswith("present.")]
+
+
 class Seq2SeqSteps:
     """The generation loop's StepModel over compiled encoder / cache generator / decoder sessions."""
 
     def __init__(self, sessions: dict[str, Session], specs: dict[str, GraphSpec], with_cache: bool, start_id: int):
         self.sessions, self.specs, self.with_cache, self.start_id = sessions, specs, with_cache, start_id
-        self.decoder = sessions["decoder" if with_cache else "decoder_nocache"]
-        self.decoder_spec = specs["decoder" if with_cache else "decoder_nocache"]
-        self.past = [n for n in self.decoder_spec.input_names if n.startswith("past_key_values.")]
-        self.cross = [n for n in self.decoder_spec.input_names if n.startswith("cross.")]
-        self.present = [n for n in self.decoder_spec.output_names if n.startswith("present.")]
+        bind_decoder(self, sessions, specs, with_cache)
 
     def start(self, input_ids, attention_mask):
         batch = input_ids.shape[0]

@@ -21,17 +21,25 @@ def prebuilt_engines(cfg, graphs) -> dict:
 
 
 def make_backend(family, loaded, cfg, workdir):
-    from NNDF.trt_build import engine_for, profile_ranges
-    from NNDF.trt_session import TrtSession
+    from NNDF.trt_build import profile_ranges
 
     trt_env.require_tensorrt()
     specs = specs_for(family, loaded, cfg.generation.use_cache)
     ranges = {name: profile_ranges(spec, cfg, loaded.max_positions) for name, spec in specs.items()}
+    sessions = trt_sessions(family, loaded, cfg, workdir, specs, ranges)
+    return CompiledSeq2Seq("trt", sessions, specs, cfg.generation.use_cache, token_ids(loaded), decoder_start_id(loaded))
+
+
+def trt_sessions(family, loaded, cfg, workdir, specs: dict, ranges: dict) -> dict:
+    """A TensorRT session per graph: the user's prebuilt engines, or engines built (or reused)
+    from the exported graphs."""
+    from NNDF.trt_build import engine_for
+    from NNDF.trt_session import TrtSession
+
     engines = prebuilt_engines(cfg, specs)
     if not engines:
         sources = onnx_files(family, loaded, cfg, workdir, specs)
         engines = {name: engine_for(sources[name], spec, ranges[name], cfg.trt, cfg.fp16, workdir,
                                     artifact_subdir(family, loaded))
                    for name, spec in specs.items()}
-    sessions = {name: TrtSession(engines[name], spec, ranges[name], cfg.trt) for name, spec in specs.items()}
-    return CompiledSeq2Seq("trt", sessions, specs, cfg.generation.use_cache, token_ids(loaded), decoder_start_id(loaded))
+    return {name: TrtSession(engines[name], spec, ranges[name], cfg.trt) for name, spec in specs.items()}

@@ -18,7 +18,7 @@ from transformers import LogitsProcessorList
 from NNDF.backends import Backend, positions_from_mask, torch_threads
 from NNDF.config import GenerationSettings
 from NNDF.decoder_only import BATCH, PAST
-from NNDF.encoder_decoder import _Clock, hf_generation_config
+from NNDF.encoder_decoder import _Clock, bind_decoder, hf_generation_config
 from NNDF.errors import UsageError
 from NNDF.generation import GenerationOutput, TokenIds, generate
 from NNDF.onnx_export import GraphSpec
@@ -39,11 +39,7 @@ class ImageSteps:
     def __init__(self, sessions: dict[str, Session], specs: dict[str, GraphSpec], with_cache: bool,
                  pixel_values: np.ndarray):
         self.sessions, self.with_cache, self.pixel_values = sessions, with_cache, pixel_values
-        self.decoder = sessions["decoder" if with_cache else "decoder_nocache"]
-        self.decoder_spec = specs["decoder" if with_cache else "decoder_nocache"]
-        self.past = [n for n in self.decoder_spec.input_names if n.startswith("past_key_values.")]
-        self.cross = [n for n in self.decoder_spec.input_names if n.startswith("cross.")]
-        self.present = [n for n in self.decoder_spec.output_names if n.startswith("present.")]
+        bind_decoder(self, sessions, specs, with_cache)
 
     def start(self, input_ids, attention_mask):
         """Vision encoder (+ cache generator) per image; the loop has already repeated the text rows per beam."""

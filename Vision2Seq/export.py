@@ -17,20 +17,16 @@ graph; only the batch, and the decoder's sequence lengths, are dynamic.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from transformers import DynamicCache, EncoderDecoderCache
 
 from NNDF.backends import positions_from_mask
-from NNDF.config import RunConfig
 from NNDF.decoder_only import BATCH, KEPT, PAST, SEQ, TOTAL
-from NNDF.encoder_decoder import kv_names
+from NNDF.encoder_decoder import cache_from_flat, kv_names, needed_graphs
 from NNDF.family import LoadedModel, ModelFamily
 from NNDF.onnx_export import GraphSpec
-from NNDF.pipeline import onnx_path
-from NNDF.workdir import WorkingDir
 from Vision2Seq.images import ImageSettings
 
 WRAPPERS_VERSION = 2   # bump when a wrapper below changes what the graphs compute: it is in every export key
@@ -56,13 +52,6 @@ class Vision2SeqLayout:
         return {"layers": text.num_hidden_layers, "heads": heads, "head_dim": text.hidden_size // heads,
                 "vocab": text.vocab_size, "image_tokens": self.image_tokens(vision), "vision_hidden": vision.hidden_size,
                 "image_size": vision.image_size}
-
-
-def _dynamic_cache(tensors, n_layers: int, config) -> DynamicCache:
-    cache = DynamicCache(config=config)
-    for i in range(n_layers):
-        cache.update(tensors[2 * i], tensors[2 * i + 1], i)
-    return cache
 
 
 class VisionEncoderWrapper(torch.nn.Module):
@@ -114,8 +103,8 @@ class TextDecoderWrapper(torch.nn.Module):
         # A non-empty cross-attention cache is marked as filled (EncoderDecoderCache.is_updated), so
         # the layers read these keys/values and never project image embeddings. They still need
         # encoder states to exist, so pass a free (batch, image_tokens, 1) view.
-        cache = EncoderDecoderCache(_dynamic_cache(past, self.n_layers, self.text_config),
-                                    _dynamic_cache(cross, self.n_layers, self.text_config))
+        cache = EncoderDecoderCache(cache_from_flat(past, self.n_layers, self.text_config),
+                                    cache_from_flat(cross, self.n_layers, self.text_config))
         out = self.decoder(**common, encoder_hidden_states=cross[0][:, 0, :, :1], past_key_values=cache, use_cache=True)
         presents = []
         for layer in out.past_key_values.self_attention_cache.layers:
@@ -189,15 +178,6 @@ def graph_specs(model, layout: Vision2SeqLayout) -> dict[str, GraphSpec]:
     }
 
 
-def needed_graphs(use_cache: bool) -> tuple[str, ...]:
-    return ("encoder", "cache_generator", "decoder") if use_cache else ("encoder", "decoder_nocache")
-
-
 def specs_for(family: ModelFamily, loaded: LoadedModel, use_cache: bool) -> dict[str, GraphSpec]:
     specs = graph_specs(loaded.model, family.layout(loaded))
     return {name: specs[name] for name in needed_graphs(use_cache)}
-
-
-def onnx_files(family: ModelFamily, loaded: LoadedModel, cfg: RunConfig, workdir: WorkingDir,
-               specs: dict[str, GraphSpec]) -> dict[str, Path]:
-    return {name: onnx_path(spec, loaded, family, cfg, workdir) for name, spec in specs.items()}

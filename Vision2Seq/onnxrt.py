@@ -4,7 +4,8 @@ from NNDF.ort_session import OrtSession
 from NNDF.pipeline import token_ids
 
 from Vision2Seq.backends import CompiledVision2Seq
-from Vision2Seq.export import onnx_files, specs_for
+from Seq2Seq.export import onnx_files
+from Vision2Seq.export import specs_for
 
 
 def make_backend(family, loaded, cfg, workdir):

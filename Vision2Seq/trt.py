@@ -8,18 +8,17 @@ tuned for a prompt of one token ([DEC]; --input-seq-len means nothing here).
 from dataclasses import replace
 
 from NNDF import trt_env
-from NNDF.pipeline import artifact_subdir, token_ids
-from Seq2Seq.trt import prebuilt_engines
+from NNDF.pipeline import token_ids
+from Seq2Seq.trt import trt_sessions
 
 from Vision2Seq.backends import CompiledVision2Seq
-from Vision2Seq.export import onnx_files, specs_for
+from Vision2Seq.export import specs_for
 
 PER_IMAGE = ("encoder", "cache_generator")
 
 
 def make_backend(family, loaded, cfg, workdir):
-    from NNDF.trt_build import engine_for, profile_ranges
-    from NNDF.trt_session import TrtSession
+    from NNDF.trt_build import profile_ranges
 
     trt_env.require_tensorrt()   # before any export: a missing GPU should cost a second, not minutes
     specs = specs_for(family, loaded, cfg.generation.use_cache)
@@ -27,11 +26,5 @@ def make_backend(family, loaded, cfg, workdir):
     decoder_run = replace(cfg, input_seq_len=1)
     ranges = {name: profile_ranges(spec, per_image if name in PER_IMAGE else decoder_run, loaded.max_positions)
               for name, spec in specs.items()}
-    engines = prebuilt_engines(cfg, specs)
-    if not engines:
-        sources = onnx_files(family, loaded, cfg, workdir, specs)
-        engines = {name: engine_for(sources[name], spec, ranges[name], cfg.trt, cfg.fp16, workdir,
-                                    artifact_subdir(family, loaded))
-                   for name, spec in specs.items()}
-    sessions = {name: TrtSession(engines[name], spec, ranges[name], cfg.trt) for name, spec in specs.items()}
+    sessions = trt_sessions(family, loaded, cfg, workdir, specs, ranges)
     return CompiledVision2Seq("trt", sessions, specs, cfg.generation.use_cache, token_ids(loaded))
