@@ -1,0 +1,98 @@
+#!/usr/bin/env python3
+"""The speed claims in the README, measured: real-size architectures with random weights
+(timing does not depend on weight values), batch 1, 128 prompt tokens, 64 new tokens.
+
+Each backend runs in its own process, so one runtime's thread pool never slows another's.
+Also measured: host read bandwidth, and from it the floor for one decode step (every fp32
+weight byte the step needs, read once).
+
+    python benchmarks/cpu_speed.py [--cases gpt2 t5-small bart-base] [--iterations 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+CASES = {  # name -> (family, variant, [(label, backend, extra flags)])
+    "gpt2": ("GPT2", "gpt2", [("frameworks (HF generate, cache)", "frameworks", ["--use-cache"]),
+                              ("onnxrt (cache)", "onnxrt", ["--use-cache"])]),
+    "t5-small": ("T5", "t5-small", [("frameworks (HF generate, cache)", "frameworks", ["--use-cache"]),
+                                    ("onnxrt (cache + cache generator)", "onnxrt", ["--use-cache"]),
+                                    ("onnxrt (no cache)", "onnxrt", [])]),
+    "bart-base": ("BART", "bart-base", [("frameworks (HF generate, cache)", "frameworks", ["--use-cache"]),
+                                        ("onnxrt (cache + cache generator)", "onnxrt", ["--use-cache"]),
+                                        ("onnxrt (no cache)", "onnxrt", [])]),
+}
+
+
+def read_bandwidth_gbs(size_gib: float = 1.0, repeats: int = 5) -> float:
+    data = np.ones(int(size_gib * (1 << 30)) // 8, dtype=np.float64)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        data.sum()
+        best = min(best, time.perf_counter() - start)
+    return data.nbytes / best / 1e9
+
+
+def run_backend(family, variant, backend, flags, workdir, iterations) -> dict:
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        cmd = [sys.executable, str(ROOT / "run.py"), "benchmark", family, backend, "--variant", variant,
+               "--random-weights", "--working-dir", workdir, "--input-seq-len", "128", "--output-seq-len", "64",
+               "--iterations", str(iterations), "--warmup", "2", "--save-output-fpath", out.name, *flags]
+        subprocess.run(cmd, check=True, cwd=ROOT)
+        return json.loads(Path(out.name).read_text())["results"][backend]
+
+
+def decode_weight_bytes(family, variant) -> int:
+    """fp32 bytes one decode step must read: every weight of a decoder-only model; an
+    encoder-decoder's decoder side only (its encoder ran once, in the prefill)."""
+    code = ("import sys; sys.path.insert(0, %r); from NNDF.cli import parse_args; from NNDF.registry import get_family;"
+            "f = get_family(%r); m = f.load(parse_args(['run', %r, '--variant', %r, '--random-weights'])).model;"
+            "enc = {id(p) for p in m.get_encoder().parameters()} if m.config.is_encoder_decoder else set();"
+            "dec = {id(p) for n, p in m.named_parameters() if 'decoder' in n} | {id(m.get_output_embeddings().weight)};"
+            "print(sum(p.numel() * p.element_size() for p in m.parameters() if id(p) not in enc or id(p) in dec))"
+            ) % (str(ROOT), family, family, variant)
+    return int(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.split()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--iterations", type=int, default=5)
+    parser.add_argument("--working-dir", default=str(ROOT / "temp"))
+    parser.add_argument("--save", default=str(ROOT / "benchmarks" / "results-cpu.json"))
+    args = parser.parse_args()
+
+    bandwidth = read_bandwidth_gbs()
+    report = {"read_bandwidth_gbs": bandwidth, "cases": {}}
+    print(f"host read bandwidth: {bandwidth:.1f} GB/s")
+    for case in args.cases:
+        family, variant, runs = CASES[case]
+        floor_s = decode_weight_bytes(family, variant) / (bandwidth * 1e9)
+        rows = {label: run_backend(family, variant, backend, flags, args.working_dir, args.iterations)
+                for label, backend, flags in runs}
+        base = next(iter(rows.values()))
+        report["cases"][case] = {"decode_step_floor_s": floor_s, "results": rows}
+        print(f"\n{case}: batch 1, 128 prompt tokens, 64 new tokens; floor per decode step {floor_s * 1e3:.1f} ms")
+        print("| backend | end to end (s) | speed-up | decode step (ms) | x floor | tokens/s | same tokens |")
+        print("|---|---|---|---|---|---|---|")
+        for label, r in rows.items():
+            print(f"| {label} | {r['full_latency_s']:.3f} | {base['full_latency_s'] / r['full_latency_s']:.2f}x | "
+                  f"{r['decoder_latency_s'] * 1e3:.1f} | {r['decoder_latency_s'] / floor_s:.2f} | "
+                  f"{r['tokens_per_second']:.1f} | {'yes' if r['tokens'] == base['tokens'] else 'NO'} |")
+    Path(args.save).write_text(json.dumps(report, indent=2))
+    print(f"\nsaved {args.save}")
+
+
+if __name__ == "__main__":
+    main()
