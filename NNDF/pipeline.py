@@ -31,7 +31,7 @@ def artifact_subdir(family: ModelFamily, loaded: LoadedModel) -> tuple[str, ...]
 
 def onnx_path(spec: GraphSpec, loaded: LoadedModel, family: ModelFamily, cfg: RunConfig, workdir: WorkingDir) -> Path:
     """The user's prebuilt --<graph>-onnx if given (checked against the runner's IO), else the cached export."""
-    graph_kind = spec.name.split("_")[0]            # "decoder_nocache" is given as --decoder-onnx too
+    graph_kind = spec.name.removesuffix("_nocache")  # "decoder_nocache" is given as --decoder-onnx too
     given = cfg.trt.prebuilt_onnx.get(graph_kind)
     if given is not None:
         check_onnx_io(given, spec)

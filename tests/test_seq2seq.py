@@ -164,3 +164,28 @@ def test_forced_first_and_last_tokens_match_hf(tiny, batch, workdir, num_beams):
             assert (want[:, 0] == 7).all() and (want[:, -1] == original.eos).all()
     finally:
         fw.token_ids = ort.token_ids = original
+
+
+def test_prebuilt_onnx_files_are_used_and_checked(workdir, tmp_path, capsys):
+    """--encoder-onnx, --cache-generator-onnx and --decoder-onnx are used as given; a file
+    with another graph's inputs and outputs is refused in one line."""
+    import shutil
+
+    import run as run_py
+
+    family = get_family("T5")
+    loaded = family.load(_cfg(workdir, "T5", "t5-tiny"))
+    specs = graph_specs(loaded.model, family.layout(loaded))
+    given = {}
+    for name in ("encoder", "cache_generator", "decoder"):
+        art = exported(workdir, artifact_subdir(family, loaded), loaded.model, specs[name], loaded.source_key, False)
+        given[name] = tmp_path / name
+        shutil.copytree(art.path, given[name])
+    fresh = tmp_path / "fresh-workdir"
+    flags = ["run", "T5", "onnxrt", "--use-cache", "--iterations", "1", "--working-dir", str(fresh),
+             "--encoder-onnx", str(given["encoder"] / MODEL_FILE),
+             "--cache-generator-onnx", str(given["cache_generator"] / MODEL_FILE)]
+    assert run_py.main(flags + ["--decoder-onnx", str(given["decoder"] / MODEL_FILE)]) == 0, capsys.readouterr().err
+    assert not list(fresh.glob("**/*.onnx"))        # nothing was exported: the given files were used
+    assert run_py.main(flags + ["--decoder-onnx", str(given["encoder"] / MODEL_FILE)]) == 2
+    assert "does not look like a decoder graph" in capsys.readouterr().err
