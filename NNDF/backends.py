@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from abc import ABC, abstractmethod
 
 import numpy as np
 import torch
+from transformers import GenerationConfig, LogitsProcessor
 
 from NNDF.config import GenerationSettings
 from NNDF.generation import GenerationOutput, TokenIds
@@ -46,3 +48,26 @@ def positions_from_mask(mask: np.ndarray) -> np.ndarray:
     """Position ids as HF generate derives them: count of real tokens so far; pads get 1."""
     pos = np.cumsum(mask, axis=1) - 1
     return np.where(mask == 0, 1, pos).astype(np.int64)
+
+
+class StepClock(LogitsProcessor):
+    """Timestamps each generation step from inside HF generate, without changing scores."""
+
+    def __init__(self):
+        self.stamps: list[float] = []
+
+    def __call__(self, input_ids, scores):
+        self.stamps.append(time.perf_counter())
+        return scores
+
+
+def hf_generation_config(settings: GenerationSettings, ids: TokenIds, start_id: int | None = None) -> GenerationConfig:
+    """Exactly the settings our loop implements (including the checkpoint's forced first/last
+    tokens) and nothing else of the checkpoint's defaults (no n-gram blocking or sampling),
+    so the PyTorch reference and every compiled backend run the same search."""
+    return GenerationConfig(max_new_tokens=settings.max_new_tokens, min_new_tokens=settings.min_new_tokens or None,
+                            num_beams=settings.num_beams, do_sample=False, use_cache=settings.use_cache,
+                            eos_token_id=ids.eos, pad_token_id=ids.pad if ids.pad is not None else ids.eos,
+                            decoder_start_token_id=start_id, early_stopping=ids.early_stopping,
+                            length_penalty=ids.length_penalty, num_return_sequences=1,
+                            forced_bos_token_id=ids.forced_bos, forced_eos_token_id=ids.forced_eos)

@@ -15,9 +15,9 @@ from typing import Callable
 
 import numpy as np
 import torch
-from transformers import DynamicCache, LogitsProcessor, LogitsProcessorList
+from transformers import DynamicCache, LogitsProcessorList
 
-from NNDF.backends import Backend, positions_from_mask, torch_threads
+from NNDF.backends import Backend, StepClock, hf_generation_config, positions_from_mask, torch_threads
 from NNDF.config import GenerationSettings
 from NNDF.generation import GenerationOutput, TokenIds, generate
 from NNDF.onnx_export import GraphSpec
@@ -198,26 +198,6 @@ class CompiledDecoderOnly(Backend):
 
 
 # --------------------------------------------------------------------------- PyTorch reference
-class _StepClock(LogitsProcessor):
-    """Timestamps each generation step from inside HF generate, without changing scores."""
-
-    def __init__(self):
-        self.stamps: list[float] = []
-
-    def __call__(self, input_ids, scores):
-        self.stamps.append(time.perf_counter())
-        return scores
-
-
-def hf_generate_kwargs(settings: GenerationSettings, ids: TokenIds) -> dict:
-    return dict(max_new_tokens=settings.max_new_tokens, min_new_tokens=settings.min_new_tokens or None,
-                num_beams=settings.num_beams, do_sample=False, use_cache=settings.use_cache,
-                eos_token_id=ids.eos, pad_token_id=ids.pad if ids.pad is not None else ids.eos,
-                early_stopping=ids.early_stopping, length_penalty=ids.length_penalty,
-                num_return_sequences=1, top_k=None, top_p=None, temperature=None,
-                forced_bos_token_id=ids.forced_bos, forced_eos_token_id=ids.forced_eos)
-
-
 class TorchDecoderOnly(Backend):
     """HuggingFace generate on the PyTorch model: the reference every other backend must match."""
 
@@ -228,13 +208,13 @@ class TorchDecoderOnly(Backend):
         self.model = model
 
     def generate(self, input_ids, attention_mask, settings):
-        clock = _StepClock()
+        clock = StepClock()
         start = time.perf_counter()
         with torch.inference_mode():
             out = self.model.generate(input_ids=torch.from_numpy(input_ids.astype(np.int64)),
                                       attention_mask=torch.from_numpy(attention_mask.astype(np.int64)),
                                       logits_processor=LogitsProcessorList([clock]),
-                                      **hf_generate_kwargs(settings, self.token_ids))
+                                      generation_config=hf_generation_config(settings, self.token_ids))
         stamps = [start] + clock.stamps
         return GenerationOutput(out[:, input_ids.shape[1]:].numpy(), list(np.diff(stamps)))
 

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from transformers import DynamicCache, EncoderDecoderCache, GenerationConfig, LogitsProcessor, LogitsProcessorList
+from transformers import DynamicCache, EncoderDecoderCache, LogitsProcessorList
 
-from NNDF.backends import Backend, torch_threads
+from NNDF.backends import Backend, StepClock, hf_generation_config, torch_threads
 from NNDF.config import GenerationSettings
 from NNDF.generation import GenerationOutput, TokenIds, generate
 from NNDF.onnx_export import GraphSpec
@@ -278,27 +278,6 @@ class CompiledSeq2Seq(Backend):
 
 
 # --------------------------------------------------------------------------- PyTorch reference
-class _Clock(LogitsProcessor):
-    def __init__(self):
-        self.stamps: list[float] = []
-
-    def __call__(self, input_ids, scores):
-        self.stamps.append(time.perf_counter())
-        return scores
-
-
-def hf_generation_config(settings: GenerationSettings, ids: TokenIds, start_id: int | None = None) -> GenerationConfig:
-    """Exactly the settings our loop implements (including the checkpoint's forced first/last
-    tokens) and nothing else of the checkpoint's defaults (no n-gram blocking or sampling),
-    so every backend runs the same search."""
-    return GenerationConfig(max_new_tokens=settings.max_new_tokens, min_new_tokens=settings.min_new_tokens or None,
-                            num_beams=settings.num_beams, do_sample=False, use_cache=settings.use_cache,
-                            eos_token_id=ids.eos, pad_token_id=ids.pad if ids.pad is not None else ids.eos,
-                            decoder_start_token_id=start_id, early_stopping=ids.early_stopping,
-                            length_penalty=ids.length_penalty, num_return_sequences=1,
-                            forced_bos_token_id=ids.forced_bos, forced_eos_token_id=ids.forced_eos)
-
-
 class TorchSeq2Seq(Backend):
     name = "frameworks"
 
@@ -311,7 +290,7 @@ class TorchSeq2Seq(Backend):
         encoder.register_forward_hook(lambda *_: self._encoder_times.append(time.perf_counter()))
 
     def generate(self, input_ids, attention_mask, settings):
-        clock, self._encoder_times = _Clock(), []
+        clock, self._encoder_times = StepClock(), []
         start = time.perf_counter()
         with torch.inference_mode():
             out = self.model.generate(input_ids=torch.from_numpy(input_ids.astype(np.int64)),

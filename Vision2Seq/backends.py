@@ -15,10 +15,10 @@ import numpy as np
 import torch
 from transformers import LogitsProcessorList
 
-from NNDF.backends import Backend, positions_from_mask, torch_threads
+from NNDF.backends import Backend, StepClock, hf_generation_config, positions_from_mask, torch_threads
 from NNDF.config import GenerationSettings
 from NNDF.decoder_only import BATCH, PAST
-from NNDF.encoder_decoder import _Clock, bind_decoder, hf_generation_config
+from NNDF.encoder_decoder import bind_decoder
 from NNDF.errors import UsageError
 from NNDF.generation import GenerationOutput, TokenIds, generate
 from NNDF.onnx_export import GraphSpec
@@ -111,7 +111,7 @@ class TorchVision2Seq(Backend):
         vision.register_forward_hook(lambda *_: self._encoder_times.append(time.perf_counter()))
 
     def generate(self, prompts: ImagePrompts, attention_mask, settings: GenerationSettings) -> GenerationOutput:
-        clock, self._encoder_times = _Clock(), []
+        clock, self._encoder_times = StepClock(), []
         start = time.perf_counter()
         with torch.inference_mode():
             out = self.layout.hf_generate(self.model, torch.from_numpy(prompts.pixel_values),
