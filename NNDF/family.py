@@ -8,8 +8,6 @@ architecture with random weights is the same for every family and lives here.
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -255,11 +253,3 @@ def _first_line(error: Exception, limit: int = 160) -> str:
 
 def _or(value, default):
     return default if value is None else value
-
-
-def read_json(path: Path) -> dict:
-    return json.loads(Path(path).read_text())
-
-
-def default_threads() -> int:
-    return max(1, os.cpu_count() or 1)

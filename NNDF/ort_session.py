@@ -71,8 +71,6 @@ class OrtSession(Session):
     def take(self, handle: Handle, indices: np.ndarray, axis: int = 0) -> Handle:
         return ort.OrtValue.ortvalue_from_numpy(np.take(handle.numpy(), indices, axis=axis), self.device, 0)
 
-    def to_host(self, handle: Handle) -> np.ndarray:
-        return handle.numpy()
 
 
 def ort_optimized(source: Path, model_type: str, config, workdir) -> Path:

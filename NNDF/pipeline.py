@@ -9,7 +9,6 @@ from pathlib import Path
 
 from NNDF.backends import Backend
 from NNDF.config import RunConfig
-from NNDF.errors import UsageError
 from NNDF.family import LoadedModel, ModelFamily
 from NNDF.generation import TokenIds
 from NNDF.onnx_export import MODEL_FILE, GraphSpec, check_onnx_io, exported
@@ -46,9 +45,3 @@ def make_backends(family: ModelFamily, loaded: LoadedModel, cfg: RunConfig, work
         module = importlib.import_module(f"{family.package}.{BACKEND_MODULES[name]}")
         backends.append(module.make_backend(loaded, cfg, workdir))
     return backends
-
-
-def require_positions(loaded: LoadedModel, length: int, what: str) -> None:
-    if length > loaded.max_positions:
-        raise UsageError(f"{what} needs {length} positions but {loaded.variant} has only {loaded.max_positions}",
-                         "use shorter prompts or fewer new tokens")

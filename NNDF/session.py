@@ -41,8 +41,6 @@ class Session(ABC):
     def take(self, handle: Handle, indices: np.ndarray, axis: int = 0) -> Handle:
         """Reorder a device handle along `axis` (beam search), staying on the device."""
 
-    @abstractmethod
-    def to_host(self, handle: Handle) -> np.ndarray: ...
 
     def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         host, _ = self.run(feed, self.output_names)

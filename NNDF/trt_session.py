@@ -185,6 +185,3 @@ class TrtSession(Session):
     def take(self, handle: Handle, indices: np.ndarray, axis: int = 0) -> Handle:
         index = torch.as_tensor(np.asarray(indices, dtype=np.int64), device=self.device)
         return handle.index_select(axis, index)
-
-    def to_host(self, handle: Handle) -> np.ndarray:
-        return handle.detach().cpu().numpy()
