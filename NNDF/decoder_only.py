@@ -126,6 +126,22 @@ def decoder_spec(model, layout: DecoderOnlyLayout, with_cache: bool) -> GraphSpe
 
 
 # --------------------------------------------------------------------------- compiled backends
+def largest_sizes(rows: int, prompt_len: int, new_tokens: int, with_cache: bool) -> dict[str, int]:
+    """The largest size of each axis a decoder fed the prompt then its own tokens reaches.
+
+    The last new token is never fed back, so the final step sees prompt + new - 1 tokens. With a
+    cache the prompt is the longest input and every later step feeds one token on the past.
+    """
+    last = prompt_len + max(new_tokens, 1) - 1
+    if not with_cache:
+        return {BATCH: rows, SEQ: last, TOTAL: last, KEPT: 1}
+    return {BATCH: rows, SEQ: prompt_len, PAST: last - 1 if new_tokens > 1 else 0, TOTAL: last, KEPT: 1}
+
+
+def run_description(rows: int, prompt_len: int, new_tokens: int) -> str:
+    return f"{rows} row(s) with a {prompt_len}-token prompt and {new_tokens} new tokens"
+
+
 class DecoderOnlySteps:
     """The generation loop's StepModel over any compiled Session (ONNX Runtime, TensorRT)."""
 
@@ -144,6 +160,10 @@ class DecoderOnlySteps:
         if self.uses_positions:
             feed["position_ids"] = positions_from_mask(mask)[:, seen:]
         return feed
+
+    def plan(self, rows, prompt_len, new_tokens):
+        self.session.check_fits(largest_sizes(rows, prompt_len, new_tokens, self.with_cache),
+                                run_description(rows, prompt_len, new_tokens))
 
     def start(self, input_ids, attention_mask):
         state = {"seen": 0, "cache": None}

@@ -23,6 +23,7 @@ from transformers import DynamicCache, EncoderDecoderCache, LogitsProcessorList
 
 from NNDF.backends import Backend, StepClock, hf_generation_config, torch_threads
 from NNDF.config import GenerationSettings
+from NNDF.decoder_only import largest_sizes, run_description
 from NNDF.generation import GenerationOutput, TokenIds, generate
 from NNDF.onnx_export import GraphSpec
 from NNDF.session import Session, concrete_shape
@@ -218,6 +219,13 @@ class Seq2SeqSteps:
     def __init__(self, sessions: dict[str, Session], specs: dict[str, GraphSpec], with_cache: bool, start_id: int):
         self.sessions, self.specs, self.with_cache, self.start_id = sessions, specs, with_cache, start_id
         bind_decoder(self, sessions, specs, with_cache)
+
+    def plan(self, rows, prompt_len, new_tokens):
+        what = run_description(rows, prompt_len, new_tokens)
+        for name in ("encoder", "cache_generator") if self.with_cache else ("encoder",):
+            self.sessions[name].check_fits({BATCH: rows, ENC: prompt_len}, what)
+        # the decoder's own sequence starts at the one start token
+        self.decoder.check_fits({**largest_sizes(rows, 1, new_tokens, self.with_cache), ENC: prompt_len}, what)
 
     def start(self, input_ids, attention_mask):
         batch = input_ids.shape[0]

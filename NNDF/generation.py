@@ -21,6 +21,10 @@ NEG = np.float32(-1e9)
 
 
 class StepModel(Protocol):
+    def plan(self, rows: int, prompt_len: int, new_tokens: int) -> None:
+        """Before anything runs: fail (one UsageError line) if `rows` rows with a `prompt_len`-token
+        prompt and up to `new_tokens` new tokens would need sizes a session cannot take."""
+
     def start(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray]:
         """Consume the prompt side; return (state, first decoder ids, their mask).
 
@@ -81,6 +85,7 @@ def _gather_beams(x: np.ndarray, idx: np.ndarray) -> np.ndarray:
 
 def generate(model: StepModel, input_ids: np.ndarray, attention_mask: np.ndarray,
              settings: GenerationSettings, ids: TokenIds) -> GenerationOutput:
+    model.plan(input_ids.shape[0] * settings.num_beams, input_ids.shape[1], settings.max_new_tokens)
     if settings.num_beams > 1:
         return _beam_search(model, input_ids, attention_mask, settings, ids)
     return _greedy(model, input_ids, attention_mask, settings, ids)

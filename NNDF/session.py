@@ -41,6 +41,12 @@ class Session(ABC):
     def take(self, handle: Handle, indices: np.ndarray, axis: int = 0) -> Handle:
         """Reorder a device handle along `axis` (beam search), staying on the device."""
 
+    def check_fits(self, sizes: dict[str, int], what: str) -> None:
+        """Fail now, naming the flag to change, if a coming run needs axis sizes this session cannot take.
+
+        Step models call it with the largest sizes a generation will reach, so a run that would
+        leave a TensorRT profile fails before its first step. Most sessions take any size.
+        """
 
     def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         host, _ = self.run(feed, self.output_names)

@@ -129,19 +129,6 @@ def check_sizes(ranges: dict[str, Range], sizes: dict[str, int], what: str) -> N
                                  AXIS_FIX[axis])
 
 
-def check_run_fits(ranges: dict[str, Range], cfg: RunConfig, prompt_len: int) -> None:
-    """Fail before generating if this prompt length and cfg's generation would leave the profile."""
-    gen = cfg.generation
-    last = prompt_len + gen.max_new_tokens - 1     # tokens fed at the final step; the last new one is never fed
-    sizes = {BATCH: cfg.batch_size * gen.num_beams, TOTAL: last}
-    if PAST in ranges:
-        sizes.update({SEQ: prompt_len, PAST: max(last - 1, 0)})
-    else:
-        sizes[SEQ] = last
-    check_sizes(ranges, sizes, f"batch {cfg.batch_size} x {gen.num_beams} beam(s) with a {prompt_len}-token prompt "
-                               f"and {gen.max_new_tokens} new tokens")
-
-
 def input_profile(name: str, dims: tuple[int, ...], axes: dict[int, str],
                   ranges: dict[str, Range]) -> tuple[tuple[int, ...], ...] | None:
     """(min, opt, max) shapes for one network input, or None if all its dims are static."""

@@ -166,12 +166,15 @@ class TrtSession(Session):
             return value.to(device=self.device, dtype=dtype).contiguous()
         return torch.from_numpy(np.ascontiguousarray(value)).to(device=self.device, dtype=dtype)
 
+    def check_fits(self, sizes: dict[str, int], what: str) -> None:
+        check_sizes(self._limits, sizes, what)
+
     def _check_fits(self, inputs: dict[str, torch.Tensor]) -> None:
         sizes: dict[str, int] = {}
         for name, tensor in inputs.items():
             for i, axis in self.spec.inputs[name].items():
                 sizes.setdefault(axis, int(tensor.shape[i]))
-        check_sizes(self._limits, sizes, f"this {self.spec.name} step")
+        self.check_fits(sizes, f"this {self.spec.name} step")
 
     def _bind(self, name: str, tensor: torch.Tensor) -> None:
         # an empty tensor may have a null address, which TensorRT rejects; any valid one will do

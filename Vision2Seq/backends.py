@@ -17,7 +17,7 @@ from transformers import LogitsProcessorList
 
 from NNDF.backends import Backend, StepClock, hf_generation_config, positions_from_mask, torch_threads
 from NNDF.config import GenerationSettings
-from NNDF.decoder_only import BATCH, PAST
+from NNDF.decoder_only import BATCH, PAST, largest_sizes, run_description
 from NNDF.encoder_decoder import bind_decoder
 from NNDF.errors import UsageError
 from NNDF.generation import GenerationOutput, TokenIds, generate
@@ -40,6 +40,11 @@ class ImageSteps:
                  pixel_values: np.ndarray):
         self.sessions, self.with_cache, self.pixel_values = sessions, with_cache, pixel_values
         bind_decoder(self, sessions, specs, with_cache)
+
+    def plan(self, rows, prompt_len, new_tokens):
+        # The vision side's only dynamic axis is the batch of images, which the engines are built for.
+        self.decoder.check_fits(largest_sizes(rows, prompt_len, new_tokens, self.with_cache),
+                                run_description(rows, prompt_len, new_tokens))
 
     def start(self, input_ids, attention_mask):
         """Vision encoder (+ cache generator) per image; the loop has already repeated the text rows per beam."""

@@ -24,8 +24,7 @@ from NNDF.config import TrtSettings
 from NNDF.decoder_only import decoder_spec
 from NNDF.errors import UsageError
 from NNDF.onnx_export import GraphSpec
-from NNDF.trt_build import (ENGINE_FILE, TIMING_CACHE_FILE, check_run_fits, device_dirname, engine_for, engine_key,
-                            profile_ranges)
+from NNDF.trt_build import ENGINE_FILE, TIMING_CACHE_FILE, device_dirname, engine_for, engine_key, profile_ranges
 from NNDF.trt_session import TrtSession
 from NNDF.workdir import MANIFEST, WorkingDir, stable_hash
 
@@ -97,22 +96,6 @@ def test_unknown_axis_is_refused(workdir):
     spec = dataclasses.replace(TOY, inputs={"x": {0: "batch", 1: "frames"}})
     with pytest.raises(ValueError, match="frames"):
         profile_ranges(spec, make_cfg(workdir), 128)
-
-
-def test_run_sizes_are_checked_against_the_profile(workdir, gpt2_tiny):
-    spec = decoder_spec(gpt2_tiny.model, GPT2_LAYOUT, True)
-    cfg = make_cfg(workdir, "--use-cache", "--input-profile-max-len", "16", "--output-profile-max-len", "8",
-                   "--output-seq-len", "9", "--batch-size", "2")
-    ranges = profile_ranges(spec, cfg, 128)
-    check_run_fits(ranges, cfg, 16)             # 16 + 9 - 1 = 24 tokens at the last step: exactly fits
-    with pytest.raises(UsageError, match="--input-profile-max-len"):
-        check_run_fits(ranges, cfg, 17)
-    longer = make_cfg(workdir, "--use-cache", "--input-profile-max-len", "16", "--output-profile-max-len", "8",
-                      "--output-seq-len", "10", "--batch-size", "2")
-    with pytest.raises(UsageError, match="--output-profile-max-len"):
-        check_run_fits(ranges, longer, 16)
-    with pytest.raises(UsageError, match="--batch-size"):
-        check_run_fits(ranges, make_cfg(workdir, "--use-cache", "--batch-size", "3"), 4)
 
 
 # --------------------------------------------------------------------------- cache keys

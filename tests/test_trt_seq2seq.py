@@ -3,6 +3,8 @@ the CPU stand-in for TensorRT: same tokens as the frameworks backend."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -12,6 +14,7 @@ from NNDF.errors import UsageError
 from NNDF.pipeline import make_backends
 from NNDF.registry import get_family
 from test_seq2seq import PROMPTS
+from test_trt_standin_generation import assert_plan_is_the_largest_step, record_step_sizes
 
 
 @pytest.fixture(scope="module")
@@ -52,3 +55,16 @@ def test_prebuilt_engines_must_come_together(standin, t5, workdir, tmp_path):
     with pytest.raises(UsageError, match="prebuilt engines must be given together; missing --cache-generator-engine "
                                          "--encoder-engine"):
         make_backends(family, loaded, cfg, workdir)
+
+
+@pytest.mark.parametrize("use_cache", [True, False], ids=["cache", "nocache"])
+def test_planned_sizes_are_the_largest_each_engine_sees(standin, t5, workdir, monkeypatch, use_cache):
+    family, loaded = t5
+    cfg = _cfg(workdir, "--batch-size", "3", *(["--use-cache"] if use_cache else []))
+    _, trt = make_backends(family, loaded, cfg, workdir)
+    recorded = {name: record_step_sizes(monkeypatch, session) for name, session in trt.steps.sessions.items()}
+    enc = loaded.tokenizer(PROMPTS, return_tensors="np", padding=True)
+    settings = dataclasses.replace(cfg.generation, min_new_tokens=cfg.generation.max_new_tokens)
+    trt.generate(enc["input_ids"], enc["attention_mask"], settings)
+    for planned, stepped in recorded.values():
+        assert_plan_is_the_largest_step(planned, stepped)

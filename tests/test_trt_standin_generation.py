@@ -8,6 +8,8 @@ show that the stand-in does catch sessions that do not.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -100,6 +102,54 @@ def test_prebuilt_engine_flag_is_used_and_checked(standin, gpt2_tiny, workdir):
     assert reused.steps.session.path == cached
     with pytest.raises(UsageError, match="does not fit the decoder graph"):
         gpt2_trt.make_backend(gpt2_tiny, trt_cfg(workdir, True, 1, 1, "--decoder-engine", str(nocache)), workdir)
+
+
+# --------------------------------------------------------------------------- the profile is checked up front
+def record_step_sizes(monkeypatch, session) -> tuple[list[dict], list[dict]]:
+    """(sizes planned before generating, sizes of every step the session ran)."""
+    planned, stepped = [], []
+    original = session.check_fits
+
+    def recording(sizes, what):
+        (stepped if what.startswith("this ") else planned).append(dict(sizes))
+        original(sizes, what)
+
+    monkeypatch.setattr(session, "check_fits", recording)
+    return planned, stepped
+
+
+def assert_plan_is_the_largest_step(planned: list[dict], stepped: list[dict]) -> None:
+    """One plan, and on every axis the engine takes it is exactly the largest size a step fed."""
+    largest = {axis: max(s[axis] for s in stepped) for axis in stepped[0]}
+    assert len(planned) == 1 and {axis: planned[0].get(axis) for axis in largest} == largest
+
+
+@pytest.mark.parametrize("beams", [1, 2], ids=["greedy", "beam2"])
+@pytest.mark.parametrize("use_cache", [True, False], ids=["cache", "nocache"])
+def test_planned_sizes_are_the_largest_the_steps_reach(standin, gpt2_tiny, workdir, prompts, monkeypatch,
+                                                       use_cache, beams):
+    cfg = trt_cfg(workdir, use_cache, 3, beams)
+    backend = gpt2_trt.make_backend(gpt2_tiny, cfg, workdir)
+    planned, stepped = record_step_sizes(monkeypatch, backend.steps.session)
+    settings = dataclasses.replace(cfg.generation, min_new_tokens=cfg.generation.max_new_tokens)  # all steps run
+    backend.generate(*prompts, settings)
+    assert len(stepped) == settings.max_new_tokens
+    assert_plan_is_the_largest_step(planned, stepped)
+
+
+def test_a_run_that_would_leave_the_profile_fails_before_its_first_step(standin, gpt2_tiny, workdir, prompts,
+                                                                         monkeypatch):
+    ids, mask = prompts
+    cfg = trt_cfg(workdir, True, 3, 1, "--input-profile-max-len", str(ids.shape[1]), "--output-profile-max-len", "4")
+    backend = gpt2_trt.make_backend(gpt2_tiny, cfg, workdir)
+    calls = []
+    monkeypatch.setattr(backend.steps.session, "run", lambda *a, **k: calls.append(a))
+    n = ids.shape[1]   # the profile allows an n-token prompt and 4 more tokens; the last step would feed n + 11
+    with pytest.raises(UsageError, match=rf"3 row\(s\) with a {n}-token prompt and 12 new tokens needs "
+                                         rf"past_len={n + 10} but the TensorRT profile covers 0..{n + 3}; "
+                                         "generate fewer tokens or raise --output-profile-max-len"):
+        backend.generate(ids, mask, cfg.generation)
+    assert calls == []
 
 
 # --------------------------------------------------------------------------- the stand-in is strict
