@@ -1,7 +1,7 @@
-"""Where the TensorRT backend meets the machine: the tensorrt module and the GPU.
+"""Where the TensorRT backend meets the machine: the tensorrt module, the GPU and its streams.
 
-These functions are the only places that detect hardware or import TensorRT,
-so tests can swap them (and `sys.modules["tensorrt"]`) for a CPU stand-in.
+These functions are the only places that detect hardware, import TensorRT or
+touch CUDA streams and graphs, so tests can swap them (and `sys.modules["tensorrt"]`) for a CPU stand-in.
 Callers use them through the module (`trt_env.device_identity()`), never
 `from NNDF.trt_env import ...`, so a swapped function is the one they call.
 """
@@ -9,6 +9,7 @@ Callers use them through the module (`trt_env.device_identity()`), never
 from __future__ import annotations
 
 import functools
+from typing import Callable
 
 import torch
 
@@ -56,3 +57,39 @@ def device_identity() -> dict:
 def logger_for(trt):
     """One logger per tensorrt module: TensorRT keeps the first logger it is given process-wide."""
     return trt.Logger(trt.Logger.WARNING)
+
+
+class CudaStream:
+    """What a TrtSession needs of a CUDA stream: the handle execute_async_v3 takes, making it torch's
+    current stream (so copies and allocations are ordered with the engine's work), waiting for it,
+    and capturing one enqueue into a CUDA graph."""
+
+    def __init__(self, stream: torch.cuda.Stream):
+        self._stream = stream
+        self.handle = stream.cuda_stream
+
+    def active(self):
+        return torch.cuda.stream(self._stream)
+
+    def synchronize(self) -> None:
+        self._stream.synchronize()
+
+    def capture(self, enqueue: Callable[[], bool]):
+        """A graph (with .replay()) of the work `enqueue` puts on this stream; RuntimeError if it cannot be captured."""
+        graph = torch.cuda.CUDAGraph()
+        # thread_local: only this thread's unsafe calls during capture are errors
+        with torch.cuda.graph(graph, stream=self._stream, capture_error_mode="thread_local"):
+            if not enqueue():
+                raise RuntimeError("TensorRT refused to enqueue during CUDA graph capture")
+        return graph
+
+
+def stream_for(device: torch.device, for_graphs: bool) -> CudaStream:
+    """The current stream; or, for CUDA graphs (which cannot be captured on the legacy default
+    stream), one side stream per device that every graph-mode session shares."""
+    return _side_stream(device) if for_graphs else CudaStream(torch.cuda.current_stream(device))
+
+
+@functools.cache
+def _side_stream(device: torch.device) -> CudaStream:
+    return CudaStream(torch.cuda.Stream(device))

@@ -4,11 +4,15 @@ Device buffers are torch tensors on `self.device`: the KV cache a step returns
 is handed to the next step by address, and beam search reorders it with
 `index_select` on the device, so the cache never visits the host. Only the
 outputs the caller asks for on the host (the logits) are copied back.
+
+With --use-cuda-graph, buffers are reused and steps replayed as CUDA graphs
+(NNDF/trt_graphs.py). A device output is then valid until the session has run
+twice more, which is all the generation loop needs (a step reads the previous
+step's presents); without graphs it lives as long as the caller keeps it.
 """
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Sequence
 
@@ -21,8 +25,8 @@ from NNDF.errors import UsageError
 from NNDF.onnx_export import GraphSpec
 from NNDF.session import Handle, Session
 from NNDF.trt_build import AXIS_FIX, Range, check_sizes
+from NNDF.trt_graphs import GraphRunner
 
-log = logging.getLogger(__name__)
 
 # Where buffers live. Production runs on the current CUDA device; tests swap this default.
 DEFAULT_DEVICE = torch.device("cuda")
@@ -46,7 +50,7 @@ def _resolve(device: torch.device) -> torch.device:
 class TrtSession(Session):
     def __init__(self, engine_path: str | Path, spec: GraphSpec, ranges: dict[str, Range], settings: TrtSettings,
                  *, device: torch.device | None = None):
-        trt = trt_env.require_tensorrt()
+        trt = self._trt = trt_env.require_tensorrt()
         self.path, self.spec = Path(engine_path), spec
         self.device = _resolve(device if device is not None else DEFAULT_DEVICE)
         self._runtime = trt.Runtime(trt_env.logger_for(trt))   # kept: the engine must not outlive it
@@ -60,14 +64,28 @@ class TrtSession(Session):
         self._shapes = {n: tuple(self._engine.get_tensor_shape(n)) for n in self.input_names}
         self._limits = self._profile_limits()
         self._check_covers(ranges)
-        self._context = self._engine.create_execution_context()
-        if self._context is None:
+        self._stream = trt_env.stream_for(self.device, for_graphs=settings.use_cuda_graph)
+        with self._stream.active():
+            self._scratch = torch.zeros(256, dtype=torch.uint8, device=self.device)   # address for empty tensors
+            # Graph mode: every context (one per graph, see trt_graphs) shares this activation memory.
+            self._shared_memory = (torch.empty(max(int(self._engine.device_memory_size_v2), 1), dtype=torch.uint8,
+                                               device=self.device) if settings.use_cuda_graph else None)
+        # In graph mode this context only answers output shapes; graphs run on contexts of their own.
+        self._context = self._new_context()
+        self._graphs = (GraphRunner(self.device, self._stream, self._new_context, self._bind, self._enqueue)
+                        if settings.use_cuda_graph else None)
+
+    def _new_context(self):
+        if self._shared_memory is None:
+            context = self._engine.create_execution_context()
+        else:
+            context = self._engine.create_execution_context(self._trt.ExecutionContextAllocationStrategy.USER_MANAGED)
+            if context is not None:
+                context.set_device_memory(self._shared_memory.data_ptr(), self._shared_memory.numel())
+        if context is None:
             raise UsageError(f"TensorRT could not create an execution context for {self.path}",
                              "free GPU memory or use a smaller batch or profile")
-        self._scratch = torch.zeros(256, dtype=torch.uint8, device=self.device)   # address for empty tensors
-        if settings.use_cuda_graph:
-            log.warning("--use-cuda-graph is not supported by the trt backend (shapes change every step); "
-                        "running without CUDA graphs")
+        return context
 
     # ------------------------------------------------------------------ checks at load
     def _check_io_names(self, trt) -> None:
@@ -136,27 +154,50 @@ class TrtSession(Session):
         missing = [n for n in self.input_names if n not in feed]
         if missing:
             raise ValueError(f"{self.spec.name} needs inputs {missing}")
-        inputs = {n: self._on_device(n, feed[n]) for n in self.input_names}
-        self._check_fits(inputs)
-        context = self._context
+        with self._stream.active():
+            inputs = {n: self._input(n, feed[n]) for n in self.input_names}
+            self._check_fits(inputs)
+            self._set_shapes(self._context, inputs)
+            outputs = {}
+            for name in self.output_names:   # TensorRT needs an address for every output, wanted or not
+                shape = tuple(self._context.get_tensor_shape(name))
+                if any(d < 0 for d in shape):
+                    raise RuntimeError(f"TensorRT could not infer the shape of {name} from the input shapes")
+                outputs[name] = (self._graphs.output(name, shape, self._dtypes[name], inputs) if self._graphs is not None
+                                 else torch.empty(shape, dtype=self._dtypes[name], device=self.device))
+            if self._graphs is None:
+                self._set_addresses(self._context, {**inputs, **outputs})
+                self._enqueue(self._context)
+            elif not self._graphs.execute(inputs, outputs):
+                self._graphs = None      # not capturable: later steps run plainly (this one has run)
+            self._stream.synchronize()
+            host = {n: outputs[n].cpu().numpy() for n in host_outputs}
+        return host, {n: outputs[n] for n in device_outputs}
+
+    def _input(self, name: str, value) -> torch.Tensor:
+        if self._graphs is not None:
+            return self._graphs.input(name, value, self._dtypes[name])
+        return self._on_device(name, value)
+
+    def _set_shapes(self, context, inputs: dict[str, torch.Tensor]) -> None:
         for name, tensor in inputs.items():
             if not context.set_input_shape(name, tuple(tensor.shape)):
                 raise RuntimeError(f"TensorRT rejected shape {tuple(tensor.shape)} for {name}; see its log above")
-            self._bind(name, tensor)
-        outputs = {}
-        for name in self.output_names:   # TensorRT needs an address for every output, wanted or not
-            shape = tuple(context.get_tensor_shape(name))
-            if any(d < 0 for d in shape):
-                raise RuntimeError(f"TensorRT could not infer the shape of {name} from the input shapes")
-            outputs[name] = torch.empty(shape, dtype=self._dtypes[name], device=self.device)
-            self._bind(name, outputs[name])
-        stream = torch.cuda.current_stream(self.device) if self.device.type == "cuda" else None
-        if not context.execute_async_v3(stream.cuda_stream if stream is not None else 0):
+
+    def _set_addresses(self, context, tensors: dict[str, torch.Tensor]) -> None:
+        for name, tensor in tensors.items():
+            # an empty tensor may have a null address, which TensorRT rejects; any valid one will do
+            address = tensor.data_ptr() if tensor.numel() else self._scratch.data_ptr()
+            if not context.set_tensor_address(name, address):
+                raise RuntimeError(f"TensorRT rejected the address of {name}; see its log above")
+
+    def _bind(self, context, inputs: dict[str, torch.Tensor], outputs: dict[str, torch.Tensor]) -> None:
+        self._set_shapes(context, inputs)
+        self._set_addresses(context, {**inputs, **outputs})
+
+    def _enqueue(self, context) -> None:
+        if not context.execute_async_v3(self._stream.handle):
             raise RuntimeError(f"TensorRT failed to run {self.path}; see its log above")
-        if stream is not None:
-            stream.synchronize()
-        host = {n: outputs[n].cpu().numpy() for n in host_outputs}
-        return host, {n: outputs[n] for n in device_outputs}
 
     def _on_device(self, name: str, value) -> torch.Tensor:
         dtype = self._dtypes[name]
@@ -176,15 +217,13 @@ class TrtSession(Session):
                 sizes.setdefault(axis, int(tensor.shape[i]))
         self.check_fits(sizes, f"this {self.spec.name} step")
 
-    def _bind(self, name: str, tensor: torch.Tensor) -> None:
-        # an empty tensor may have a null address, which TensorRT rejects; any valid one will do
-        address = tensor.data_ptr() if tensor.numel() else self._scratch.data_ptr()
-        if not self._context.set_tensor_address(name, address):
-            raise RuntimeError(f"TensorRT rejected the address of {name}; see its log above")
-
     def zeros(self, name: str, shape) -> Handle:
-        return torch.zeros(tuple(shape), dtype=self._dtypes[name], device=self.device)
+        with self._stream.active():
+            return torch.zeros(tuple(shape), dtype=self._dtypes[name], device=self.device)
 
     def take(self, handle: Handle, indices: np.ndarray, axis: int = 0) -> Handle:
-        index = torch.as_tensor(np.asarray(indices, dtype=np.int64), device=self.device)
-        return handle.index_select(axis, index)
+        with self._stream.active():
+            index = torch.as_tensor(np.asarray(indices, dtype=np.int64), device=self.device)
+            if self._graphs is not None:
+                return self._graphs.take(handle, index, axis)
+            return handle.index_select(axis, index)

@@ -115,14 +115,17 @@ def standin():
         yield trt_standin.install(mp)
 
 
+@pytest.mark.parametrize("graphs", [False, True], ids=["plain", "cuda-graph"])
 @pytest.mark.parametrize("beams", [1, 3], ids=["greedy", "beam3"])
 @pytest.mark.parametrize("use_cache", [True, False], ids=["cache", "nocache"])
-def test_trt_tokens_equal_hf_generate(standin, blip, workdir, wd, reference, use_cache, beams):
-    cfg = cfg_for(wd, *gen_flags(use_cache, beams, 3), backends=("trt",))
+def test_trt_tokens_equal_hf_generate(standin, blip, workdir, wd, reference, use_cache, beams, graphs):
+    cfg = cfg_for(wd, *gen_flags(use_cache, beams, 3), *(["--use-cuda-graph"] if graphs else []), backends=("trt",))
     ids, mask = blip.encode_prompts(PROMPTS, True, cfg.generation.max_new_tokens)
     backend = blip_trt.make_backend(blip, cfg, workdir)
-    np.testing.assert_array_equal(backend.generate(ids, mask, cfg.generation).tokens, reference(beams, 3))
+    for _ in range(3 if graphs else 1):     # with graphs: capture, then replay
+        np.testing.assert_array_equal(backend.generate(ids, mask, cfg.generation).tokens, reference(beams, 3))
     assert standin._errors == []
+    assert not graphs or all(s._graphs.replays > 0 for s in backend.sessions.values())
     # the vision side runs once per image, the decoder per image and beam
     decoder = "decoder" if use_cache else "decoder_nocache"
     assert backend.sessions["encoder"]._limits[BATCH] == (3, 3, 3)

@@ -76,3 +76,17 @@ def test_real_engine_is_reused(real_tensorrt, gpt2_tiny, workdir):
     stamp = first.stat().st_mtime_ns
     second = gpt2_trt.make_backend(gpt2_tiny, cfg, workdir).steps.session.path
     assert second == first and first.stat().st_mtime_ns == stamp
+
+
+@pytest.mark.parametrize("beams", [1, 3], ids=["greedy", "beam3"])
+def test_real_cuda_graphs_replay_and_give_frameworks_tokens(real_tensorrt, reference, gpt2_tiny, workdir, prompts,
+                                                            beams):
+    ids, mask = prompts
+    cfg = gpu_cfg(workdir, True, beams, "--use-cuda-graph")
+    backend = gpt2_trt.make_backend(gpt2_tiny, cfg, workdir)
+    want = reference.generate(ids, mask, cfg.generation).tokens
+    for _ in range(3):      # capture while buffers settle, then replay
+        np.testing.assert_array_equal(backend.generate(ids, mask, cfg.generation).tokens, want)
+    graphs = backend.steps.session._graphs
+    assert graphs is not None, "the engine could not be captured (see the warning above)"
+    assert graphs.replays > 0

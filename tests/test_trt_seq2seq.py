@@ -68,3 +68,17 @@ def test_planned_sizes_are_the_largest_each_engine_sees(standin, t5, workdir, mo
     trt.generate(enc["input_ids"], enc["attention_mask"], settings)
     for planned, stepped in recorded.values():
         assert_plan_is_the_largest_step(planned, stepped)
+
+
+@pytest.mark.parametrize("beams", [1, 3])
+def test_cuda_graphs_give_frameworks_tokens_and_are_replayed(standin, t5, workdir, beams):
+    family, loaded = t5
+    cfg = _cfg(workdir, "--use-cache", "--batch-size", "3", "--num-beams", str(beams), "--use-cuda-graph")
+    fw, trt = make_backends(family, loaded, cfg, workdir)
+    enc = loaded.tokenizer(PROMPTS, return_tensors="np", padding=True)
+    batches = [(enc["input_ids"], enc["attention_mask"]), (enc["input_ids"][::-1].copy(), enc["attention_mask"][::-1].copy())]
+    for ids, mask in batches * 2:
+        np.testing.assert_array_equal(trt.generate(ids, mask, cfg.generation).tokens,
+                                      fw.generate(ids, mask, cfg.generation).tokens)
+    assert standin._errors == []
+    assert all(session._graphs.replays > 0 for session in trt.steps.sessions.values())

@@ -104,6 +104,98 @@ def test_prebuilt_engine_flag_is_used_and_checked(standin, gpt2_tiny, workdir):
         gpt2_trt.make_backend(gpt2_tiny, trt_cfg(workdir, True, 1, 1, "--decoder-engine", str(nocache)), workdir)
 
 
+# --------------------------------------------------------------------------- --use-cuda-graph
+def graph_counts(backend) -> tuple[int, int]:
+    graphs = backend.steps.session._graphs
+    return graphs.captures, graphs.replays
+
+
+@pytest.mark.parametrize("beams", [1, 3], ids=["greedy", "beam3"])
+@pytest.mark.parametrize("use_cache", [True, False], ids=["cache", "nocache"])
+def test_cuda_graphs_give_frameworks_tokens_and_are_replayed(standin, reference, gpt2_tiny, workdir, prompts,
+                                                             use_cache, beams):
+    cfg = trt_cfg(workdir, use_cache, 3, beams, "--use-cuda-graph")
+    settings = dataclasses.replace(cfg.generation, min_new_tokens=cfg.generation.max_new_tokens)  # same steps each time
+    backend = gpt2_trt.make_backend(gpt2_tiny, cfg, workdir)
+    ids, mask = prompts
+    # Same shapes, other content: a replayed graph must read this generation's prompt, not the one it was captured on.
+    batches = [(ids, mask), (ids[::-1].copy(), mask[::-1].copy()), (ids, mask)]
+    counts = []
+    for batch_ids, batch_mask in batches:
+        got = backend.generate(batch_ids, batch_mask, settings).tokens
+        np.testing.assert_array_equal(got, reference.generate(batch_ids, batch_mask, settings).tokens)
+        counts.append(graph_counts(backend))
+    assert standin._errors == []
+    # Buffers settle during the first generation; from then on every step's addresses come again.
+    (_, _), (captures_2, replays_2), (captures_3, replays_3) = counts
+    assert captures_3 == captures_2 and replays_3 - replays_2 == settings.max_new_tokens
+
+
+def test_an_engine_that_cannot_be_captured_runs_without_graphs(standin, reference, gpt2_tiny, workdir, prompts,
+                                                               monkeypatch, caplog):
+    monkeypatch.setattr(standin, "_capturable", False)
+    cfg = trt_cfg(workdir, True, 3, 1, "--use-cuda-graph")
+    backend = gpt2_trt.make_backend(gpt2_tiny, cfg, workdir)
+    np.testing.assert_array_equal(backend.generate(*prompts, cfg.generation).tokens,
+                                  reference.generate(*prompts, cfg.generation).tokens)
+    assert backend.steps.session._graphs is None
+    assert "cannot be captured into a CUDA graph" in caplog.text
+    standin._errors.clear()
+
+
+def _toy_runner(standin, gpt2_tiny, workdir, **overrides):
+    """A GraphRunner on a real stand-in session, with some of its collaborators replaced."""
+    from NNDF.trt_graphs import GraphRunner
+
+    session = gpt2_trt.make_backend(gpt2_tiny, trt_cfg(workdir, False, 1, 1, "--use-cuda-graph"), workdir).steps.session
+    parts = {"new_context": session._new_context, "bind": session._bind, "enqueue": session._enqueue, **overrides}
+    return session, GraphRunner(session.device, session._stream, **parts)
+
+
+def _toy_step(session, runner, length: int):
+    ids = np.arange(length, dtype=np.int64)[None] + 5
+    feed = {"input_ids": ids, "attention_mask": np.ones_like(ids), "position_ids": np.arange(length)[None],
+            "logits_index": np.array([length - 1])}
+    inputs = {n: runner.input(n, feed[n], session._dtypes[n]) for n in session.input_names}
+    session._set_shapes(session._context, inputs)
+    outputs = {n: runner.output(n, tuple(session._context.get_tensor_shape(n)), session._dtypes[n], inputs)
+               for n in session.output_names}
+    runner.execute(inputs, outputs)
+    return outputs["logits"].clone()
+
+
+def test_standin_refuses_a_graph_whose_context_changed_shape(standin, gpt2_tiny, workdir):
+    """Why each graph has its own context: one shared context moves on to other shapes."""
+    shared = []
+    session, runner = _toy_runner(standin, gpt2_tiny, workdir,
+                                  new_context=lambda: shared[0] if shared else shared.append(session._new_context())
+                                  or shared[0])
+    _toy_step(session, runner, 6)      # longest first, so the buffers (and addresses) never change
+    _toy_step(session, runner, 4)
+    with pytest.raises(RuntimeError, match="changed input shapes since capture"):
+        _toy_step(session, runner, 6)
+    standin._errors.clear()
+
+
+def test_standin_refuses_to_capture_the_first_enqueue_after_a_shape_change(standin, gpt2_tiny, workdir, caplog):
+    session, runner = _toy_runner(standin, gpt2_tiny, workdir, enqueue=lambda context: None)
+    _toy_step(session, runner, 4)
+    assert runner.captures == 0 and "enqueue once outside the capture first" in standin._errors[-1]
+    standin._errors.clear()
+
+
+def test_replayed_graph_equals_a_plain_run(standin, gpt2_tiny, workdir):
+    session, runner = _toy_runner(standin, gpt2_tiny, workdir)
+    first = _toy_step(session, runner, 5)
+    again = _toy_step(session, runner, 5)
+    assert (runner.captures, runner.replays) == (1, 1)
+    ids = np.arange(5, dtype=np.int64)[None] + 5
+    plain = session.infer({"input_ids": ids, "attention_mask": np.ones_like(ids), "position_ids": np.arange(5)[None],
+                           "logits_index": np.array([4])})["logits"]
+    np.testing.assert_array_equal(first.numpy(), plain)
+    np.testing.assert_array_equal(again.numpy(), plain)
+
+
 # --------------------------------------------------------------------------- the profile is checked up front
 def record_step_sizes(monkeypatch, session) -> tuple[list[dict], list[dict]]:
     """(sizes planned before generating, sizes of every step the session ran)."""

@@ -1,13 +1,15 @@
 """Test-only CPU stand-in for TensorRT (the module itself is standin_tensorrt.py).
 
 `install(monkeypatch)` puts a fresh stand-in into `sys.modules["tensorrt"]`,
-pretends a GPU is present through `NNDF.trt_env`'s detection functions, and
-makes `TrtSession` keep its buffers on the CPU. Production code is unchanged
+pretends a GPU is present through `NNDF.trt_env`'s detection functions, gives
+sessions a host stream whose capture records stand-in enqueues, and makes
+`TrtSession` keep its buffers on the CPU. Production code is unchanged
 and does not know any of this.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import struct
@@ -32,6 +34,33 @@ def load(version: str = VERSION_11) -> ModuleType:
     return module
 
 
+class HostStream:
+    """trt_env.CudaStream for host memory: nothing to order or wait for, and capture records the
+    stand-in's enqueues (a real stream records their kernels). Handle 0 is the legacy default stream."""
+
+    def __init__(self, module: ModuleType, handle: int):
+        self._module, self.handle = module, handle
+
+    def active(self):
+        return contextlib.nullcontext()
+
+    def synchronize(self) -> None:
+        pass
+
+    def capture(self, enqueue):
+        module = self._module
+        if module._capture is not None:
+            raise RuntimeError("a CUDA graph capture is already under way")
+        module._capture = []
+        try:
+            ok = enqueue()
+        finally:
+            launches, module._capture = module._capture, None
+        if not ok:
+            raise RuntimeError("TensorRT refused to enqueue during CUDA graph capture")
+        return module._Graph(launches)
+
+
 def install(monkeypatch, version: str = VERSION_11, gpu: dict = FAKE_GPU) -> ModuleType:
     from NNDF import trt_env, trt_session
 
@@ -39,6 +68,7 @@ def install(monkeypatch, version: str = VERSION_11, gpu: dict = FAKE_GPU) -> Mod
     monkeypatch.setitem(sys.modules, "tensorrt", module)
     monkeypatch.setattr(trt_env, "cuda_available", lambda: True)
     monkeypatch.setattr(trt_env, "device_identity", lambda: dict(gpu))
+    monkeypatch.setattr(trt_env, "stream_for", lambda device, for_graphs: HostStream(module, 1 if for_graphs else 0))
     monkeypatch.setattr(trt_session, "DEFAULT_DEVICE", torch.device("cpu"))
     return module
 

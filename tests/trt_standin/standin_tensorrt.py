@@ -15,6 +15,14 @@ every input shape set and inside profile 0, every IO tensor given a non-null
 address, and (the stand-in's device memory being torch CPU tensors) every
 address inside a live tensor's storage with room for the tensor's bytes.
 Violations are logged as TensorRT logs them and make the call return False.
+
+CUDA graphs: while `_capture` is a list (the test stream's capture sets it),
+execute_async_v3 records its context, shapes and addresses instead of running,
+as stream capture records kernels; `_Graph.replay()` runs what was recorded.
+TensorRT's rules are enforced: the first enqueue after an input shape change is
+never the captured one, and a graph whose context has since changed shape is
+not replayed (real TensorRT would run it with the wrong state; the stand-in
+raises, so a test sees it).
 """
 
 import ctypes as _ctypes
@@ -37,6 +45,9 @@ _CACHE_MAGIC = b"TRT-STANDIN-TIMING\x00"
 
 _errors = []      # every error logged, so tests can assert on them
 _builds = []      # the ONNX path of every engine built
+_capture = None   # a list while a CUDA graph is being captured
+_capturable = True    # False: engines behave like ones TensorRT cannot capture (e.g. data-dependent shapes)
+_DEVICE_MEMORY = 4096     # bytes of activation memory every stand-in engine asks for
 
 
 # --------------------------------------------------------------------------- logging and enums
@@ -87,6 +98,12 @@ class MemoryPoolType(_enum.IntEnum):
 class ProfilingVerbosity(_enum.IntEnum):
     LAYER_NAMES_ONLY = 0
     DETAILED = 2
+
+
+class ExecutionContextAllocationStrategy(_enum.IntEnum):
+    STATIC = 0
+    ON_PROFILE_CHANGE = 1
+    USER_MANAGED = 2
 
 
 class NetworkDefinitionCreationFlag(_enum.IntEnum):
@@ -436,6 +453,10 @@ class ICudaEngine:
     def num_optimization_profiles(self):
         return len(self._profiles)
 
+    @property
+    def device_memory_size_v2(self):
+        return _DEVICE_MEMORY
+
     def get_tensor_name(self, index):
         return list(self._io)[index]
 
@@ -454,13 +475,15 @@ class ICudaEngine:
             raise ValueError(f"{name} is not a dynamic input, so it has no profile shapes")
         return [Dims(s) for s in self._profiles[profile_index][name]]
 
-    def create_execution_context(self):
+    def create_execution_context(self, strategy=ExecutionContextAllocationStrategy.STATIC):
+        if not isinstance(strategy, ExecutionContextAllocationStrategy):
+            raise TypeError("create_execution_context(strategy: ExecutionContextAllocationStrategy)")
         if self._session is None:
             options = _ort.SessionOptions()
             options.intra_op_num_threads = 1
             options.log_severity_level = 3
             self._session = _ort.InferenceSession(self._model, options, providers=["CPUExecutionProvider"])
-        return IExecutionContext(self)
+        return IExecutionContext(self, strategy)
 
 
 # "Device memory" is torch CPU tensors; tensors that held earlier buffers are remembered so
@@ -496,11 +519,23 @@ def _buffer_problem(requests):
     return None
 
 
-class IExecutionContext:
-    __slots__ = ("_engine", "_shapes", "_addresses")
+def _overlap(inputs, outputs):
+    """(input, output) names of the first output whose bytes overlap an input's, or None."""
+    for out_name, (out_at, out_size) in outputs:
+        for in_name, (in_at, in_size) in inputs:
+            if out_size and in_size and out_at < in_at + in_size and in_at < out_at + out_size:
+                return in_name, out_name
+    return None
 
-    def __init__(self, engine):
+
+class IExecutionContext:
+    __slots__ = ("_engine", "_shapes", "_addresses", "_user_memory", "_memory", "_shape_version", "_ran_version")
+
+    def __init__(self, engine, strategy=ExecutionContextAllocationStrategy.STATIC):
         self._engine, self._shapes, self._addresses = engine, {}, {}
+        self._user_memory = strategy == ExecutionContextAllocationStrategy.USER_MANAGED
+        self._memory = None
+        self._shape_version, self._ran_version = 0, -1    # shapes changed since the last real enqueue?
 
     def _fail(self, message):
         _error(self._engine._logger, message)
@@ -519,8 +554,16 @@ class IExecutionContext:
             if any(not a <= s <= b for a, s, b in zip(lo, shape, hi)):
                 return self._fail(f"set_input_shape: {name} shape {shape} is outside profile 0 "
                                   f"[{tuple(lo)}, {tuple(hi)}]")
+        if self._shapes.get(name) != shape:
+            self._shape_version += 1
         self._shapes[name] = shape
         return True
+
+    def set_device_memory(self, memory, size):
+        if int(size) < _DEVICE_MEMORY:
+            _error(self._engine._logger, f"set_device_memory: {size} bytes is less than the {_DEVICE_MEMORY} needed")
+            return
+        self._memory = (int(memory), int(size))
 
     def set_tensor_address(self, name, memory):
         if name not in self._engine._io:
@@ -567,33 +610,80 @@ class IExecutionContext:
     def execute_async_v3(self, stream_handle):
         if not isinstance(stream_handle, int):
             raise TypeError("execute_async_v3(stream_handle: int)")
+        problem = self._problem(self._addresses)
+        if problem:
+            return self._fail(f"execute_async_v3: {problem}")
+        if _capture is not None:
+            if stream_handle == 0:
+                return self._fail("execute_async_v3: a CUDA graph cannot be captured on the legacy default stream")
+            if self._ran_version != self._shape_version:
+                return self._fail("execute_async_v3: captured the first enqueue after an input shape change; "
+                                  "enqueue once outside the capture first")
+            if not _capturable:
+                return self._fail("execute_async_v3: this engine cannot be captured into a CUDA graph")
+            _capture.append((self, self._shape_version, dict(self._addresses)))
+            return True
+        self._ran_version = self._shape_version
+        return self._launch(self._addresses)
+
+    def _problem(self, addresses):
+        """What TensorRT would refuse about running with the shapes set and `addresses`, or None."""
         io = self._engine._io
         unset = [n for n, t in io.items() if t["mode"] == "INPUT" and n not in self._shapes]
         if unset:
-            return self._fail(f"execute_async_v3: input shapes not specified for {unset}")
-        no_address = [n for n in io if not self._addresses.get(n)]
+            return f"input shapes not specified for {unset}"
+        no_address = [n for n in io if not addresses.get(n)]
         if no_address:
-            return self._fail(f"execute_async_v3: neither address nor allocator is set for {no_address}")
+            return f"neither address nor allocator is set for {no_address}"
+        if self._user_memory and self._memory is None:
+            return "the context was created USER_MANAGED but set_device_memory was never called"
         shapes = {n: tuple(self.get_tensor_shape(n)) for n in io}
         if any(-1 in s for s in shapes.values()):
-            return self._fail("execute_async_v3: output shapes cannot be inferred from the input shapes")
+            return "output shapes cannot be inferred from the input shapes"
         sizes = {n: int(_np.prod(shapes[n])) * _np.dtype(_NUMPY[DataType[io[n]["dtype"]]]).itemsize for n in io}
-        problem = _buffer_problem({n: (self._addresses[n], sizes[n]) for n in io})
-        if problem:
-            return self._fail(f"execute_async_v3: {problem}")
-        feed = {n: self._read(n, shapes[n]) for n, t in io.items() if t["mode"] == "INPUT"}
+        requests = {n: (addresses[n], sizes[n]) for n in io}
+        overlap = _overlap([(n, requests[n]) for n, t in io.items() if t["mode"] == "INPUT"],
+                           [(n, requests[n]) for n, t in io.items() if t["mode"] == "OUTPUT"])
+        if overlap:   # on a GPU an output written over an input still being read corrupts it
+            return f"output {overlap[1]} overlaps input {overlap[0]} in memory"
+        if self._memory is not None:
+            requests["device memory"] = self._memory
+        return _buffer_problem(requests)
+
+    def _launch(self, addresses):
+        io = self._engine._io
+        shapes = {n: tuple(self.get_tensor_shape(n)) for n in io}
+        feed = {n: self._read(addresses[n], n, shapes[n]) for n, t in io.items() if t["mode"] == "INPUT"}
         outputs = [n for n, t in io.items() if t["mode"] == "OUTPUT"]
         for name, value in zip(outputs, self._engine._session.run(outputs, feed)):
             if tuple(value.shape) != shapes[name]:
                 return self._fail(f"execute_async_v3: {name} came out {value.shape}, not the inferred {shapes[name]}")
             data = _np.ascontiguousarray(value, dtype=_NUMPY[DataType[io[name]["dtype"]]])
-            _ctypes.memmove(self._addresses[name], data.ctypes.data, data.nbytes)
+            _ctypes.memmove(addresses[name], data.ctypes.data, data.nbytes)
         return True
 
-    def _read(self, name, shape):
+    def _read(self, address, name, shape):
         dtype = _np.dtype(_NUMPY[DataType[self._engine._io[name]["dtype"]]])
         count = int(_np.prod(shape))
         if count == 0:
             return _np.zeros(shape, dtype)
-        raw = (_ctypes.c_char * (count * dtype.itemsize)).from_address(self._addresses[name])
+        raw = (_ctypes.c_char * (count * dtype.itemsize)).from_address(address)
         return _np.frombuffer(raw, dtype=dtype, count=count).reshape(shape).copy()
+
+
+class _Graph:
+    """The enqueues recorded during one capture; replay() runs them with the recorded addresses."""
+
+    def __init__(self, launches):
+        self._launches = launches
+
+    def replay(self):
+        for context, version, addresses in self._launches:
+            if context._shape_version != version:
+                _errors.append("replayed a CUDA graph whose execution context changed input shapes since capture")
+                raise RuntimeError("stand-in: replayed a CUDA graph whose execution context changed input shapes "
+                                   "since capture; TensorRT would run it with that context's new state")
+            problem = context._problem(addresses)
+            if problem or not context._launch(addresses):
+                _errors.append(f"graph replay: {problem}")
+                raise RuntimeError(f"stand-in: CUDA graph replay failed: {problem}")
