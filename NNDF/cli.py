@@ -76,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--disable-preview-dynamic-shapes", action="store_true")
     g.add_argument("--use-timing-cache", action="store_true")
     g.add_argument("--workspace-size", type=int, help="builder memory pool limit in MiB")
-    g.add_argument("--use-cuda-graph", action="store_true")
+    g.add_argument("--use-cuda-graph", action="store_true",
+                   help="replay each step shape seen before as a CUDA graph (pays off over repeated runs)")
     g.add_argument("--nvtx-verbose", action="store_true")
     g.add_argument("--engine-postfix", default="")
     for graph in PREBUILT_GRAPHS:
