@@ -78,3 +78,11 @@ def test_chat_answers_like_frameworks(standin, wd, gpt2_tiny, workdir):
     assert len(result["turns"]) == 2
     for turn in result["turns"]:
         assert turn["outputs"]["trt"]["output"] == turn["outputs"]["frameworks"]["output"]
+
+
+def test_a_run_leaving_the_profile_is_one_line_before_generating(standin, capsys, wd):
+    code, out, err = call(capsys, "run", "GPT2", "trt", "--working-dir", wd, "--use-cache", "--iterations", "1",
+                          "--input-profile-max-len", "16", "--output-profile-max-len", "2", "--output-seq-len", "30")
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1 and "Traceback" not in err, err
+    assert "30 new tokens needs past_len=" in errors[0] and "raise --output-profile-max-len" in errors[0]
