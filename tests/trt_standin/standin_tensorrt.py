@@ -642,13 +642,16 @@ class IExecutionContext:
             return "output shapes cannot be inferred from the input shapes"
         sizes = {n: int(_np.prod(shapes[n])) * _np.dtype(_NUMPY[DataType[io[n]["dtype"]]]).itemsize for n in io}
         requests = {n: (addresses[n], sizes[n]) for n in io}
+        if self._memory is not None:
+            requests["device memory"] = self._memory
+        problem = _buffer_problem(requests)     # first: overlaps are only meaningful between real buffers
+        if problem:
+            return problem
         overlap = _overlap([(n, requests[n]) for n, t in io.items() if t["mode"] == "INPUT"],
                            [(n, requests[n]) for n, t in io.items() if t["mode"] == "OUTPUT"])
         if overlap:   # on a GPU an output written over an input still being read corrupts it
             return f"output {overlap[1]} overlaps input {overlap[0]} in memory"
-        if self._memory is not None:
-            requests["device memory"] = self._memory
-        return _buffer_problem(requests)
+        return None
 
     def _launch(self, addresses):
         io = self._engine._io
