@@ -41,3 +41,13 @@ def prompts(gpt2_tiny):
     texts = ["The lighthouse keeper", "Clara baked bread every morning for the whole village", "Ben"]
     enc = gpt2_tiny.tokenizer(texts, return_tensors="np", padding=True, padding_side="left")
     return enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64)
+
+
+@pytest.fixture(scope="module")
+def standin():
+    """The CPU stand-in for TensorRT, installed for one test module and removed after it
+    (test_trt_build.py overrides this with a per-test install)."""
+    import trt_standin
+
+    with pytest.MonkeyPatch.context() as mp:
+        yield trt_standin.install(mp)

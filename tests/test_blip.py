@@ -16,7 +16,6 @@ import pytest
 from PIL import Image
 
 import run as run_py
-import trt_standin
 from NNDF.cli import parse_args
 from NNDF.decoder_only import BATCH, KEPT, PAST, SEQ
 from NNDF.errors import UsageError
@@ -107,12 +106,6 @@ def test_onnxrt_tokens_equal_hf_generate(blip, workdir, wd, reference, use_cache
     assert batch == 1 or (mask == 0).any()                  # batch 3 really is left-padded
     got = blip_onnxrt.make_backend(blip, cfg, workdir).generate(ids, mask, cfg.generation).tokens
     np.testing.assert_array_equal(got, reference(beams, batch))
-
-
-@pytest.fixture(scope="module")
-def standin():
-    with pytest.MonkeyPatch.context() as mp:
-        yield trt_standin.install(mp)
 
 
 @pytest.mark.parametrize("graphs", [False, True], ids=["plain", "cuda-graph"])

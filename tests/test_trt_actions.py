@@ -8,15 +8,8 @@ import json
 
 import pytest
 
-import trt_standin
 from conftest import ROOT
 from test_cli import call
-
-
-@pytest.fixture(scope="module")
-def standin():
-    with pytest.MonkeyPatch.context() as mp:
-        yield trt_standin.install(mp)
 
 
 @pytest.fixture(scope="module")

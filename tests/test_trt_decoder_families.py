@@ -8,14 +8,7 @@ import importlib
 import numpy as np
 import pytest
 
-import trt_standin
 from test_decoder_families import TINY, get_tiny
-
-
-@pytest.fixture(scope="module")
-def standin():
-    with pytest.MonkeyPatch.context() as mp:
-        yield trt_standin.install(mp)
 
 
 @pytest.mark.parametrize("arch", list(TINY))

@@ -8,19 +8,12 @@ import dataclasses
 import numpy as np
 import pytest
 
-import trt_standin
 from NNDF.cli import parse_args
 from NNDF.errors import UsageError
 from NNDF.pipeline import make_backends
 from NNDF.registry import get_family
 from test_seq2seq import PROMPTS
 from test_trt_standin_generation import assert_plan_is_the_largest_step, record_step_sizes
-
-
-@pytest.fixture(scope="module")
-def standin():
-    with pytest.MonkeyPatch.context() as mp:
-        yield trt_standin.install(mp)
 
 
 @pytest.fixture(scope="module")

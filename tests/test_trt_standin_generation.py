@@ -14,19 +14,12 @@ import numpy as np
 import pytest
 import torch
 
-import trt_standin
 from conftest import make_cfg
 from GPT2 import trt as gpt2_trt
 from NNDF.decoder_only_backends import frameworks_backend
 from NNDF.errors import UsageError
 
 NEW_TOKENS = "12"
-
-
-@pytest.fixture(scope="module")
-def standin():
-    with pytest.MonkeyPatch.context() as mp:
-        yield trt_standin.install(mp)
 
 
 @pytest.fixture(scope="module")
