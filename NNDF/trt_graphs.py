@@ -36,7 +36,7 @@ import torch
 
 log = logging.getLogger(__name__)
 
-MAX_GRAPHS = 256          # per session; a 64-token benchmark needs 64 decode graphs and one prefill graph
+MAX_GRAPHS = 256          # per session; 64 new tokens take one prefill graph and 63 decode graphs
 
 # Every buffer any graph-mode session owns, by address: an input found here keeps its
 # address from one generation to the next, so it is bound as it is, never copied.

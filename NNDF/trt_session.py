@@ -6,9 +6,11 @@ is handed to the next step by address, and beam search reorders it with
 outputs the caller asks for on the host (the logits) are copied back.
 
 With --use-cuda-graph, buffers are reused and steps replayed as CUDA graphs
-(NNDF/trt_graphs.py). A device output is then valid until the session has run
-twice more, which is all the generation loop needs (a step reads the previous
-step's presents); without graphs it lives as long as the caller keeps it.
+(NNDF/trt_graphs.py). A device output then lives in one of two buffers per
+output name, and the session's next run that does not read it writes over it:
+a step's presents survive the step that reads them as pasts, an encoder's output
+lasts until the encoder runs again. That is all the generation loops need.
+Without graphs an output lives as long as the caller keeps it.
 """
 
 from __future__ import annotations

@@ -17,7 +17,8 @@ address inside a live tensor's storage with room for the tensor's bytes.
 Violations are logged as TensorRT logs them and make the call return False.
 
 CUDA graphs: while `_capture` is a list (the test stream's capture sets it),
-execute_async_v3 records its context, shapes and addresses instead of running,
+execute_async_v3 records its context, the version of that context's input
+shapes and its addresses instead of running,
 as stream capture records kernels; `_Graph.replay()` runs what was recorded.
 TensorRT's rules are enforced: the first enqueue after an input shape change is
 never the captured one, and a graph whose context has since changed shape is
