@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
 """python run.py ACTION FAMILY [frameworks|onnxrt|trt ...] --variant V --working-dir D [flags]
+   python run.py env      (versions, GPU, and what each backend is missing)
 
 A thin layer over NNDF: parse and validate, load the model, open the backends,
 run the action, print and save the result. Bad input ends in one line and exit 2.
@@ -46,6 +47,11 @@ def _main(argv: list[str]) -> int:
     from NNDF.registry import resolve
     from NNDF.workdir import WorkingDir
 
+    if argv[:1] == ["env"]:   # no family, no model: what this machine has for each backend
+        from NNDF.environment import report
+
+        print(report())
+        return 0
     cfg = parse_args(argv)
     if not cfg.verbose:
         _quiet_libraries()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import time
 from abc import ABC, abstractmethod
+from typing import Callable
 
 import numpy as np
 import torch
@@ -12,13 +13,16 @@ from transformers import GenerationConfig, LogitsProcessor
 
 from NNDF.config import GenerationSettings
 from NNDF.generation import GenerationOutput, TokenIds
+from NNDF.torch_placement import Placement
 
 
 class Backend(ABC):
     name: str
 
-    def __init__(self, token_ids: TokenIds):
+    def __init__(self, token_ids: TokenIds, device: str = "cpu", precision: str = "fp32"):
         self.token_ids = token_ids
+        self.device = device          # where it computes, as results name it: "cpu", "cuda:0"
+        self.precision = precision    # what its weights and activations are: fp32, fp16, ...
 
     @abstractmethod
     def generate(self, input_ids: np.ndarray, attention_mask: np.ndarray,
@@ -51,14 +55,44 @@ def positions_from_mask(mask: np.ndarray) -> np.ndarray:
 
 
 class StepClock(LogitsProcessor):
-    """Timestamps each generation step from inside HF generate, without changing scores."""
+    """Timestamps each generation step from inside HF generate, without changing scores.
 
-    def __init__(self):
+    On a GPU the scores arrive before the kernels that made them have finished, so `sync`
+    (Placement.synchronize) waits for them first; otherwise a step's time is its launch time.
+    """
+
+    def __init__(self, sync: Callable[[], None] = lambda: None):
         self.stamps: list[float] = []
+        self._sync = sync
 
     def __call__(self, input_ids, scores):
+        self._sync()
         self.stamps.append(time.perf_counter())
         return scores
+
+
+class TorchBackend(Backend):
+    """HuggingFace generate on the PyTorch model: the reference every compiled backend must match.
+
+    The model is moved where `placement` says (the user's GPU unless --cpu) when the backend is
+    made; run.py makes compiled backends first, because export traces the host fp32 model.
+    """
+
+    name = "frameworks"
+
+    def __init__(self, model, token_ids: TokenIds, placement: Placement):
+        super().__init__(token_ids, placement.device_name, placement.precision)
+        self.placement = placement
+        self.model = placement.place(model)
+
+    def _timed(self, generate: Callable[[StepClock], torch.Tensor]) -> tuple[torch.Tensor, list[float]]:
+        """Run `generate(clock)` and return its output on the host and each step's seconds."""
+        clock = StepClock(self.placement.synchronize)
+        self.placement.synchronize()
+        start = time.perf_counter()
+        with torch.inference_mode():
+            out = generate(clock)
+        return out.cpu(), list(np.diff([start] + clock.stamps))
 
 
 def hf_generation_config(settings: GenerationSettings, ids: TokenIds, start_id: int | None = None) -> GenerationConfig:

@@ -34,7 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--torch-dir", type=Path, help="load a local HuggingFace checkpoint (config.json, weights, tokenizer)")
     g.add_argument("--random-weights", action="store_true", help="real architecture of --variant with seeded random weights (offline)")
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--fp16", action="store_true", help="export and run a half-precision graph")
+    g.add_argument("--fp16", action="store_true",
+                   help="export and run a half-precision graph (and halve the PyTorch model on CUDA)")
+    g.add_argument("--cpu", action="store_true",
+                   help="run frameworks and onnxrt on the CPU even where a CUDA GPU is available")
     g.add_argument("--cleanup", action="store_true", help="delete this variant's cached ONNX files and engines first")
     g.add_argument("--info", action="store_true", help="print the variant's architecture and artifact paths")
     g.add_argument("--verbose", action="store_true")
@@ -165,7 +168,7 @@ def parse_args(argv: list[str]) -> RunConfig:
     return RunConfig(
         action=a.action, family=a.family, backends=backends, variant=a.variant or "",
         working_dir=Path(a.working_dir), torch_dir=a.torch_dir, random_weights=a.random_weights, seed=a.seed,
-        batch_size=a.batch_size, fp16=a.fp16, use_mask=a.use_mask, verbose=a.verbose, info=a.info,
+        batch_size=a.batch_size, fp16=a.fp16, cpu=a.cpu, use_mask=a.use_mask, verbose=a.verbose, info=a.info,
         cleanup=a.cleanup, save_output_fpath=a.save_output_fpath, generation=generation, timing=timing, trt=trt,
         input_seq_len=a.input_seq_len, num_samples=a.num_samples, tokens_to_generate=a.tokens_to_generate,
         top_n=a.top_n, dataset_path=a.dataset_path, checkpoint=a.checkpoint, image=a.image,

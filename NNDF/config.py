@@ -57,6 +57,7 @@ class RunConfig:
     seed: int = 0
     batch_size: int = 1
     fp16: bool = False
+    cpu: bool = False                 # run frameworks (and onnxrt) on the CPU even where CUDA is available
     use_mask: bool = False
     verbose: bool = False
     info: bool = False
@@ -74,3 +75,8 @@ class RunConfig:
     checkpoint: Path | None = None
     image: Path | None = None
     chat_compare: bool = False
+
+    @property
+    def graph_precision(self) -> str:
+        """What the compiled backends' graphs compute in, as results name it."""
+        return "fp16" if self.fp16 else "fp32"

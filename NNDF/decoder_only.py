@@ -9,7 +9,6 @@ once.
 from __future__ import annotations
 
 import inspect
-import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -17,7 +16,7 @@ import numpy as np
 import torch
 from transformers import DynamicCache, LogitsProcessorList
 
-from NNDF.backends import Backend, StepClock, hf_generation_config, positions_from_mask, torch_threads
+from NNDF.backends import Backend, TorchBackend, hf_generation_config, positions_from_mask, torch_threads
 from NNDF.config import GenerationSettings
 from NNDF.generation import GenerationOutput, TokenIds, generate
 from NNDF.onnx_export import GraphSpec
@@ -202,8 +201,8 @@ class CompiledDecoderOnly(Backend):
     """A decoder-only model on a compiled session; `name` is onnxrt or trt."""
 
     def __init__(self, name: str, session: Session, spec: GraphSpec, with_cache: bool, token_ids: TokenIds,
-                 torch_threads_while_running: int = 1):
-        super().__init__(token_ids)
+                 precision: str, torch_threads_while_running: int = 1):
+        super().__init__(token_ids, session.device_name, precision)
         self.name = name
         self.steps = DecoderOnlySteps(session, spec, with_cache)
         self._torch_threads = torch_threads_while_running
@@ -218,32 +217,21 @@ class CompiledDecoderOnly(Backend):
 
 
 # --------------------------------------------------------------------------- PyTorch reference
-class TorchDecoderOnly(Backend):
+class TorchDecoderOnly(TorchBackend):
     """HuggingFace generate on the PyTorch model: the reference every other backend must match."""
 
-    name = "frameworks"
-
-    def __init__(self, model, token_ids: TokenIds):
-        super().__init__(token_ids)
-        self.model = model
-
     def generate(self, input_ids, attention_mask, settings):
-        clock = StepClock()
-        start = time.perf_counter()
-        with torch.inference_mode():
-            out = self.model.generate(input_ids=torch.from_numpy(input_ids.astype(np.int64)),
-                                      attention_mask=torch.from_numpy(attention_mask.astype(np.int64)),
-                                      logits_processor=LogitsProcessorList([clock]),
-                                      generation_config=hf_generation_config(settings, self.token_ids))
-        stamps = [start] + clock.stamps
-        return GenerationOutput(out[:, input_ids.shape[1]:].numpy(), list(np.diff(stamps)))
+        config = hf_generation_config(settings, self.token_ids)
+        out, steps = self._timed(lambda clock: self.model.generate(
+            input_ids=self.placement.tensor(input_ids), attention_mask=self.placement.tensor(attention_mask),
+            logits_processor=LogitsProcessorList([clock]), generation_config=config))
+        return GenerationOutput(out[:, input_ids.shape[1]:].numpy(), steps)
 
     def logits(self, input_ids, attention_mask, decoder_ids=None):
-        mask = torch.from_numpy(attention_mask.astype(np.int64))
         kwargs = {}
         if "position_ids" in inspect.signature(self.model.forward).parameters:
-            kwargs["position_ids"] = torch.from_numpy(positions_from_mask(attention_mask))
+            kwargs["position_ids"] = self.placement.tensor(positions_from_mask(attention_mask))
         with torch.inference_mode():
-            out = self.model(input_ids=torch.from_numpy(input_ids.astype(np.int64)), attention_mask=mask,
-                             use_cache=False, **kwargs)
-        return out.logits.float().numpy()
+            out = self.model(input_ids=self.placement.tensor(input_ids),
+                             attention_mask=self.placement.tensor(attention_mask), use_cache=False, **kwargs)
+        return out.logits.float().cpu().numpy()

@@ -6,12 +6,13 @@ from NNDF.config import RunConfig
 from NNDF.decoder_only import CompiledDecoderOnly, TorchDecoderOnly, decoder_spec
 from NNDF.family import LoadedModel, ModelFamily
 from NNDF.ort_session import OrtSession, ort_optimized
+from NNDF.torch_placement import framework_placement
 from NNDF.pipeline import artifact_subdir, onnx_path, token_ids
 from NNDF.workdir import WorkingDir
 
 
 def frameworks_backend(loaded: LoadedModel, cfg: RunConfig) -> TorchDecoderOnly:
-    return TorchDecoderOnly(loaded.model, token_ids(loaded))
+    return TorchDecoderOnly(loaded.model, token_ids(loaded), framework_placement(cfg.cpu, cfg.fp16))
 
 
 def onnxrt_backend(family: ModelFamily, loaded: LoadedModel, cfg: RunConfig, workdir: WorkingDir) -> CompiledDecoderOnly:
@@ -20,8 +21,8 @@ def onnxrt_backend(family: ModelFamily, loaded: LoadedModel, cfg: RunConfig, wor
     path = onnx_path(spec, loaded, family, cfg, workdir)
     if layout.ort_fusions and not cfg.fp16 and "decoder" not in cfg.trt.prebuilt_onnx:
         path = ort_optimized(path, layout.ort_fusions, loaded.model.config, workdir)
-    session = OrtSession(path)
-    return CompiledDecoderOnly("onnxrt", session, spec, cfg.generation.use_cache, token_ids(loaded))
+    session = OrtSession(path, allow_cuda=not cfg.cpu)
+    return CompiledDecoderOnly("onnxrt", session, spec, cfg.generation.use_cache, token_ids(loaded), cfg.graph_precision)
 
 
 def trt_backend(family: ModelFamily, loaded: LoadedModel, cfg: RunConfig, workdir: WorkingDir) -> CompiledDecoderOnly:
@@ -37,4 +38,4 @@ def trt_backend(family: ModelFamily, loaded: LoadedModel, cfg: RunConfig, workdi
         source = onnx_path(spec, loaded, family, cfg, workdir)
         engine = engine_for(source, spec, ranges, cfg.trt, cfg.fp16, workdir, artifact_subdir(family, loaded))
     session = TrtSession(engine, spec, ranges, cfg.trt)
-    return CompiledDecoderOnly("trt", session, spec, cfg.generation.use_cache, token_ids(loaded))
+    return CompiledDecoderOnly("trt", session, spec, cfg.generation.use_cache, token_ids(loaded), cfg.graph_precision)

@@ -21,12 +21,13 @@ import numpy as np
 import torch
 from transformers import DynamicCache, EncoderDecoderCache, LogitsProcessorList
 
-from NNDF.backends import Backend, StepClock, hf_generation_config, torch_threads
+from NNDF.backends import Backend, TorchBackend, hf_generation_config, torch_threads
 from NNDF.config import GenerationSettings
 from NNDF.decoder_only import largest_sizes, run_description
 from NNDF.generation import GenerationOutput, TokenIds, generate
 from NNDF.onnx_export import GraphSpec
 from NNDF.session import Session, concrete_shape
+from NNDF.torch_placement import Placement
 
 BATCH, ENC, SEQ, PAST, TOTAL = "batch", "enc_seq", "seq", "past_len", "total_len"
 KV_AXES_PAST = {0: BATCH, 2: PAST}
@@ -271,8 +272,8 @@ class Seq2SeqSteps:
 
 class CompiledSeq2Seq(Backend):
     def __init__(self, name: str, sessions: dict[str, Session], specs: dict[str, GraphSpec], with_cache: bool,
-                 token_ids: TokenIds, start_id: int):
-        super().__init__(token_ids)
+                 token_ids: TokenIds, start_id: int, precision: str):
+        super().__init__(token_ids, sessions["encoder"].device_name, precision)
         self.name = name
         self.steps = Seq2SeqSteps(sessions, specs, with_cache, start_id)
 
@@ -286,32 +287,37 @@ class CompiledSeq2Seq(Backend):
 
 
 # --------------------------------------------------------------------------- PyTorch reference
-class TorchSeq2Seq(Backend):
-    name = "frameworks"
-
-    def __init__(self, model, token_ids: TokenIds, start_id: int):
-        super().__init__(token_ids)
-        self.model, self.start_id = model, start_id
-        self._encoder_times: list[float] = []
-        encoder = model.get_encoder()
-        encoder.register_forward_pre_hook(lambda *_: self._encoder_times.append(-time.perf_counter()))
-        encoder.register_forward_hook(lambda *_: self._encoder_times.append(time.perf_counter()))
+class TorchSeq2Seq(TorchBackend):
+    def __init__(self, model, token_ids: TokenIds, start_id: int, placement: Placement):
+        super().__init__(model, token_ids, placement)
+        self.start_id = start_id
+        self._encoder_times = encoder_timer(self.model.get_encoder(), placement)
 
     def generate(self, input_ids, attention_mask, settings):
-        clock, self._encoder_times = StepClock(), []
-        start = time.perf_counter()
-        with torch.inference_mode():
-            out = self.model.generate(input_ids=torch.from_numpy(input_ids.astype(np.int64)),
-                                      attention_mask=torch.from_numpy(attention_mask.astype(np.int64)),
-                                      generation_config=hf_generation_config(settings, self.token_ids, self.start_id),
-                                      logits_processor=LogitsProcessorList([clock]))
-        encoder_s = sum(self._encoder_times)
-        stamps = [start] + clock.stamps
-        return GenerationOutput(out[:, 1:].numpy(), list(np.diff(stamps)), start_s=encoder_s)
+        config = hf_generation_config(settings, self.token_ids, self.start_id)
+        self._encoder_times.clear()
+        out, steps = self._timed(lambda clock: self.model.generate(
+            input_ids=self.placement.tensor(input_ids), attention_mask=self.placement.tensor(attention_mask),
+            generation_config=config, logits_processor=LogitsProcessorList([clock])))
+        return GenerationOutput(out[:, 1:].numpy(), steps, start_s=sum(self._encoder_times))
 
     def logits(self, input_ids, attention_mask, decoder_ids=None):
         with torch.inference_mode():
-            out = self.model(input_ids=torch.from_numpy(input_ids.astype(np.int64)),
-                             attention_mask=torch.from_numpy(attention_mask.astype(np.int64)),
-                             decoder_input_ids=torch.from_numpy(decoder_ids.astype(np.int64)), use_cache=False)
-        return out.logits.float().numpy()
+            out = self.model(input_ids=self.placement.tensor(input_ids),
+                             attention_mask=self.placement.tensor(attention_mask),
+                             decoder_input_ids=self.placement.tensor(decoder_ids), use_cache=False)
+        return out.logits.float().cpu().numpy()
+
+
+def encoder_timer(encoder: torch.nn.Module, placement: Placement) -> list[float]:
+    """A list that collects -start, +end of every forward of `encoder` (its sum is the time spent
+    there); the caller clears it before each generation."""
+    times: list[float] = []
+
+    def stamp(sign: int):
+        placement.synchronize()
+        times.append(sign * time.perf_counter())
+
+    encoder.register_forward_pre_hook(lambda *_: stamp(-1))
+    encoder.register_forward_hook(lambda *_: stamp(1))
+    return times

@@ -7,8 +7,11 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
+import torch
+
 from NNDF.backends import Backend
 from NNDF.config import RunConfig
+from NNDF.errors import UsageError
 from NNDF.family import LoadedModel, ModelFamily
 from NNDF.generation import TokenIds
 from NNDF.onnx_export import MODEL_FILE, GraphSpec, check_onnx_io, exported
@@ -35,13 +38,19 @@ def onnx_path(spec: GraphSpec, loaded: LoadedModel, family: ModelFamily, cfg: Ru
     if given is not None:
         check_onnx_io(given, spec)
         return given
+    first = next(loaded.model.parameters())
+    if first.device.type != "cpu" or first.dtype != torch.float32:
+        raise UsageError(f"export traces the host fp32 model, but it is now {first.dtype} on {first.device}",
+                         "make the compiled backends before running frameworks on the GPU (run.py does)")
     art = exported(workdir, artifact_subdir(family, loaded), loaded.model, spec, loaded.source_key, cfg.fp16)
     return art.file(MODEL_FILE)
 
 
 def make_backends(family: ModelFamily, loaded: LoadedModel, cfg: RunConfig, workdir: WorkingDir) -> list[Backend]:
-    backends = []
-    for name in cfg.backends:
+    """The backends in the order given. frameworks is made last: it may move the model to the GPU
+    (and halve it), while the compiled backends' exports trace the host fp32 model."""
+    made = {}
+    for name in sorted(cfg.backends, key=lambda n: n == "frameworks"):
         module = importlib.import_module(f"{family.package}.{BACKEND_MODULES[name]}")
-        backends.append(module.make_backend(loaded, cfg, workdir))
-    return backends
+        made[name] = module.make_backend(loaded, cfg, workdir)
+    return [made[name] for name in cfg.backends]

@@ -21,6 +21,7 @@ Handle = Any
 class Session(ABC):
     input_names: list[str]
     output_names: list[str]
+    device_name: str = "cpu"      # where its tensors live, as results name it: "cpu", "cuda:0"
 
     @abstractmethod
     def input_dtype(self, name: str) -> np.dtype: ...

@@ -16,7 +16,8 @@ import torch
 from NNDF.errors import UsageError
 
 MIN_MAJOR = 10      # the named-tensor API (set_input_shape, execute_async_v3) is the only one used
-FIX = "install the gpu extra (pip install '.[gpu]') on a machine with an NVIDIA GPU, or choose another backend"
+FIX = ("install the extra for your torch build's CUDA (pip install '.[gpu-cu12]' or '.[gpu-cu13]'; "
+       "python run.py env shows what is missing) on a machine with an NVIDIA GPU, or choose another backend")
 
 
 def cuda_available() -> bool:

@@ -55,6 +55,7 @@ class TrtSession(Session):
         trt = self._trt = trt_env.require_tensorrt()
         self.path, self.spec = Path(engine_path), spec
         self.device = _resolve(device if device is not None else DEFAULT_DEVICE)
+        self.device_name = str(self.device)
         self._runtime = trt.Runtime(trt_env.logger_for(trt))   # kept: the engine must not outlive it
         self._engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
         if self._engine is None:

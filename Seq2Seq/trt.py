@@ -27,7 +27,8 @@ def make_backend(family, loaded, cfg, workdir):
     specs = specs_for(family, loaded, cfg.generation.use_cache)
     ranges = {name: profile_ranges(spec, cfg, loaded.max_positions) for name, spec in specs.items()}
     sessions = trt_sessions(family, loaded, cfg, workdir, specs, ranges)
-    return CompiledSeq2Seq("trt", sessions, specs, cfg.generation.use_cache, token_ids(loaded), decoder_start_id(loaded))
+    return CompiledSeq2Seq("trt", sessions, specs, cfg.generation.use_cache, token_ids(loaded), decoder_start_id(loaded),
+                           cfg.graph_precision)
 
 
 def trt_sessions(family, loaded, cfg, workdir, specs: dict, ranges: dict) -> dict:

@@ -9,20 +9,19 @@ vision side never runs num_beams times.
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import torch
 from transformers import LogitsProcessorList
 
-from NNDF.backends import Backend, StepClock, hf_generation_config, positions_from_mask, torch_threads
+from NNDF.backends import Backend, TorchBackend, hf_generation_config, positions_from_mask, torch_threads
 from NNDF.config import GenerationSettings
 from NNDF.decoder_only import BATCH, PAST, largest_sizes, run_description
-from NNDF.encoder_decoder import bind_decoder
+from NNDF.encoder_decoder import bind_decoder, encoder_timer
 from NNDF.errors import UsageError
 from NNDF.generation import GenerationOutput, TokenIds, generate
 from NNDF.onnx_export import GraphSpec
 from NNDF.session import Session, concrete_shape
+from NNDF.torch_placement import Placement
 from Vision2Seq.export import Vision2SeqLayout
 from Vision2Seq.Vision2SeqModelConfig import ImagePrompts
 
@@ -89,8 +88,8 @@ class ImageSteps:
 
 class CompiledVision2Seq(Backend):
     def __init__(self, name: str, sessions: dict[str, Session], specs: dict[str, GraphSpec], with_cache: bool,
-                 token_ids: TokenIds):
-        super().__init__(token_ids)
+                 token_ids: TokenIds, precision: str):
+        super().__init__(token_ids, sessions["encoder"].device_name, precision)
         self.name, self.sessions, self.specs, self.with_cache = name, sessions, specs, with_cache
 
     def generate(self, prompts: ImagePrompts, attention_mask, settings: GenerationSettings) -> GenerationOutput:
@@ -102,31 +101,22 @@ class CompiledVision2Seq(Backend):
         raise _no_teacher_forcing()
 
 
-class TorchVision2Seq(Backend):
+class TorchVision2Seq(TorchBackend):
     """The model's own HF generate: the reference every compiled backend must match."""
 
-    name = "frameworks"
-
-    def __init__(self, model, layout: Vision2SeqLayout, token_ids: TokenIds):
-        super().__init__(token_ids)
-        self.model, self.layout = model, layout
-        self._encoder_times: list[float] = []
-        vision = layout.vision_model(model)
-        vision.register_forward_pre_hook(lambda *_: self._encoder_times.append(-time.perf_counter()))
-        vision.register_forward_hook(lambda *_: self._encoder_times.append(time.perf_counter()))
+    def __init__(self, model, layout: Vision2SeqLayout, token_ids: TokenIds, placement: Placement):
+        super().__init__(model, token_ids, placement)
+        self.layout = layout
+        self._encoder_times = encoder_timer(layout.vision_model(self.model), placement)
 
     def generate(self, prompts: ImagePrompts, attention_mask, settings: GenerationSettings) -> GenerationOutput:
-        clock, self._encoder_times = StepClock(), []
-        start = time.perf_counter()
-        with torch.inference_mode():
-            out = self.layout.hf_generate(self.model, torch.from_numpy(prompts.pixel_values),
-                                          torch.from_numpy(prompts.input_ids.astype(np.int64)),
-                                          torch.from_numpy(attention_mask.astype(np.int64)),
-                                          generation_config=hf_generation_config(settings, self.token_ids),
-                                          logits_processor=LogitsProcessorList([clock]))
-        stamps = [start] + clock.stamps
-        return GenerationOutput(out[:, prompts.input_ids.shape[1]:].numpy(), list(np.diff(stamps)),
-                                start_s=sum(self._encoder_times))
+        config = hf_generation_config(settings, self.token_ids)
+        pixels = torch.from_numpy(prompts.pixel_values).to(self.placement.device, self.placement.dtype)
+        self._encoder_times.clear()
+        out, steps = self._timed(lambda clock: self.layout.hf_generate(
+            self.model, pixels, self.placement.tensor(prompts.input_ids), self.placement.tensor(attention_mask),
+            generation_config=config, logits_processor=LogitsProcessorList([clock])))
+        return GenerationOutput(out[:, prompts.input_ids.shape[1]:].numpy(), steps, start_s=sum(self._encoder_times))
 
     def logits(self, input_ids, attention_mask, decoder_ids=None):
         raise _no_teacher_forcing()

@@ -10,5 +10,5 @@ from Vision2Seq.export import specs_for
 
 def make_backend(family, loaded, cfg, workdir):
     specs = specs_for(family, loaded, cfg.generation.use_cache)
-    sessions = {name: OrtSession(path) for name, path in onnx_files(family, loaded, cfg, workdir, specs).items()}
-    return CompiledVision2Seq("onnxrt", sessions, specs, cfg.generation.use_cache, token_ids(loaded))
+    sessions = {name: OrtSession(path, allow_cuda=not cfg.cpu) for name, path in onnx_files(family, loaded, cfg, workdir, specs).items()}
+    return CompiledVision2Seq("onnxrt", sessions, specs, cfg.generation.use_cache, token_ids(loaded), cfg.graph_precision)

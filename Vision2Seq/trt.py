@@ -27,4 +27,4 @@ def make_backend(family, loaded, cfg, workdir):
     ranges = {name: profile_ranges(spec, per_image if name in PER_IMAGE else decoder_run, loaded.max_positions)
               for name, spec in specs.items()}
     sessions = trt_sessions(family, loaded, cfg, workdir, specs, ranges)
-    return CompiledVision2Seq("trt", sessions, specs, cfg.generation.use_cache, token_ids(loaded))
+    return CompiledVision2Seq("trt", sessions, specs, cfg.generation.use_cache, token_ids(loaded), cfg.graph_precision)

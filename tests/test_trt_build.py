@@ -249,7 +249,7 @@ def test_trt_without_tensorrt_is_one_line(monkeypatch, workdir, gpt2_tiny):
     with pytest.raises(UsageError) as excinfo:
         gpt2_trt.make_backend(gpt2_tiny, cfg, workdir)
     _one_line_usage_error(excinfo, "the trt backend needs TensorRT and a CUDA GPU", "tensorrt package",
-                          "no CUDA device", "gpu extra")
+                          "no CUDA device", "gpu-cu12")
 
 
 def test_trt_without_gpu_is_one_line(standin, monkeypatch):

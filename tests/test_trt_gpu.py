@@ -35,7 +35,7 @@ def real_tensorrt():
 
 @pytest.fixture(scope="module")
 def reference(gpt2_tiny, workdir):
-    return frameworks_backend(gpt2_tiny, make_cfg(workdir))
+    return frameworks_backend(gpt2_tiny, make_cfg(workdir, "--cpu"))   # the host fp32 reference
 
 
 def gpu_cfg(workdir, use_cache: bool, beams: int, *extra: str):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from NNDF.actions.common import identity, label
 from NNDF.backends import Backend
 from NNDF.config import RunConfig
 from NNDF.errors import UsageError
@@ -109,10 +110,11 @@ def evaluate(backend: Backend, loaded: LoadedModel, texts: list[str], n_targets:
 def run(cfg: RunConfig, loaded: LoadedModel, backends: list[Backend]) -> dict:
     texts = load_texts(cfg.dataset_path, cfg.num_samples)
     top_ns = sorted({1, 10, cfg.top_n})
-    results = {b.name: evaluate(b, loaded, texts, cfg.tokens_to_generate, top_ns) for b in backends}
+    results = {b.name: {**identity(b), **evaluate(b, loaded, texts, cfg.tokens_to_generate, top_ns)} for b in backends}
     print(f"LAMBADA accuracy, {len(texts)} samples, last {cfg.tokens_to_generate} tokens as targets")
-    for name, r in results.items():
+    for b in backends:
+        r = results[b.name]
         tops = "  ".join(f"top{n}={r['top_n'][str(n)]:.4f}" for n in top_ns)
-        print(f"  {name:<11} {tops}  token_ppl={r['token_perplexity']:.4g}  seq_ppl={r['seq_perplexity']:.4g}")
+        print(f"  {label(b):<26} {tops}  token_ppl={r['token_perplexity']:.4g}  seq_ppl={r['seq_perplexity']:.4g}")
     return {"action": "accuracy", "num_samples": len(texts), "tokens_to_generate": cfg.tokens_to_generate,
             "results": results}

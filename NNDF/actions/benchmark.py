@@ -6,7 +6,7 @@ from dataclasses import asdict
 
 import numpy as np
 
-from NNDF.actions.common import settings_dict, table
+from NNDF.actions.common import identity, settings_dict, table
 from NNDF.backends import Backend
 from NNDF.config import RunConfig
 from NNDF.family import LoadedModel
@@ -40,7 +40,7 @@ def run(cfg: RunConfig, loaded: LoadedModel, backends: list[Backend]) -> dict:
         with status(f"benchmarking {backend.name}"):
             latencies, outputs = measure(lambda: backend.generate(ids, mask, cfg.generation), cfg.timing)
         encoder_s = [o.start_s for o in outputs] if loaded.times_encoder else []
-        results[backend.name] = summarize(latencies, outputs, cfg, encoder_s)
+        results[backend.name] = {**identity(backend), **summarize(latencies, outputs, cfg, encoder_s)}
         tokens[backend.name] = outputs[-1].tokens
     reference = next(iter(tokens.values()))
     for name, t in tokens.items():
@@ -53,16 +53,16 @@ def run(cfg: RunConfig, loaded: LoadedModel, backends: list[Backend]) -> dict:
           f"{cfg.generation.max_new_tokens} new tokens, cache {'on' if cfg.generation.use_cache else 'off'}, "
           f"beams {cfg.generation.num_beams}, p{p} over {cfg.timing.iterations}+ iterations")
     has_encoder = any("encoder_latency_s" in r for r in results.values())
-    headers = ["backend", "full (s)", "decoder step (ms)", "prefill (ms)", "tokens/s", "same tokens"]
+    headers = ["backend", "device", "precision", "full (s)", "decoder step (ms)", "prefill (ms)", "tokens/s", "same tokens"]
     if has_encoder:
-        headers.insert(2, "encoder (ms)")
+        headers.insert(4, "encoder (ms)")
     rows = []
     for name, r in results.items():
-        row = [name, f"{r['full_latency_s']:.4f}", f"{r['decoder_latency_s'] * 1e3:.2f}",
+        row = [name, r["device"], r["precision"], f"{r['full_latency_s']:.4f}", f"{r['decoder_latency_s'] * 1e3:.2f}",
                f"{r['prefill_latency_s'] * 1e3:.2f}", f"{r['tokens_per_second']:.1f}",
                "yes" if r["same_tokens_as_" + backends[0].name] else "NO"]
         if has_encoder:
-            row.insert(2, f"{r.get('encoder_latency_s', float('nan')) * 1e3:.2f}")
+            row.insert(4, f"{r.get('encoder_latency_s', float('nan')) * 1e3:.2f}")
         rows.append(row)
     print(table(headers, rows))
     if len(results) > 1:

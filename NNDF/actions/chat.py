@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import time
 
+from NNDF.actions.common import identity, label
 from NNDF.backends import Backend
 from NNDF.config import RunConfig
 from NNDF.errors import UsageError
@@ -41,9 +42,9 @@ def run(cfg: RunConfig, loaded: LoadedModel, backends: list[Backend], stdin=None
                 out = backend.generate(ids, mask, cfg.generation)
                 seconds = time.perf_counter() - start
                 text = loaded.output_text(prompt, out.tokens[0])
-                turn["outputs"][backend.name] = {"output": text, "seconds": seconds}
-                label = f"[{backend.name} {seconds * 1e3:.0f} ms] " if len(backends) > 1 else ""
-                print(f"{label}{text}", flush=True)
+                turn["outputs"][backend.name] = {"output": text, "seconds": seconds, **identity(backend)}
+                prefix = f"[{label(backend)} {seconds * 1e3:.0f} ms] " if len(backends) > 1 else ""
+                print(f"{prefix}{text}", flush=True)
             turns.append(turn)
     except KeyboardInterrupt:
         print("", flush=True)

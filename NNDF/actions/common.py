@@ -22,6 +22,16 @@ def save_json(path: Path | None, result: dict) -> None:
     os.replace(tmp, path)
 
 
+def identity(backend) -> dict:
+    """What every backend's result names, so results from other machines and settings never get confused."""
+    return {"device": backend.device, "precision": backend.precision}
+
+
+def label(backend) -> str:
+    """A backend as tables name it, e.g. "frameworks (cuda:0, fp16)"."""
+    return f"{backend.name} ({backend.device}, {backend.precision})"
+
+
 def settings_dict(cfg: RunConfig) -> dict:
     g = cfg.generation
     return {"family": cfg.family, "variant": cfg.variant, "backends": list(cfg.backends), "batch_size": cfg.batch_size,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import toml
 
-from NNDF.actions.common import table
+from NNDF.actions.common import identity, label, table
 from NNDF.backends import Backend
 from NNDF.config import RunConfig
 from NNDF.errors import UsageError
@@ -74,9 +74,10 @@ def run_backend(backend: Backend, loaded: LoadedModel, cfg: RunConfig, examples:
 
 def run(cfg: RunConfig, loaded: LoadedModel, backends: list[Backend], family: ModelFamily) -> dict:
     examples = load_examples(checkpoint_path(cfg, family), family.name, loaded.variant)
-    results = {b.name: run_backend(b, loaded, cfg, examples) for b in backends}
-    for name, r in results.items():
-        print(f"[{name}] accuracy {r['accuracy']:.2f} over {len(examples)} examples, "
+    results = {b.name: {**identity(b), **run_backend(b, loaded, cfg, examples)} for b in backends}
+    for b in backends:
+        r = results[b.name]
+        print(f"[{label(b)}] accuracy {r['accuracy']:.2f} over {len(examples)} examples, "
               f"median runtime {r['median_runtime_s'] * 1e3:.1f} ms per batch")
         for ex_name, ex in r["examples"].items():
             print(f"  {ex_name}: {'ok ' if ex['match'] else 'MISS'} {ex['output']!r}")
@@ -85,9 +86,9 @@ def run(cfg: RunConfig, loaded: LoadedModel, backends: list[Backend], family: Mo
 
 def compare(cfg: RunConfig, loaded: LoadedModel, backends: list[Backend], family: ModelFamily) -> dict:
     examples = load_examples(checkpoint_path(cfg, family), family.name, loaded.variant)
-    results = {b.name: run_backend(b, loaded, cfg, examples) for b in backends}
+    results = {b.name: {**identity(b), **run_backend(b, loaded, cfg, examples)} for b in backends}
     first = backends[0].name
-    headers = ["example"] + [f"{b.name}" for b in backends]
+    headers = ["example"] + [label(b) for b in backends]
     rows = []
     for ex in examples:
         ref = results[first]["examples"][ex]["output"]
