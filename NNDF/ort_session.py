@@ -104,7 +104,9 @@ def _gather_session(elem: int, axis: int, providers: tuple[str, ...]) -> ort.Inf
         [helper.make_node("Gather", ["data", "indices"], ["gathered"], axis=axis)], "take",
         [helper.make_tensor_value_info("data", elem, None), helper.make_tensor_value_info("indices", onnx.TensorProto.INT64, [None])],
         [helper.make_tensor_value_info("gathered", elem, None)])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    # IR 8: what every ONNX Runtime this project supports loads (onnx's helper would stamp the newest
+    # IR version, which an older ONNX Runtime refuses)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
     options = ort.SessionOptions()
     options.log_severity_level = 3
     return ort.InferenceSession(model.SerializeToString(), options, providers=list(providers))

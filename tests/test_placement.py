@@ -104,7 +104,7 @@ def _identity_graph(path, elem):
     graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
                               [helper.make_tensor_value_info("x", elem, ["b", 3])],
                               [helper.make_tensor_value_info("y", elem, ["b", 3])])
-    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
     return OrtSession(path, allow_cuda=False)
 
 
