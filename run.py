@@ -58,11 +58,14 @@ def _main(argv: list[str]) -> int:
     family, cfg = resolve(cfg)
     if cfg.generation.num_beams > 1 and cfg.action == "accuracy":
         print("note: accuracy is teacher-forced, so --num-beams does not change it", file=sys.stderr)
-    workdir = WorkingDir(cfg.working_dir)
+    workdir = WorkingDir(cfg.working_dir, verify=cfg.verify)
     with status(f"loading {family.name} {cfg.variant}"):
         loaded = family.load(cfg)
     if cfg.cleanup:
-        workdir.cleanup(*artifact_subdir(family, loaded))
+        kept = workdir.cleanup(*artifact_subdir(family, loaded))
+        if kept:
+            print(f"note: --cleanup kept {len(kept)} cached artifact(s) that another run is building or using",
+                  file=sys.stderr)
     if cfg.info:
         print(family.describe())
         print(f"loaded: {loaded.variant}, {sum(p.numel() for p in loaded.model.parameters()) / 1e6:.1f}M parameters, "

@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run frameworks and onnxrt on the CPU even where a CUDA GPU is available")
     g.add_argument("--cleanup", action="store_true", help="delete this variant's cached ONNX files and engines first")
     g.add_argument("--info", action="store_true", help="print the variant's architecture and artifact paths")
+    g.add_argument("--verify", action="store_true",
+                   help="check every cached file's SHA-256 (by default only files whose size or mtime changed)")
     g.add_argument("--verbose", action="store_true")
 
     g = p.add_argument_group("generation")
@@ -169,7 +171,7 @@ def parse_args(argv: list[str]) -> RunConfig:
         action=a.action, family=a.family, backends=backends, variant=a.variant or "",
         working_dir=Path(a.working_dir), torch_dir=a.torch_dir, random_weights=a.random_weights, seed=a.seed,
         batch_size=a.batch_size, fp16=a.fp16, cpu=a.cpu, use_mask=a.use_mask, verbose=a.verbose, info=a.info,
-        cleanup=a.cleanup, save_output_fpath=a.save_output_fpath, generation=generation, timing=timing, trt=trt,
+        cleanup=a.cleanup, verify=a.verify, save_output_fpath=a.save_output_fpath, generation=generation, timing=timing, trt=trt,
         input_seq_len=a.input_seq_len, num_samples=a.num_samples, tokens_to_generate=a.tokens_to_generate,
         top_n=a.top_n, dataset_path=a.dataset_path, checkpoint=a.checkpoint, image=a.image,
         chat_compare=a.compare,

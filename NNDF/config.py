@@ -62,6 +62,7 @@ class RunConfig:
     verbose: bool = False
     info: bool = False
     cleanup: bool = False
+    verify: bool = False              # hash every cached file, not only those whose size or mtime changed
     save_output_fpath: Path | None = None
     generation: GenerationSettings = GenerationSettings()
     timing: TimingSettings = TimingSettings()

@@ -10,8 +10,6 @@ by everything that shapes it, so it is trained once per machine.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -19,12 +17,14 @@ import torch
 import transformers
 
 from NNDF.backends import torch_threads
+from NNDF.errors import UsageError
 from NNDF.progress import progress
 from NNDF.tokenizer import DATA_DIR
-from NNDF.workdir import file_digest, stable_hash
+from NNDF.workdir import WorkingDir, discard, file_digest, stable_hash
 
 PAIRS_FILE = DATA_DIR / "seq2seq_pairs.tsv"
 TRAINING_VERSION = 1
+WEIGHTS = "model.pt"
 
 
 def cache_root() -> Path:
@@ -55,24 +55,41 @@ def memorize(model, tokenizer, pairs: list[tuple[str, str]], steps: int, lr: flo
     model.eval()
 
 
+def cache_dir() -> WorkingDir:
+    """The tiny-model cache, checked to be a writable directory before any training."""
+    return WorkingDir(cache_root(), what="tiny-model cache",
+                      fix="point HF_TRT_TOOLKIT_CACHE (or HOME) at a writable directory")
+
+
 def trained_tiny(name: str, seed: int, build: Callable[[], tuple], steps: int, lr: float) -> tuple:
-    """(model, tokenizer) for a tiny variant: loaded from the cache, or built, trained and cached."""
+    """(model, tokenizer) for a tiny variant: loaded from the cache, or built, trained and cached.
+
+    The cache is a WorkingDir artifact: a truncated or changed `model.pt` is retrained, not loaded."""
+    cache = cache_dir()
     model, tokenizer = build()
     key = {"name": name, "seed": seed, "steps": steps, "lr": lr, "version": TRAINING_VERSION,
            "pairs": file_digest(PAIRS_FILE), "transformers": transformers.__version__,
-           "torch": torch.__version__.split("+")[0], "config": stable_hash(model.config.to_dict())}
-    path = cache_root() / f"{name}-{stable_hash(key)}"
-    weights = path / "model.pt"
-    if weights.is_file():
-        model.load_state_dict(torch.load(weights, map_location="cpu"))
-        model.eval()
-        return model, tokenizer
-    memorize(model, tokenizer, read_pairs(), steps, lr, seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
-        torch.save(model.state_dict(), tmp / "model.pt")
-        os.replace(tmp, path) if not path.exists() else shutil.rmtree(tmp)  # a racing process may have won
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return model, tokenizer
+           "torch": torch.__version__.split("+")[0], "config": stable_hash(model.config.to_dict()),
+           "cache_format": 2}
+    path = cache.artifact_dir(f"{name}-{stable_hash(key)}")
+    trained = []
+
+    def produce(tmp: Path) -> None:
+        memorize(model, tokenizer, read_pairs(), steps, lr, seed)
+        torch.save(model.state_dict(), tmp / WEIGHTS)
+        trained.append(True)
+
+    for _ in range(2):
+        artifact = cache.build(path, key, (WEIGHTS,), produce)
+        if trained:
+            return model, tokenizer
+        try:
+            model.load_state_dict(torch.load(artifact.file(WEIGHTS), map_location="cpu", weights_only=True))
+            model.eval()
+            return model, tokenizer
+        except Exception as e:  # torch raises several types for a damaged file whose size and mtime were kept
+            with WorkingDir.lock(path):
+                if path.exists():
+                    discard(path, f"{WEIGHTS} cannot be loaded ({type(e).__name__})")
+    raise UsageError(f"the tiny-model cache {path} cannot be loaded even after retraining",
+                     "delete it, or point HF_TRT_TOOLKIT_CACHE at another directory")

@@ -35,7 +35,7 @@ from NNDF.encoder_decoder import ENC
 from NNDF.errors import UsageError
 from NNDF.onnx_export import GraphSpec, check_onnx_io
 from NNDF.progress import status
-from NNDF.workdir import WorkingDir, file_digest, stable_hash
+from NNDF.workdir import WorkingDir, recorded_digest, stable_hash
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,8 @@ def engine_key(onnx_path: Path, ranges: dict[str, Range], settings: TrtSettings,
         "builder": BUILDER_VERSION,
         "device": {"name": device["name"], "compute_capability": device["compute_capability"]},
         "tensorrt": trt_version,
-        "onnx": {f.name: file_digest(f) for f in onnx_files(onnx_path)},
+        # the digests an export recorded, while the files' size and mtime are unchanged (no re-hash of GBs)
+        "onnx": {f.name: recorded_digest(f) for f in onnx_files(onnx_path)},
         "precision": "fp16" if fp16 else "fp32",
         "profile": {axis: list(r) for axis, r in sorted(ranges.items())},
         "flags": {"workspace_mib": settings.workspace_mib,

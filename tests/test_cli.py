@@ -152,19 +152,20 @@ def test_long_prompt_is_refused(capsys, wd, tmp_path):
     _bad(capsys, "run", "GPT2", "--checkpoint", str(ck), "--working-dir", wd, match="exceeds the model's 128 positions")
 
 
-def test_corrupt_onnx_in_working_dir_is_reported_and_left_alone(capsys, tmp_path):
+def test_corrupt_onnx_in_working_dir_is_rebuilt(capsys, tmp_path):
     wd = tmp_path / "w"
-    assert call(capsys, "run", "GPT2", "onnxrt", "--working-dir", str(wd), "--iterations", "1")[0] == 0
+    first, second = tmp_path / "first.json", tmp_path / "second.json"
+    args = ("run", "GPT2", "onnxrt", "--working-dir", str(wd), "--iterations", "1")
+    assert call(capsys, *args, "--save-output-fpath", str(first))[0] == 0
     model_file, = (f for f in wd.glob("GPT2/gpt2-tiny/onnx/*/model.onnx") if not f.parent.name.endswith("-ort"))
+    good = model_file.read_bytes()
     model_file.write_bytes(b"not an onnx file at all")
-    _bad(capsys, "run", "GPT2", "onnxrt", "--working-dir", str(wd), match="missing or truncated")
-    manifest = model_file.parent / "manifest.json"
-    sizes = json.loads(manifest.read_text())
-    sizes["files"]["model.onnx"] = model_file.stat().st_size
-    manifest.write_text(json.dumps(sizes))  # a foreign file with a forged size still fails to load
-    _bad(capsys, "run", "GPT2", "onnxrt", "--working-dir", str(wd), match="not a readable ONNX file")
-    assert model_file.read_bytes() == b"not an onnx file at all"
-    assert call(capsys, "run", "GPT2", "onnxrt", "--working-dir", str(wd), "--cleanup", "--iterations", "1")[0] == 0
+    code, _, err = call(capsys, *args, "--save-output-fpath", str(second))
+    assert code == 0, err
+    assert f"rebuilding {model_file.parent}: model.onnx has a different size" in err
+    assert model_file.read_bytes() == good
+    outputs = [json.loads(f.read_text())["results"]["onnxrt"]["examples"] for f in (first, second)]
+    assert outputs[0] == outputs[1]
 
 
 def test_torch_dir_loads_a_local_checkpoint(capsys, gpt2_tiny, tmp_path):

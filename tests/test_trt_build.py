@@ -143,7 +143,7 @@ def test_engine_directory_names_gpu_and_tensorrt(standin, tmp_path, toy):
     assert rel.parts[4].startswith("toy-fp32-") and rel.name == ENGINE_FILE
     manifest = json.loads((engine.parent / MANIFEST).read_text())
     assert manifest["key"]["tensorrt"] == trt_standin.VERSION_11
-    assert manifest["files"][ENGINE_FILE] == engine.stat().st_size
+    assert manifest["files"][ENGINE_FILE]["size"] == engine.stat().st_size
     assert build_toy(tmp_path, toy) == engine and len(standin._builds) == 1   # reused, not rebuilt
 
 
@@ -207,7 +207,7 @@ def test_concurrent_builds_leave_one_valid_engine(standin, tmp_path, toy, monkey
     assert len(paths) == 1
     assert log_file.read_text() == "build\n"
     engine = Path(paths.pop())
-    leftovers = [p.name for p in engine.parent.parent.iterdir() if not p.name.endswith(".lock")]
+    leftovers = [p.name for p in engine.parent.parent.iterdir() if not p.name.endswith((".lock", ".use"))]
     assert leftovers == [engine.parent.name]       # no temporary or half-built directories
     TrtSession(engine, TOY, TOY_RANGES, TrtSettings())
 

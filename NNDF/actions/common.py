@@ -3,23 +3,23 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from NNDF.config import RunConfig
+from NNDF.workdir import atomic_write, disk_error
 
 
 def save_json(path: Path | None, result: dict) -> None:
-    """Write atomically so a reader never sees half a file."""
+    """Write atomically so a reader never sees half a file, and nothing is left behind on failure."""
     if path is None:
         return
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(result, f, indent=2, sort_keys=False, default=float)
-    os.replace(tmp, path)
+    fix = "free some space or pass another --save-output-fpath"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise disk_error(e, path, fix) from None
+    atomic_write(path, json.dumps(result, indent=2, sort_keys=False, default=float).encode(), fix)
 
 
 def identity(backend) -> dict:
