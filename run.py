@@ -15,9 +15,23 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
+class _Terminated(BaseException):
+    """SIGTERM (timeout, a CI cancel, docker stop) as an exception, so half-written files are removed."""
+
+
+def _raise_terminated(signum, frame):
+    raise _Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+
     from NNDF.errors import UsageError
 
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:   # not the main thread: leave signals to whoever runs us
+        previous = None
     try:
         return _main(sys.argv[1:] if argv is None else argv)
     except UsageError as e:
@@ -26,6 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except _Terminated:
+        print("terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _quiet_libraries() -> None:

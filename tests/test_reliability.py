@@ -1,0 +1,280 @@
+"""Fault tests: what a hostile environment does to a run (issue 16), one class per section.
+
+Each test would fail on a toolkit that trusted changed bytes, left crash debris, let
+--cleanup race with builds, printed tracebacks for environment failures, worked before
+refusing, ran out of memory, scored the wrong tokens, or took bad data for strings.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import run as run_py
+from conftest import ROOT
+from NNDF import workdir as wdmod
+from NNDF.errors import UsageError
+from NNDF.workdir import MANIFEST, WorkingDir, recorded_digest
+
+KEY = {"what": "toy"}
+
+
+def call(capsys, *argv):
+    code = run_py.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line_error(capsys, *argv, match: str) -> str:
+    code, out, err = call(capsys, *argv)
+    assert code == 2, (out, err)
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and match in lines[0], err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def toy_build(wd: WorkingDir, name: str = "toy", payload: bytes = b"x" * 4096, calls: list | None = None):
+    def produce(tmp: Path) -> dict:
+        (tmp / "data.bin").write_bytes(payload)
+        if calls is not None:
+            calls.append(name)
+        return {"note": "toy"}
+
+    return wd.build(wd.artifact_dir("fam", name), KEY, ("data.bin",), produce)
+
+
+def onnx_files(wd: Path) -> list[Path]:
+    return sorted(wd.glob("**/*.onnx*"))
+
+
+# --------------------------------------------------------------------------- 1. integrity
+def test_changed_bytes_of_the_same_size_are_rebuilt_not_trusted(capsys, tmp_path):
+    """Flipping every 97th byte of the cached weights in place must not give other tokens."""
+    wd = tmp_path / "w"
+    args = ("run", "GPT2", "onnxrt", "--use-cache", "--working-dir", wd, "--iterations", "1")
+    first, second = tmp_path / "first.json", tmp_path / "second.json"
+    assert call(capsys, *args, "--save-output-fpath", first)[0] == 0
+    cached = list(wd.glob("GPT2/gpt2-tiny/onnx/decoder-*/model.onnx.data"))
+    assert len(cached) == 2                # the export and ONNX Runtime's fused copy of it
+    for data in cached:
+        blob = bytearray(data.read_bytes())
+        blob[::97] = bytes(b ^ 0xFF for b in blob[::97])
+        data.write_bytes(bytes(blob))      # same size, other bytes
+    code, _, err = call(capsys, *args, "--save-output-fpath", second)
+    assert code == 0, err
+    assert "model.onnx.data has different bytes" in err
+    outputs = [json.loads(f.read_text())["results"]["onnxrt"]["examples"] for f in (first, second)]
+    assert outputs[0] == outputs[1]
+
+
+def test_verify_hashes_files_whose_mtime_was_kept(tmp_path):
+    wd = WorkingDir(tmp_path / "w")
+    calls = []
+    art = toy_build(wd, calls=calls)
+    f = art.file("data.bin")
+    st = f.stat()
+    f.write_bytes(b"y" * 4096)
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))   # a writer that preserved the mtime
+    toy_build(wd, calls=calls)
+    assert calls == ["toy"]                            # size and mtime unchanged: trusted (documented)
+    toy_build(WorkingDir(tmp_path / "w", verify=True), calls=calls)
+    assert calls == ["toy", "toy"] and f.read_bytes() == b"x" * 4096
+
+
+def test_same_bytes_with_a_new_mtime_are_hashed_once_and_trusted(tmp_path, monkeypatch):
+    wd = WorkingDir(tmp_path / "w")
+    calls = []
+    f = toy_build(wd, calls=calls).file("data.bin")
+    os.utime(f, (1, 1))                                # touched: content unchanged
+    hashed = []
+    real = wdmod.file_digest
+    monkeypatch.setattr(wdmod, "file_digest", lambda p, *a: hashed.append(Path(p).name) or real(p, *a))
+    toy_build(wd, calls=calls)
+    toy_build(wd, calls=calls)
+    assert calls == ["toy"] and hashed == ["data.bin"]  # hashed once, its recorded mtime restored
+
+
+def test_engine_key_reuses_the_recorded_digest_while_size_and_mtime_hold(tmp_path, monkeypatch):
+    """Issue 11.10: multi-GB weights are not re-hashed on every run."""
+    from NNDF.trt_build import engine_key
+    from NNDF.config import TrtSettings
+
+    wd = WorkingDir(tmp_path / "w")
+    f = toy_build(wd).file("data.bin")
+    hashed = []
+    real = wdmod.file_digest
+    monkeypatch.setattr(wdmod, "file_digest", lambda p, *a: hashed.append(Path(p).name) or real(p, *a))
+    monkeypatch.setattr("NNDF.trt_build.onnx_files", lambda path: [path])
+    key = engine_key(f, {}, TrtSettings(), False, {"name": "gpu", "compute_capability": "8.6"}, "11.4")
+    assert hashed == [] and key["onnx"]["data.bin"] == real(f)
+    f.write_bytes(b"z" * 4096)
+    assert engine_key(f, {}, TrtSettings(), False, {"name": "gpu", "compute_capability": "8.6"}, "11.4") != key
+    assert hashed == ["data.bin"]
+
+
+def test_files_and_directories_are_fsynced_before_the_rename(tmp_path, monkeypatch):
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(wdmod.os, "fsync", lambda fd: events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+                        or real_fsync(fd))
+    monkeypatch.setattr(wdmod.os, "replace", lambda a, b: events.append(("replace", str(a))) or real_replace(a, b))
+    art = toy_build(WorkingDir(tmp_path / "w"))
+    rename = next(i for i, e in enumerate(events) if e[0] == "replace")
+    tmp = events[rename][1]
+    synced_before = {e[1] for e in events[:rename] if e[0] == "fsync"}
+    assert {f"{tmp}/data.bin", f"{tmp}/{MANIFEST}", tmp} <= synced_before
+    assert ("fsync", str(art.path.parent)) in events[rename:]
+
+
+@pytest.mark.parametrize("manifest", ['{"key": {"what": "toy"}, "files": {"data.bin": 4096}}',   # an older shape
+                                      "[1, 2, 3]", '{"files": "x"}', "{not json"])
+def test_a_manifest_of_the_wrong_shape_is_rebuilt(tmp_path, manifest, capsys):
+    wd = WorkingDir(tmp_path / "w")
+    calls = []
+    art = toy_build(wd, calls=calls)
+    (art.path / MANIFEST).write_text(manifest)
+    again = toy_build(wd, calls=calls)
+    assert calls == ["toy", "toy"] and again.manifest["files"]["data.bin"]["size"] == 4096
+    assert "rebuilding" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- 2. crash leftovers
+FORK = multiprocessing.get_context("fork")   # children need only NNDF.workdir, already imported
+
+
+def _writer(root: str, name: str, ready: str, hold_s: float) -> None:
+    """A build that stops inside produce() long enough to be killed or swept around."""
+    def produce(tmp: Path) -> None:
+        (tmp / "data.bin").write_bytes(b"half")
+        Path(ready).write_text(str(tmp))
+        time.sleep(hold_s)
+        (tmp / "data.bin").write_bytes(b"x" * 4096)
+
+    WorkingDir(root).build(Path(root) / "fam" / name, KEY, ("data.bin",), produce)
+
+
+def _start(target, args: tuple, ready: Path):
+    child = FORK.Process(target=target, args=args)
+    child.start()
+    deadline = time.monotonic() + 60
+    while not ready.exists():
+        assert time.monotonic() < deadline and child.is_alive(), f"{target.__name__} never got ready"
+        time.sleep(0.02)
+    return child
+
+
+def _start_writer(tmp_path: Path, name: str, hold_s: float):
+    ready = tmp_path / f"ready-{name}-{time.monotonic_ns()}"
+    child = _start(_writer, (str(tmp_path / "w"), name, str(ready), hold_s), ready)
+    return child, Path(ready.read_text())
+
+
+def test_a_killed_writers_temp_dir_is_swept_and_a_live_ones_is_not(tmp_path):
+    wd = WorkingDir(tmp_path / "w")
+    dead, dead_tmp = _start_writer(tmp_path, "slow", 60)
+    os.kill(dead.pid, signal.SIGKILL)                  # what kill -9 / an OOM kill does mid-export
+    dead.join(10)
+    assert dead_tmp.is_dir()
+    live, live_tmp = _start_writer(tmp_path, "slow", 2)
+    toy_build(wd, "other")                             # a later run working in the same directory
+    assert not dead_tmp.exists()                       # the dead writer's temp is gone
+    assert live_tmp.is_dir()                           # the live writer's is untouched
+    live.join(60)
+    assert live.exitcode == 0
+    assert sorted(p.name for p in (tmp_path / "w" / "fam").iterdir() if not p.name.endswith((".lock", ".use"))) \
+        == ["other", "slow"]
+
+
+def test_sigterm_mid_export_leaves_no_temp_dir(tmp_path):
+    """`timeout` and `docker stop` send SIGTERM: the run ends and removes what it was writing."""
+    wd = tmp_path / "w"
+    code = (f"import sys, time; sys.path.insert(0, {str(ROOT)!r}); import NNDF.onnx_export as e; "
+            "real = e.attach_weights\n"
+            "def slow(*a):\n    real(*a); print('writing', flush=True); time.sleep(60)\n"
+            "e.attach_weights = slow\nimport run; sys.exit(run.main())")
+    child = subprocess.Popen([sys.executable, "-c", code, "run", "GPT2", "onnxrt", "--working-dir", str(wd)],
+                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "writing"
+    assert list(wd.glob("GPT2/gpt2-tiny/onnx/.*.tmp-*"))
+    child.send_signal(signal.SIGTERM)
+    _, err = child.communicate(timeout=60)
+    assert child.returncode != 0 and "Traceback" not in err, err
+    assert not list(wd.glob("GPT2/gpt2-tiny/onnx/.*.tmp-*"))
+
+
+def test_a_failed_result_write_leaves_nothing_next_to_the_target(capsys, tmp_path, monkeypatch):
+    out = tmp_path / "res" / "r.json"
+    args = ("run", "GPT2", "onnxrt", "--working-dir", tmp_path / "w", "--iterations", "1")
+    assert call(capsys, *args)[0] == 0                 # exported: the next run writes only its result
+
+    def full_disk(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    one_line_error(capsys, *args, "--save-output-fpath", out, match="no space left")
+    assert list(out.parent.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- 3. --cleanup races
+def _build_and_exit(root: str) -> None:
+    toy_build(WorkingDir(root), "a")
+
+
+def _use(root: str, ready: str, out: str) -> None:
+    art = toy_build(WorkingDir(root), "a")
+    Path(ready).write_text("using")
+    time.sleep(1.5)                                    # the cleanups run meanwhile
+    Path(out).write_text(art.file("data.bin").read_text())
+
+
+def _cleanup_then_build(root: str, out: str) -> None:
+    wd = WorkingDir(root)
+    wd.cleanup("fam")
+    a = toy_build(wd, "a")
+    b = wd.build(wd.artifact_dir("fam", "b"), KEY, ("data.bin",), lambda tmp: (tmp / "data.bin").write_bytes(b"x"))
+    Path(out).write_text(a.file("data.bin").read_text() + b.file("data.bin").read_text()[:1])
+
+
+def test_concurrent_cleanups_and_runs_all_succeed(tmp_path):
+    """Three --cleanup runs beside one run using an artifact and one building another."""
+    root = str(tmp_path / "w")
+    first = FORK.Process(target=_build_and_exit, args=(root,))
+    first.start()
+    first.join(60)
+    user = _start(_use, (root, str(tmp_path / "using"), str(tmp_path / "user")), tmp_path / "using")
+    writer, _ = _start_writer(tmp_path, "b", 1.5)      # a build in progress
+    cleaners = [FORK.Process(target=_cleanup_then_build, args=(root, str(tmp_path / f"c{i}"))) for i in range(3)]
+    for p in cleaners:
+        p.start()
+    for p in [user, writer, *cleaners]:
+        p.join(120)
+    assert [p.exitcode for p in [user, writer, *cleaners]] == [0] * 5
+    assert (tmp_path / "user").read_text() == "x" * 4096
+    for i in range(3):
+        assert (tmp_path / f"c{i}").read_text() == "x" * 4097
+    fam = tmp_path / "w" / "fam"
+    assert sorted(p.name for p in fam.iterdir() if not p.name.endswith((".lock", ".use"))) == ["a", "b"]
+
+
+def test_cleanup_removes_what_nobody_uses(tmp_path):
+    root = tmp_path / "w"
+    toy_build(WorkingDir(root), "a")
+    done = tmp_path / "done"
+    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from NNDF.workdir import WorkingDir; "
+            f"WorkingDir({str(root)!r}).cleanup('fam'); open({str(done)!r}, 'w').write('ok')")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    # this process used "a", so another process's cleanup kept it
+    assert (root / "fam" / "a" / MANIFEST).is_file()
+    wdmod._used.pop(wdmod.use_file(root / "fam" / "a")).close()   # as if this process had exited
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    assert not (root / "fam" / "a").exists()
