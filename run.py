@@ -63,6 +63,7 @@ def _main(argv: list[str]) -> int:
     from NNDF.actions.common import save_json
     from NNDF.cli import parse_args
     from NNDF.pipeline import artifact_subdir, make_backends
+    from NNDF.preflight import check_inputs, check_loaded, run_memory
     from NNDF.progress import status
     from NNDF.registry import resolve
     from NNDF.workdir import WorkingDir
@@ -79,6 +80,7 @@ def _main(argv: list[str]) -> int:
     if cfg.generation.num_beams > 1 and cfg.action == "accuracy":
         print("note: accuracy is teacher-forced, so --num-beams does not change it", file=sys.stderr)
     workdir = WorkingDir(cfg.working_dir, verify=cfg.verify)
+    check_inputs(cfg, family)               # the data files, before any training or export
     with status(f"loading {family.name} {cfg.variant}"):
         loaded = family.load(cfg)
     if cfg.cleanup:
@@ -90,6 +92,8 @@ def _main(argv: list[str]) -> int:
         print(family.describe())
         print(f"loaded: {loaded.variant}, {sum(p.numel() for p in loaded.model.parameters()) / 1e6:.1f}M parameters, "
               f"{loaded.max_positions} positions; artifacts in {workdir.artifact_dir(*artifact_subdir(family, loaded))}")
+        print(f"memory: this run needs {run_memory(cfg, family, loaded).describe()}")
+    check_loaded(cfg, family, loaded)       # prompt lengths and peak memory, before any export
     backends = make_backends(family, loaded, cfg, workdir)
 
     if cfg.action == "accuracy":

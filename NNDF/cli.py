@@ -11,6 +11,7 @@ from pathlib import Path
 
 from NNDF.config import GenerationSettings, RunConfig, TimingSettings, TrtSettings
 from NNDF.errors import UsageError
+from NNDF.preflight import check_output_path
 
 ACTIONS = ("accuracy", "benchmark", "chat", "run", "compare")
 BACKENDS = ("frameworks", "onnxrt", "trt")
@@ -63,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--checkpoint", type=Path, help="a checkpoint.toml of your own examples")
     g.add_argument("--compare", action="store_true", help="chat: answer with every listed backend side by side")
     g.add_argument("--image", type=Path, help="image file for image-to-text families")
-    g.add_argument("--save-output-fpath", type=Path, help="write the result as JSON here")
+    g.add_argument("--save-output-fpath", help="write the result as JSON here")
 
     g = p.add_argument_group("timing")
     g.add_argument("--iterations", type=int, default=10)
@@ -165,13 +166,15 @@ def parse_args(argv: list[str]) -> RunConfig:
     )
     if a.checkpoint is not None and a.action not in ("run", "compare"):
         raise UsageError("--checkpoint is only read by the run and compare actions")
+    check_output_path(a.save_output_fpath)   # a result we could not write must not cost a whole run
     if a.compare and a.action != "chat":
         raise UsageError("--compare belongs to the chat action", "use the compare action to compare run results")
     return RunConfig(
         action=a.action, family=a.family, backends=backends, variant=a.variant or "",
         working_dir=Path(a.working_dir), torch_dir=a.torch_dir, random_weights=a.random_weights, seed=a.seed,
         batch_size=a.batch_size, fp16=a.fp16, cpu=a.cpu, use_mask=a.use_mask, verbose=a.verbose, info=a.info,
-        cleanup=a.cleanup, verify=a.verify, save_output_fpath=a.save_output_fpath, generation=generation, timing=timing, trt=trt,
+        cleanup=a.cleanup, verify=a.verify,
+        save_output_fpath=None if a.save_output_fpath is None else Path(a.save_output_fpath), generation=generation, timing=timing, trt=trt,
         input_seq_len=a.input_seq_len, num_samples=a.num_samples, tokens_to_generate=a.tokens_to_generate,
         top_n=a.top_n, dataset_path=a.dataset_path, checkpoint=a.checkpoint, image=a.image,
         chat_compare=a.compare,

@@ -278,3 +278,216 @@ def test_cleanup_removes_what_nobody_uses(tmp_path):
     wdmod._used.pop(wdmod.use_file(root / "fam" / "a")).close()   # as if this process had exited
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
     assert not (root / "fam" / "a").exists()
+
+
+# --------------------------------------------------------------------------- 4. environment failures: one line
+def test_a_full_disk_mid_export_is_one_line_and_leaves_no_temp(capsys, tmp_path, monkeypatch):
+    import NNDF.onnx_export as export
+
+    def fill_the_disk(proto, module, data_path):
+        with open(data_path, "wb") as f:
+            f.write(b"\0" * 4096)
+        raise OSError(errno.ENOSPC, "No space left on device", str(data_path))
+
+    monkeypatch.setattr(export, "attach_weights", fill_the_disk)
+    wd = tmp_path / "w"
+    one_line_error(capsys, "run", "GPT2", "onnxrt", "--working-dir", wd, match="no space left on the device")
+    assert not [p for p in wd.rglob("*") if ".tmp-" in p.name or p.suffix in (".onnx", ".data")]
+
+
+@pytest.mark.parametrize("where", ["a file", "/proc/self"])
+def test_an_unusable_working_dir_is_one_line(capsys, tmp_path, where):
+    if where == "a file":
+        target = tmp_path / "plain-file"
+        target.write_text("not a directory")
+    else:
+        target = Path(where)
+    one_line_error(capsys, "run", "GPT2", "onnxrt", "--working-dir", target, match="cannot use working dir")
+
+
+@pytest.mark.parametrize("text, table", [
+    ("GPT2 = 5\n", "[GPT2] must be a table, not an integer"),
+    ('[GPT2.all.default]\nall = "x"\n', "[GPT2.all.default.all] must be a table, not a string"),
+    ('[GPT2.all.default.all.x]\ninput = 5\nlabel = "a"\n', "[GPT2.all.default.all.x] needs 'input' as a string"),
+    ('[GPT2.all.default.all.x]\ninput = "a"\nlabel = [1, 2]\n', "[GPT2.all.default.all.x] needs 'label' as a string"),
+])
+def test_a_checkpoint_of_the_wrong_types_is_one_line_naming_the_table(capsys, tmp_path, text, table):
+    ck = tmp_path / "ck.toml"
+    ck.write_text(text)
+    one_line_error(capsys, "run", "GPT2", "--working-dir", tmp_path / "w", "--checkpoint", ck, match=table)
+
+
+def _tiny_t5():
+    import torch
+
+    from T5.T5ModelConfig import _random_tiny
+
+    torch.manual_seed(0)       # as family.load seeds before building, so retraining gives the same bytes
+    return _random_tiny(False)
+
+
+def test_a_damaged_tiny_model_cache_is_retrained(tmp_path, monkeypatch):
+    from NNDF import tiny_training
+
+    monkeypatch.setenv("HF_TRT_TOOLKIT_CACHE", str(tmp_path / "cache"))
+    trainings = []
+    real = tiny_training.memorize
+    monkeypatch.setattr(tiny_training, "memorize", lambda *a: trainings.append(1) or real(*a))
+    model, _ = tiny_training.trained_tiny("t5-test", 0, _tiny_t5, steps=2, lr=1e-2)
+    weights, = (tmp_path / "cache").glob("tiny/t5-test-*/model.pt")
+    good = weights.read_bytes()
+    weights.write_bytes(good[: len(good) // 3])             # truncated, e.g. by a full disk or a crash elsewhere
+    again, _ = tiny_training.trained_tiny("t5-test", 0, _tiny_t5, steps=2, lr=1e-2)
+    assert trainings == [1, 1] and weights.read_bytes() == good   # retrained: training is seeded
+    st = weights.stat()
+    weights.write_bytes(b"\0" * len(good))                  # damaged with size and mtime kept
+    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns))
+    tiny_training.trained_tiny("t5-test", 0, _tiny_t5, steps=2, lr=1e-2)
+    assert trainings == [1, 1, 1]
+    for a, b in zip(model.state_dict().values(), again.state_dict().values()):
+        assert (a == b).all()
+
+
+@pytest.mark.parametrize("variable", ["HF_TRT_TOOLKIT_CACHE", "HOME"])
+def test_a_cache_location_that_is_a_file_is_one_line_before_training(capsys, tmp_path, monkeypatch, variable):
+    from NNDF import tiny_training
+
+    plain = tmp_path / "plain-file"
+    plain.write_text("x")
+    monkeypatch.delenv("HF_TRT_TOOLKIT_CACHE", raising=False)
+    monkeypatch.setenv(variable, str(plain))
+    monkeypatch.setattr(tiny_training, "memorize", lambda *a: pytest.fail("trained before checking the cache"))
+    one_line_error(capsys, "run", "T5", "--working-dir", tmp_path / "w", match="cannot use tiny-model cache")
+
+
+def test_a_chat_line_that_is_not_utf8_or_not_tokenizable_errors_alone(gpt2_tiny, workdir, monkeypatch, capsys):
+    import io
+
+    from NNDF.actions import chat
+    from NNDF.pipeline import make_backends
+    from NNDF.registry import get_family
+    from conftest import make_cfg
+
+    cfg = make_cfg(workdir, "--output-seq-len", "3", action="chat")
+    backends = make_backends(get_family("GPT2"), gpt2_tiny, cfg, workdir)
+    tokenizer_class = type(gpt2_tiny.tokenizer)
+    real_call = tokenizer_class.__call__
+
+    def fragile(self, text, *a, **k):
+        if text == "BOOM":
+            raise RuntimeError("the tokenizer broke")
+        return real_call(self, text, *a, **k)
+
+    monkeypatch.setattr(tokenizer_class, "__call__", fragile)
+    stdin = io.TextIOWrapper(io.BytesIO(b"The lighthouse\n\xff\xfe caf\xe9\nBOOM\nBen\nexit\n"), encoding="utf-8")
+    result = chat.run(cfg, gpt2_tiny, backends, stdin=stdin)
+    out = capsys.readouterr().out
+    assert [t["input"] for t in result["turns"]] == ["The lighthouse", "Ben"]
+    assert "error: this line is not UTF-8 text" in out and "error: the tokenizer cannot encode this line" in out
+
+
+# --------------------------------------------------------------------------- 5. refuse before working
+@pytest.mark.parametrize("target, match", [("", "is empty"), ("/proc/result.json", "cannot be written"),
+                                           ("{tmp}", "is a directory"), ("{file}/r.json", "is a file, not a folder")])
+def test_an_unwritable_result_path_is_refused_at_start(capsys, tmp_path, target, match):
+    plain = tmp_path / "plain-file"
+    plain.write_text("x")
+    wd = tmp_path / "w"
+    target = target.format(tmp=tmp_path, file=plain)
+    one_line_error(capsys, "run", "GPT2", "onnxrt", "--working-dir", wd, "--save-output-fpath", target, match=match)
+    assert not onnx_files(wd)
+
+
+def test_bad_data_files_and_long_prompts_are_refused_before_any_export(capsys, tmp_path):
+    wd = tmp_path / "w"
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine"}\n{"txt": "wrong key"}\n')
+    one_line_error(capsys, "accuracy", "GPT2", "onnxrt", "--working-dir", wd, "--dataset-path", bad, match="line 2")
+    short = tmp_path / "short.jsonl"
+    short.write_text('{"text": "Hi"}\n')
+    one_line_error(capsys, "accuracy", "GPT2", "onnxrt", "--working-dir", wd, "--dataset-path", short, match="too few")
+    ck = tmp_path / "long.toml"
+    ck.write_text('[GPT2.all.default.all.long]\ninput = "%s"\nlabel = "x"\n' % ("word " * 200))
+    one_line_error(capsys, "run", "GPT2", "onnxrt", "--working-dir", wd, "--checkpoint", ck, match="exceeds the model's")
+    ck.write_text('[GPT2.all.default.all.x]\ninput = "a"\nlabel = 3\n')
+    one_line_error(capsys, "compare", "GPT2", "frameworks", "onnxrt", "--working-dir", wd, "--checkpoint", ck,
+                   match="needs 'label' as a string")
+    assert not onnx_files(wd)
+
+
+# --------------------------------------------------------------------------- 6. bounded memory
+@pytest.mark.parametrize("flag, lower", [("--batch-size", "lower --batch-size"), ("--num-beams", "lower --num-beams")])
+def test_a_run_that_cannot_fit_in_memory_is_refused_with_the_estimate(capsys, tmp_path, flag, lower):
+    wd = tmp_path / "w"
+    start = time.monotonic()
+    line = one_line_error(capsys, "benchmark", "GPT2", "onnxrt", "--use-cache", flag, "1000000", "--input-seq-len", "16",
+                          "--output-seq-len", "16", "--working-dir", wd, match=lower)
+    assert "KV cache" in line and "1000000 rows x 32 positions" in line and "GiB of memory is available" in line
+    assert time.monotonic() - start < 30 and not onnx_files(wd)
+
+
+def test_the_estimate_counts_the_kv_cache_and_is_shown_by_info(capsys, tmp_path, gpt2_tiny):
+    from NNDF.memory import estimate
+    from conftest import make_cfg
+
+    cfg = make_cfg(WorkingDir(tmp_path / "w"), "--use-cache", "--batch-size", "3", "--num-beams", "2",
+                   "--input-seq-len", "20", "--output-seq-len", "10", action="benchmark", backends=("frameworks", "onnxrt"))
+    est = estimate(cfg, gpt2_tiny, prompt_len=20)
+    c = gpt2_tiny.config
+    per_position = 2 * c.n_layer * c.n_embd * 4                   # keys and values of every layer, fp32
+    assert est.rows == 6 and est.positions == 30
+    assert est.kv_cache == 2 * 6 * 30 * per_position                # past and present
+    assert est.sessions == est.weights                              # one ONNX Runtime session
+    code, out, _ = call(capsys, "benchmark", "GPT2", "--info", "--input-seq-len", "8", "--output-seq-len", "4",
+                        "--iterations", "1", "--working-dir", tmp_path / "w")
+    assert code == 0 and "memory: this run needs about" in out and "1 rows x 12 positions" in out
+
+
+# --------------------------------------------------------------------------- 7. accuracy on long texts
+def test_accuracy_scores_the_tail_of_a_text_longer_than_the_positions(capsys, tmp_path, gpt2_tiny):
+    from NNDF.actions.accuracy import teacher_forced_sequence
+
+    long_text = " ".join(f"word{i}" for i in range(400)) + " and the lighthouse keeper smiled"
+    ids = gpt2_tiny.tokenizer(long_text)["input_ids"]
+    assert len(ids) > gpt2_tiny.max_positions
+    seq, _ = teacher_forced_sequence(gpt2_tiny, long_text, 5)
+    assert seq.tolist() == ids[-gpt2_tiny.max_positions:]        # the real last tokens, with all context that fits
+    data = tmp_path / "long.jsonl"
+    data.write_text(json.dumps({"text": long_text}) + "\n" + json.dumps({"text": "The lighthouse keeper smiled."}) + "\n")
+    out_file = tmp_path / "acc.json"
+    code, out, err = call(capsys, "accuracy", "GPT2", "--dataset-path", data, "--working-dir", tmp_path / "w",
+                          "--save-output-fpath", out_file)
+    assert code == 0, err
+    assert "1 of 2 samples are longer than the model's 128 positions" in out
+    assert json.loads(out_file.read_text())["truncated_samples"] == 1
+
+
+# --------------------------------------------------------------------------- 8. data hygiene
+def test_jsonl_with_a_byte_order_mark_is_read(tmp_path):
+    from NNDF.actions.accuracy import load_texts
+
+    data = tmp_path / "bom.jsonl"
+    data.write_bytes(b"\xef\xbb\xbf" + b'{"text": "first"}\n{"text": "second"}\n')
+    assert load_texts(data, 5) == ["first", "second"]
+
+
+@pytest.mark.parametrize("row, match", [('{"text": null}', "line 2: \"text\" is null, not a string"),
+                                        ('{"text": 5}', "line 2: \"text\" is an integer, not a string"),
+                                        ('{"text": ["a"]}', "line 2: \"text\" is an array, not a string"),
+                                        ('"just a string"', "line 2 is not a JSON object")])
+def test_a_non_string_text_is_an_error_naming_the_line(capsys, tmp_path, row, match):
+    data = tmp_path / "bad.jsonl"
+    data.write_text('{"text": "fine text here"}\n' + row + "\n")
+    one_line_error(capsys, "accuracy", "GPT2", "--working-dir", tmp_path / "w", "--dataset-path", data, match=match)
+
+
+def test_result_files_get_the_usual_permissions(capsys, tmp_path):
+    out_file = tmp_path / "r.json"
+    old = os.umask(0o022)
+    try:
+        assert call(capsys, "run", "GPT2", "--working-dir", tmp_path / "w", "--iterations", "1",
+                    "--save-output-fpath", out_file)[0] == 0
+    finally:
+        os.umask(old)
+    assert out_file.stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

@@ -14,6 +14,25 @@ from NNDF.family import LoadedModel
 EXIT_WORDS = {"exit", "quit"}
 
 
+def read_line(stdin) -> str | bytes:
+    """The next line, as bytes where the stream has them, so a line that is not UTF-8 costs only
+    that line (a text stream would raise on it and end the session)."""
+    raw = getattr(stdin, "buffer", None)
+    line = raw.readline() if raw is not None else stdin.readline()
+    if isinstance(line, bytes):
+        try:
+            return line.decode("utf-8")
+        except UnicodeDecodeError:
+            return line   # reported by as_text, with the conversation going on
+    return line
+
+
+def as_text(line: str | bytes) -> str:
+    if isinstance(line, bytes):
+        raise UsageError("this line is not UTF-8 text", "type it again in UTF-8")
+    return line
+
+
 def run(cfg: RunConfig, loaded: LoadedModel, backends: list[Backend], stdin=None) -> dict:
     stdin = stdin or sys.stdin
     if len(backends) > 1 and not cfg.chat_compare:
@@ -25,16 +44,21 @@ def run(cfg: RunConfig, loaded: LoadedModel, backends: list[Backend], stdin=None
     try:
         while True:
             print("> ", end="", flush=True)
-            line = stdin.readline()
-            if not line or line.strip().lower() in EXIT_WORDS:
+            line = read_line(stdin)
+            if not line or (isinstance(line, str) and line.strip().lower() in EXIT_WORDS):
                 break
-            prompt = as_prompt(line.rstrip("\n"))
-            if prompt is None:
-                continue
-            try:
+            try:  # one bad line should not end the conversation
+                prompt = as_prompt(as_text(line).rstrip("\n"))
+                if prompt is None:
+                    continue
                 ids, mask = loaded.encode_prompts([prompt], False, cfg.generation.max_new_tokens)
-            except UsageError as e:  # one bad prompt should not end the conversation
+            except UsageError as e:
                 print(f"error: {e}", flush=True)
+                continue
+            except Exception as e:  # tokenizers raise their own types for input they cannot take
+                print(f"error: the tokenizer cannot encode this line ({type(e).__name__}: "
+                      f"{str(e).strip().splitlines()[0][:120] if str(e).strip() else 'no detail'}); "
+                      "type another line", flush=True)
                 continue
             turn = {"input": prompt, "outputs": {}}
             for backend in backends:

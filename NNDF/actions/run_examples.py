@@ -17,27 +17,25 @@ import toml
 from NNDF.actions.common import identity, label, table
 from NNDF.backends import Backend
 from NNDF.config import RunConfig
+from NNDF.data_checks import read_text, toml_table, toml_text
 from NNDF.errors import UsageError
 from NNDF.family import LoadedModel, ModelFamily
 
 
 def load_examples(path: Path, family: str, variant: str) -> dict[str, dict]:
     try:
-        data = toml.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as e:
-        raise UsageError(f"cannot read checkpoint file {path}: {getattr(e, 'strerror', None) or e}",
-                         "pass a readable TOML file") from None
+        data = toml.loads(read_text(path, "checkpoint file"))
     except toml.TomlDecodeError as e:
         raise UsageError(f"checkpoint file {path} is not valid TOML ({e})", "fix its syntax") from None
-    tree = data.get(family, {}).get("all", {})
-    if not isinstance(tree, dict):
-        raise UsageError(f"{path}: [{family}.all] must be a table of variants")
+    tree = toml_table(toml_table(data.get(family, {}), family, path).get("all", {}), f"{family}.all", path)
     examples: dict[str, dict] = {}
     for scope in ("default", variant):
-        for name, ex in (tree.get(scope, {}).get("all", {}) or {}).items():
-            if not isinstance(ex, dict) or "input" not in ex or "label" not in ex:
-                raise UsageError(f"{path}: [{family}.all.{scope}.all.{name}] needs both 'input' and 'label'")
-            examples[name] = {"input": str(ex["input"]), "label": str(ex["label"])}
+        where = f"{family}.all.{scope}"
+        for name, ex in toml_table(toml_table(tree.get(scope, {}), where, path).get("all", {}),
+                                   f"{where}.all", path).items():
+            table = f"{where}.all.{name}"
+            ex = toml_table(ex, table, path)
+            examples[name] = {"input": toml_text(ex, "input", table, path), "label": toml_text(ex, "label", table, path)}
     if not examples:
         raise UsageError(f"{path} has no examples for {family} {variant}",
                          f"add tables named [{family}.all.default.all.NAME] or [{family}.all.{variant}.all.NAME]")
