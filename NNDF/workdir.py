@@ -80,14 +80,23 @@ def recorded_digest(path: Path) -> str:
 def is_disk_error(e: OSError, where: Path) -> bool:
     """Whether `e` is the disk's fault (full, read-only, no permission) rather than the code's:
     a full disk anywhere, or an unwritable place under `where`."""
-    if e.errno in FULL_DISK_ERRNOS:
+    if e.errno in FULL_DISK_ERRNOS or (e.errno is None and _nearly_full(where)):
         return True
     return e.errno in UNWRITABLE_ERRNOS and str(e.filename or "").startswith(str(where))
 
 
+def _nearly_full(where: Path) -> bool:
+    """Some writers (numpy's tofile) report a short write without an errno; a full disk is why."""
+    try:
+        st = os.statvfs(where)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < (1 << 20)
+
+
 def disk_error(e: OSError, writing: Path, fix: str) -> UsageError:
     """A write that failed because of the disk or its permissions, as the one line a user sees."""
-    what = "no space left on the device" if e.errno in FULL_DISK_ERRNOS else e.strerror
+    what = e.strerror if e.errno in UNWRITABLE_ERRNOS else "no space left on the device"
     return UsageError(f"cannot write {writing}: {what}", fix)
 
 
