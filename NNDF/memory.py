@@ -13,7 +13,9 @@ scales with the flags:
 - logits: rows x vocabulary, a few times (scores, log-softmax, beams), or every
   position of a sample for teacher-forced accuracy.
 Activations other than attention scores and allocator slack are not counted;
-that is what `HEADROOM` leaves room for.
+that is what `HEADROOM` leaves room for. This is host memory: a backend that runs
+on a GPU (trt, or frameworks/onnxrt on CUDA) keeps its session and KV cache
+there, and GPU memory is not estimated, so it is left out and named.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class MemoryEstimate:
     logits: int
     rows: int
     positions: int
+    on_gpu: tuple[str, ...] = ()     # backends whose memory is on a GPU, not counted here
 
     @property
     def total(self) -> int:
@@ -48,7 +51,8 @@ class MemoryEstimate:
         parts = (f"weights {self.weights / GIB:.2f}, sessions {self.sessions / GIB:.2f}, "
                  f"KV cache {self.kv_cache / GIB:.2f} for {self.rows} rows x {self.positions} positions, "
                  f"attention {self.attention / GIB:.2f}, logits {self.logits / GIB:.2f}")
-        return f"about {self.total / GIB:.2f} GiB peak ({parts} GiB)"
+        gpu = f"; not counted: GPU memory of {', '.join(self.on_gpu)}" if self.on_gpu else ""
+        return f"about {self.total / GIB:.2f} GiB of host memory at peak ({parts} GiB{gpu})"
 
 
 def _first(config, names: tuple[str, ...], default=None):
@@ -70,7 +74,9 @@ def estimate(cfg: RunConfig, loaded, prompt_len: int | None = None) -> MemoryEst
     act_bytes = 2 if cfg.fp16 else 4
 
     weights = sum(p.numel() * p.element_size() for p in loaded.model.parameters())
-    compiled = [b for b in cfg.backends if b != "frameworks"]
+    on_gpu = tuple(b for b in cfg.backends if not runs_on_host(b, cfg))
+    on_host = [b for b in cfg.backends if b not in on_gpu]
+    compiled = [b for b in on_host if b != "frameworks"]
     sessions = int(len(compiled) * weights * (0.5 if cfg.fp16 else 1.0))
 
     if cfg.action == "accuracy":       # teacher-forced: one sample of up to every position at a time
@@ -91,7 +97,25 @@ def estimate(cfg: RunConfig, loaded, prompt_len: int | None = None) -> MemoryEst
     attention = rows * heads * queries * (positions + encoder_len) * 4
     logit_rows = positions if cfg.action == "accuracy" else LOGIT_COPIES
     logits = rows * logit_rows * vocab * 4
-    return MemoryEstimate(weights, sessions, kv_cache, attention, logits, rows, positions + encoder_len)
+    if not on_host:
+        kv_cache = attention = logits = 0
+    return MemoryEstimate(weights, sessions, kv_cache, attention, logits, rows, positions + encoder_len, on_gpu)
+
+
+def runs_on_host(backend: str, cfg: RunConfig) -> bool:
+    """Whether `backend`'s sessions and KV cache live in host memory (the selection rules of
+    torch_placement and ort_session, asked the same way)."""
+    if backend == "trt":
+        return False
+    if cfg.cpu:
+        return True
+    if backend == "frameworks":
+        from NNDF.torch_placement import cuda_available
+
+        return not cuda_available()
+    from NNDF.ort_session import providers_for
+
+    return providers_for(True)[0] == "CPUExecutionProvider"
 
 
 def available_bytes() -> int | None:

@@ -438,6 +438,10 @@ def test_the_estimate_counts_the_kv_cache_and_is_shown_by_info(capsys, tmp_path,
     assert est.rows == 6 and est.positions == 30
     assert est.kv_cache == 2 * 6 * 30 * per_position                # past and present
     assert est.sessions == est.weights                              # one ONNX Runtime session
+    gpu_cfg = make_cfg(WorkingDir(tmp_path / "w"), "--use-cache", action="benchmark", backends=("trt",))
+    on_gpu = estimate(gpu_cfg, gpt2_tiny, prompt_len=20)
+    assert on_gpu.on_gpu == ("trt",) and on_gpu.kv_cache == on_gpu.sessions == 0   # GPU memory: not estimated
+    assert "not counted: GPU memory of trt" in on_gpu.describe()
     code, out, _ = call(capsys, "benchmark", "GPT2", "--info", "--input-seq-len", "8", "--output-seq-len", "4",
                         "--iterations", "1", "--working-dir", tmp_path / "w")
     assert code == 0 and "memory: this run needs about" in out and "1 rows x 12 positions" in out
