@@ -77,6 +77,12 @@ def _main(argv: list[str]) -> int:
     if not cfg.verbose:
         _quiet_libraries()
     family, cfg = resolve(cfg)
+    if cfg.action in ("serve", "export-triton"):   # long-running server / repository writer: own flows
+        from NNDF import export_triton, serve
+
+        result = serve.run(cfg, argv) if cfg.action == "serve" else export_triton.run(cfg, family)
+        save_json(cfg.save_output_fpath, {"family": family.name, "variant": cfg.variant, **result})
+        return 0
     if cfg.generation.num_beams > 1 and cfg.action == "accuracy":
         print("note: accuracy is teacher-forced, so --num-beams does not change it", file=sys.stderr)
     workdir = WorkingDir(cfg.working_dir, verify=cfg.verify)

@@ -9,11 +9,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from NNDF.config import GenerationSettings, RunConfig, TimingSettings, TrtSettings
+from NNDF.config import GenerationSettings, RunConfig, ServeSettings, TimingSettings, TrtSettings
 from NNDF.errors import UsageError
 from NNDF.preflight import check_output_path
 
-ACTIONS = ("accuracy", "benchmark", "chat", "run", "compare")
+ACTIONS = ("accuracy", "benchmark", "chat", "run", "compare", "serve", "export-triton")
 BACKENDS = ("frameworks", "onnxrt", "trt")
 PREBUILT_GRAPHS = ("decoder", "encoder", "cache_generator")
 
@@ -90,7 +90,54 @@ def build_parser() -> argparse.ArgumentParser:
         flag = graph.replace("_", "-")
         g.add_argument(f"--{flag}-onnx", type=Path, help=f"use this {graph} ONNX file instead of exporting")
         g.add_argument(f"--{flag}-engine", type=Path, help=f"use this prebuilt {graph} engine")
+    _add_serving_flags(p)
     return p
+
+
+def _add_serving_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("serve / export-triton (Triton Inference Server)")
+    g.add_argument("--host", default="0.0.0.0", help="serve: address the HTTP, gRPC and metrics endpoints listen on")
+    g.add_argument("--http-port", type=int, default=8000)
+    g.add_argument("--grpc-port", type=int, default=8001)
+    g.add_argument("--metrics-port", type=int, default=8002)
+    g.add_argument("--max-batch-size", type=int, default=16, help="most requests generated together as one batch")
+    g.add_argument("--max-queue-delay-ms", type=float, default=5.0,
+                   help="how long the dynamic batcher may hold a request to fill a batch")
+    g.add_argument("--instances", type=int, default=1, help="model instances (export-triton: per GPU)")
+    g.add_argument("--drain-timeout", type=int, default=25, help="serve: seconds SIGTERM waits for in-flight requests")
+    g.add_argument("--output", type=Path, help="export-triton: the model repository folder to write")
+    g.add_argument("--backend", choices=("onnxrt", "trt"), help="export-triton: which graphs the repository holds")
+
+
+def _serve_settings(a, backends: tuple[str, ...]) -> tuple[ServeSettings, tuple[str, ...]]:
+    """Checks of the serving flags; export-triton names its backend with --backend, not positionally."""
+    for name in ("http_port", "grpc_port", "metrics_port"):
+        value = getattr(a, name)
+        if not 1 <= value <= 65535:
+            raise UsageError(f"--{name.replace('_', '-')} must be within 1..65535, got {value}")
+    ports = (a.http_port, a.grpc_port, a.metrics_port)
+    if a.action == "serve" and len(set(ports)) != 3:
+        raise UsageError(f"--http-port, --grpc-port and --metrics-port must differ, got {' '.join(map(str, ports))}")
+    _positive("--max-batch-size", a.max_batch_size)
+    _positive("--instances", a.instances)
+    _positive("--drain-timeout", a.drain_timeout, 0)
+    if a.max_queue_delay_ms < 0:
+        raise UsageError(f"--max-queue-delay-ms must not be negative, got {a.max_queue_delay_ms}")
+    if a.action == "serve" and len(backends) != 1:
+        raise UsageError(f"serve takes one backend, got {' '.join(backends)}", "list one of frameworks, onnxrt, trt")
+    if a.action == "export-triton":
+        if a.backends:
+            raise UsageError("export-triton takes its backend as --backend onnxrt|trt, not positionally")
+        if a.output is None:
+            raise UsageError("export-triton needs --output DIR", "name the model repository folder to write")
+        backends = (a.backend or "onnxrt",)
+    elif a.output is not None or a.backend is not None:
+        raise UsageError("--output and --backend belong to export-triton")
+    settings = ServeSettings(host=a.host, http_port=a.http_port, grpc_port=a.grpc_port, metrics_port=a.metrics_port,
+                             max_batch_size=a.max_batch_size, max_queue_delay_ms=a.max_queue_delay_ms,
+                             instances=a.instances, drain_timeout_s=a.drain_timeout, output=a.output,
+                             export_backend=backends[0])
+    return settings, backends
 
 
 def _positive(name: str, value: int | None, minimum: int = 1):
@@ -106,6 +153,7 @@ def parse_args(argv: list[str]) -> RunConfig:
             raise UsageError(f"unknown backend '{b}'", f"choose from {', '.join(BACKENDS)}")
     if len(set(backends)) != len(backends):
         raise UsageError(f"backend listed twice in {' '.join(backends)}")
+    serve, backends = _serve_settings(a, backends)
 
     for name in ("batch_size", "num_beams", "iterations", "number", "num_samples", "tokens_to_generate",
                  "top_n", "input_seq_len", "output_seq_len", "min_dynamic_batch", "max_dynamic_batch",
@@ -177,5 +225,5 @@ def parse_args(argv: list[str]) -> RunConfig:
         save_output_fpath=None if a.save_output_fpath is None else Path(a.save_output_fpath), generation=generation, timing=timing, trt=trt,
         input_seq_len=a.input_seq_len, num_samples=a.num_samples, tokens_to_generate=a.tokens_to_generate,
         top_n=a.top_n, dataset_path=a.dataset_path, checkpoint=a.checkpoint, image=a.image,
-        chat_compare=a.compare,
+        chat_compare=a.compare, serve=serve,
     )

@@ -46,6 +46,22 @@ class TrtSettings:
 
 
 @dataclass(frozen=True)
+class ServeSettings:
+    """`serve` and `export-triton`: the Triton server and model repository (NNDF/serve.py, NNDF/triton_repo.py)."""
+
+    host: str = "0.0.0.0"
+    http_port: int = 8000
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    max_batch_size: int = 16
+    max_queue_delay_ms: float = 5.0
+    instances: int = 1                 # model instances per device (export-triton) / per server (serve)
+    drain_timeout_s: int = 25          # SIGTERM: how long in-flight requests may take to finish
+    output: Path | None = None         # export-triton: the model repository to write
+    export_backend: str = "onnxrt"     # export-triton: onnxrt or trt
+
+
+@dataclass(frozen=True)
 class RunConfig:
     action: str
     family: str
@@ -67,6 +83,7 @@ class RunConfig:
     generation: GenerationSettings = GenerationSettings()
     timing: TimingSettings = TimingSettings()
     trt: TrtSettings = TrtSettings()
+    serve: ServeSettings = ServeSettings()
     # action-specific
     input_seq_len: int = 128
     num_samples: int = 20

@@ -1,0 +1,1 @@
+"""`run.py export-triton`: a Triton model repository for NVIDIA's Triton container (written below)."""
