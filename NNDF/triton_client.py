@@ -1,7 +1,8 @@
-"""Starting a Triton server for a test and talking to it, on 127.0.0.1 only.
+"""Clients of the served `generate` models (tritonclient), and `run.py serve` as a child
+process for the tests and benchmarks/serve_speed.py.
 
-Every server is a child process started here and always stopped here (SIGTERM,
-then SIGKILL of its process group if it does not exit in time).
+A child server is always stopped by whoever started it: SIGTERM, then SIGKILL of
+its process group if it does not exit in time.
 """
 
 from __future__ import annotations
@@ -17,8 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from conftest import ROOT
-
+ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
 
 
@@ -87,8 +87,9 @@ class ServerProcess:
         return self.proc.returncode
 
 
-def serve_argv(workdir: str, http_port: int, grpc_port: int, metrics_port: int, *flags: str) -> list[str]:
-    return [sys.executable, "run.py", "serve", "GPT2", "onnxrt", "--use-cache", "--working-dir", workdir,
+def serve_argv(workdir: str, http_port: int, grpc_port: int, metrics_port: int, *flags: str,
+               model: tuple[str, ...] = ("GPT2", "onnxrt", "--use-cache")) -> list[str]:
+    return [sys.executable, "run.py", "serve", *model, "--working-dir", workdir,
             "--host", HOST, "--http-port", str(http_port), "--grpc-port", str(grpc_port),
             "--metrics-port", str(metrics_port), *flags]
 
