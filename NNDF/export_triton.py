@@ -1,1 +1,172 @@
-"""`run.py export-triton`: a Triton model repository for NVIDIA's Triton container (written below)."""
+"""`run.py export-triton`: a Triton model repository for NVIDIA's Triton container on GPU nodes.
+
+    <output>/
+      decoder/config.pbtxt            the graph as a Triton model: onnxruntime_onnx, or tensorrt_plan
+      decoder/1/model.onnx(.data)     with one plan per GPU kind (`cc_model_filenames`, keyed like
+        or <gpu>-sm86-trt11.4.plan    the engine cache: GPU name, compute capability, TensorRT version)
+      generate/config.pbtxt           Python backend: dynamic batching, one instance per GPU
+      generate/1/model.py             NNDF/triton_model.py: this project's generation loop
+      generate/1/serving.json         what the generation loop needs: graph IO, token ids, positions
+      generate/1/tokenizer/, config.json
+      generate_stream/...             the same model, decoupled, for gRPC streaming clients
+
+The generate models run the graph in their own process with this project's session
+(ONNX Runtime, or TensorRT for the plan matching the GPU they run on), so the KV cache stays
+on the device between steps. The graph's own model makes raw steps servable too; a
+deployment that wants only generation loads `generate` and `generate_stream`
+(`--model-control-mode=explicit --load-model=generate --load-model=generate_stream`).
+Run export-triton once per GPU kind into the same folder to add each kind's plan.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+from NNDF.config import GenerationSettings, RunConfig, TrtSettings
+from NNDF.errors import UsageError
+from NNDF.family import LoadedModel, ModelFamily
+from NNDF.triton_repo import GENERATE, GENERATE_STREAM, python_model_config, write_model
+
+GRAPH_MODEL = "decoder"
+MANIFEST = "serving.json"
+
+
+def run(cfg: RunConfig, family: ModelFamily) -> dict:
+    from NNDF.serve import open_backend
+
+    s = cfg.serve
+    if family.is_encoder_decoder:
+        raise UsageError(f"export-triton writes decoder-only families for now, not {family.name}",
+                         "export GPT2, OPT or BLOOM, or serve this family with run.py serve")
+    if s.export_backend == "trt" and not (cfg.trt.dynamic_batch and (cfg.trt.max_dynamic_batch or 0)
+                                          >= s.max_batch_size * cfg.generation.num_beams):
+        raise UsageError(f"a served TensorRT engine must take batches of 1 to --max-batch-size {s.max_batch_size} rows",
+                         f"add --dynamic-batch --max-dynamic-batch {s.max_batch_size * cfg.generation.num_beams}")
+    _, loaded, backend = open_backend(cfg)
+    session, spec = backend.steps.session, backend.steps.spec
+    out = Path(s.output)
+    graph_dir = out / GRAPH_MODEL / "1"
+    graph_dir.mkdir(parents=True, exist_ok=True)
+    if s.export_backend == "onnxrt":
+        for f in _onnx_files(Path(session.path)):
+            shutil.copyfile(f, graph_dir / f.name)
+        graph = {"onnx": Path(session.path).name}
+        graph_config = _graph_config("onnxruntime_onnx", {"model.onnx": Path(session.path).name}, s.instances)
+    else:
+        plans = _add_plan(graph_dir, Path(session.path))
+        graph = {"plans": plans, "ranges": _ranges_for(spec, cfg, loaded)}
+        graph_config = _graph_config("tensorrt_plan", plans, s.instances)
+    (out / GRAPH_MODEL / "config.pbtxt").write_text(graph_config)
+
+    manifest = {
+        "family": family.name, "variant": loaded.variant, "backend": s.export_backend, "graph_model": GRAPH_MODEL,
+        "graph": graph, "with_cache": cfg.generation.use_cache, "arch": loaded.arch,
+        "spec": {"name": spec.name, "inputs": spec.inputs, "outputs": spec.outputs},
+        "max_positions": loaded.max_positions, "generation_defaults": loaded.generation_defaults,
+        "generation": asdict(cfg.generation),
+    }
+    source = {"kind": "exported"}
+    for name, decoupled in ((GENERATE, False), (GENERATE_STREAM, True)):
+        folder = write_model(out, name, python_model_config(
+            name, source, s.max_batch_size, s.instances, "KIND_GPU" if s.export_backend == "trt" else "KIND_CPU",
+            None if decoupled else s.max_queue_delay_ms, decoupled=decoupled))
+        (folder / "1" / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        loaded.tokenizer.save_pretrained(str(folder / "1" / "tokenizer"))
+        loaded.config.to_json_file(str(folder / "1" / "config.json"))
+    print(f"wrote a Triton model repository to {out}: {GRAPH_MODEL} ({s.export_backend}), {GENERATE}, {GENERATE_STREAM}")
+    return {"action": "export-triton", "output": str(out), "backend": s.export_backend}
+
+
+def _onnx_files(model: Path) -> list[Path]:
+    from NNDF.onnx_export import DATA_FILE
+
+    return [model] + ([model.parent / DATA_FILE] if (model.parent / DATA_FILE).is_file() else [])
+
+
+def _add_plan(graph_dir: Path, engine: Path) -> dict[str, str]:
+    """Copy this GPU's plan beside those exported earlier for other GPUs; compute capability -> file."""
+    from NNDF import trt_env
+    from NNDF.trt_build import device_dirname
+
+    device = trt_env.device_identity()
+    name = device_dirname(device, trt_env.trt_version()) + ".plan"
+    shutil.copyfile(engine, graph_dir / name)
+    plans = {}
+    for plan in sorted(graph_dir.glob("*.plan")):
+        sm = re.search(r"-sm(\d)(\d+)-", plan.name)
+        if sm:
+            plans[f"{sm.group(1)}.{sm.group(2)}"] = plan.name
+    plans[device["compute_capability"]] = name
+    return plans
+
+
+def _ranges_for(spec, cfg: RunConfig, loaded: LoadedModel) -> dict:
+    from NNDF.trt_build import profile_ranges
+
+    return {k: list(v) for k, v in profile_ranges(spec, cfg, loaded.max_positions).items()}
+
+
+def _graph_config(platform: str, files: dict[str, str], instances: int) -> str:
+    """config.pbtxt of the graph model. Its inputs and outputs are left to Triton's auto-complete
+    (on by default), which reads them from the ONNX file or plan; the batch axis is one of the
+    graph's own dynamic dims, so Triton does not batch it (max_batch_size 0)."""
+    lines = [f'name: "{GRAPH_MODEL}"', f'platform: "{platform}"', "max_batch_size: 0"]
+    if platform == "tensorrt_plan":
+        lines += [f'cc_model_filenames {{ key: "{cc}" value: "{f}" }}' for cc, f in files.items()]
+        lines.append(f"instance_group [ {{ kind: KIND_GPU count: {instances} }} ]")
+    else:
+        lines.append(f'default_model_filename: "{files["model.onnx"]}"')
+        lines.append(f"instance_group [ {{ count: {instances} }} ]")
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------- inside Triton
+class _ConfigOnly:
+    """What LoadedModel reads of a torch model (its config): an exported repository has no torch weights."""
+
+    def __init__(self, config):
+        self.config = config
+
+
+def open_exported(model_dir: Path, device_id: int = 0):
+    """In a generate model instance: (loaded model, backend, default settings) from the repository's files
+    (model_dir: <repository>/generate/1)."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from NNDF.decoder_only import CompiledDecoderOnly
+    from NNDF.onnx_export import GraphSpec
+    from NNDF.pipeline import token_ids
+
+    m = json.loads((model_dir / MANIFEST).read_text())
+    axes = lambda d: {name: {int(a): n for a, n in ax.items()} for name, ax in d.items()}
+    spec = GraphSpec(name=m["spec"]["name"], inputs=axes(m["spec"]["inputs"]), outputs=axes(m["spec"]["outputs"]),
+                     make_module=None, make_inputs=None, trace_sizes={})
+    loaded = LoadedModel(m["variant"], _ConfigOnly(AutoConfig.from_pretrained(str(model_dir))),
+                         AutoTokenizer.from_pretrained(str(model_dir / "tokenizer")), {}, m["max_positions"],
+                         m["generation_defaults"], m["arch"])
+    graph_dir = model_dir.parent.parent / m["graph_model"] / "1"
+    if m["backend"] == "onnxrt":
+        from NNDF.ort_session import OrtSession
+
+        session = OrtSession(graph_dir / m["graph"]["onnx"])
+    else:
+        from NNDF import trt_env
+        from NNDF.trt_session import TrtSession
+
+        cc = trt_env.device_identity()["compute_capability"]
+        plan = m["graph"]["plans"].get(cc)
+        if plan is None:
+            raise UsageError(f"the repository has TensorRT plans for compute capability "
+                             f"{', '.join(m['graph']['plans'])}, not this GPU's {cc}",
+                             "run export-triton on a GPU of this kind into the same folder")
+        ranges = {k: tuple(v) for k, v in m["graph"]["ranges"].items()}
+        import torch
+
+        device = torch.device("cuda", device_id) if device_id else None   # None: the session's default, GPU 0
+        session = TrtSession(graph_dir / plan, spec, ranges, TrtSettings(), device=device)
+    backend = CompiledDecoderOnly(m["backend"], session, spec, m["with_cache"], token_ids(loaded))
+    return loaded, backend, GenerationSettings(**m["generation"])

@@ -46,6 +46,7 @@ class OrtSession(Session):
             first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
             raise UsageError(f"ONNX Runtime cannot load {path}: {first}", "re-export it or delete it (--cleanup)") from None
         self._model_path = str(path)
+        self.path = Path(path)   # what this session runs (export-triton copies it)
         self._providers = tuple(self._session.get_providers())
         on_cuda = self._providers[0] == "CUDAExecutionProvider"
         self._device_type = "cuda" if on_cuda else "cpu"

@@ -23,7 +23,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from NNDF.config import RunConfig
+from NNDF.config import RunConfig, ServeSettings
 from NNDF.errors import UsageError
 from NNDF.triton_repo import GENERATE, GENERATE_STREAM, python_model_config, write_model
 
@@ -86,13 +86,40 @@ def write_serving_repository(repo: Path, cfg: RunConfig, argv: list[str], stream
                                                                "KIND_CPU", None, decoupled=True))
 
 
+def start_triton(repo: Path, s: ServeSettings, log_file: Path | None, every_model_required: bool = True):
+    """PyTriton's Triton server on a model repository, started and ready; the caller stops it.
+
+    every_model_required False: models whose backend this server lacks stay unloaded while the
+    others serve (how an exported repository is tried with PyTriton's server, which bundles
+    only the Python backend).
+    """
+    try:
+        from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
+    except ImportError:
+        raise UsageError("serving needs PyTriton and the Triton client", 'pip install -e ".[serve]"') from None
+    os.environ.update(python_backend_env())   # PyTriton starts the server with a copy of this environment
+    config = TritonConfig(model_repository=repo, http_address=s.host, http_port=s.http_port,
+                          grpc_address=s.host, grpc_port=s.grpc_port, metrics_address=s.host,
+                          metrics_port=s.metrics_port, allow_metrics=True, allow_gpu_metrics=False,
+                          exit_timeout_secs=s.drain_timeout_s, log_file=log_file,
+                          exit_on_error=every_model_required, strict_readiness=every_model_required)
+    # statistics stay readable without a token: they show how requests were batched
+    triton = Triton(config=config, security_config=TritonSecurityConfig(restricted_endpoints=[]))
+    try:
+        triton.run()
+    except BaseException:
+        triton.stop()
+        raise
+    return triton
+
+
 def run(cfg: RunConfig, argv: list[str]) -> dict:
     """Serve until SIGTERM or Ctrl-C; then let in-flight requests finish and stop."""
     s = cfg.serve
     check_ports_free(s.host, {"--http-port": s.http_port, "--grpc-port": s.grpc_port, "--metrics-port": s.metrics_port})
-    env = python_backend_env()
+    python_backend_env()   # fails now, in one line, if this Python cannot host Triton's Python backend
     try:
-        from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
+        import pytriton  # noqa: F401
     except ImportError:
         raise UsageError("serving needs PyTriton and the Triton client", 'pip install -e ".[serve]"') from None
 
@@ -108,24 +135,20 @@ def run(cfg: RunConfig, argv: list[str]) -> dict:
     workdir = Path(cfg.working_dir)
     workdir.mkdir(parents=True, exist_ok=True)
     log_file = (workdir / f"triton-serve-{s.http_port}.log").resolve()
-    os.environ.update(env)   # PyTriton starts the server with a copy of this process's environment
     with tempfile.TemporaryDirectory(prefix="triton-repo-", dir=workdir) as repo:
         write_serving_repository(Path(repo), cfg, argv, stream)
-        config = TritonConfig(model_repository=Path(repo), http_address=s.host, http_port=s.http_port,
-                              grpc_address=s.host, grpc_port=s.grpc_port, metrics_address=s.host,
-                              metrics_port=s.metrics_port, allow_metrics=True, allow_gpu_metrics=False, exit_timeout_secs=s.drain_timeout_s,
-                              log_file=None if cfg.verbose else log_file)
-        # statistics stay readable without a token: they show how requests were batched
-        triton = Triton(config=config, security_config=TritonSecurityConfig(restricted_endpoints=[]))
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
+        triton = None
         try:
             try:
-                triton.run()
+                triton = start_triton(Path(repo), s, None if cfg.verbose else log_file)
+            except UsageError:
+                raise
             except Exception as e:  # the server or a model failed to start; its log says why
-                raise UsageError(f"Triton did not start ({str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__})",
-                                 f"see {log_file} (or rerun with --verbose)") from None
+                first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+                raise UsageError(f"Triton did not start ({first})", f"see {log_file} (or rerun with --verbose)") from None
             models = GENERATE + (f" and {GENERATE_STREAM} (gRPC streaming)" if stream else "")
             print(f"serving {models}: HTTP {s.host}:{s.http_port}, gRPC {s.host}:{s.grpc_port}, "
                   f"metrics http://{s.host}:{s.metrics_port}/metrics; SIGTERM or Ctrl-C stops after in-flight requests",
@@ -134,6 +157,7 @@ def run(cfg: RunConfig, argv: list[str]) -> dict:
                 if not triton.is_alive():
                     raise UsageError("the Triton server stopped unexpectedly", f"see {log_file}")
         finally:
-            triton.stop()   # SIGINT to the server: it stops taking requests and drains in-flight ones
+            if triton is not None:
+                triton.stop()   # SIGINT to the server: it stops taking requests and drains in-flight ones
     print("stopped", flush=True)
     return {"action": "serve", "streaming": stream}

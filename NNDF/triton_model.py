@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import traceback
+from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils  # only inside Triton's Python backend
@@ -24,7 +25,9 @@ class TritonPythonModel:
 
         config = json.loads(args["model_config"])
         source = json.loads(config["parameters"]["source"]["string_value"])
-        self.loaded, self.backend, self.defaults = open_source(source, args["model_repository"])
+        model_dir = Path(args["model_repository"]) / args["model_version"]   # <repository>/<model>/<version>
+        self.loaded, self.backend, self.defaults = open_source(source, model_dir,
+                                                               int(args.get("model_instance_device_id") or 0))
         self.max_batch = max(1, int(config.get("max_batch_size", 1)))
         self.streaming = pb_utils.using_decoupled_model_transaction_policy(config)
         self.input_names = ["text"] + [spec.name for spec in OPTIONAL_INPUTS]

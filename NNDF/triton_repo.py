@@ -57,8 +57,9 @@ def write_model(repo: Path, name: str, config_text: str, model_file: Path | None
     return folder
 
 
-def open_source(source: dict, repository: str):
-    """In a model instance: (loaded model, backend, default generation settings) from config's `source`."""
+def open_source(source: dict, model_dir: Path, device_id: int = 0):
+    """In a model instance: (loaded model, backend, default generation settings) from config's `source`.
+    device_id: the GPU Triton gave a KIND_GPU instance (TensorRT plans run there)."""
     if source["kind"] == "command":
         import os
 
@@ -72,5 +73,5 @@ def open_source(source: dict, repository: str):
     if source["kind"] == "exported":
         from NNDF.export_triton import open_exported
 
-        return open_exported(Path(repository), source)
+        return open_exported(model_dir, device_id)
     raise ValueError(f"unknown model source {source['kind']!r}")

@@ -1,0 +1,123 @@
+"""`run.py export-triton`: the repository's files, and the repository loaded in PyTriton's
+bundled Triton server as far as its backends allow (it has only the Python backend, so the
+graph model stays unloaded while the generation models serve from the same graph files)."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+import tritonclient.http as http   # the [serve] extra; the [test] extra installs it too
+
+import run as run_py
+from conftest import make_cfg
+from NNDF.config import ServeSettings
+from NNDF.export_triton import MANIFEST, open_exported
+from NNDF.registry import get_family
+from NNDF.serve_requests import answer_all, parse_request
+from NNDF.triton_client import HOST, free_ports, generate_http, stream_grpc
+
+PROMPTS = ["The lighthouse keeper", "Ben", "A storm rolled in over the harbour"]
+
+
+@pytest.fixture(scope="module")
+def repository(workdir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("triton-repo")
+    assert run_py.main(["export-triton", "GPT2", "--use-cache", "--working-dir", str(workdir.root),
+                        "--output", str(out), "--max-batch-size", "8", "--instances", "2"]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def alone(workdir, gpt2_tiny):
+    """What the onnxrt backend answers each prompt alone, in this process."""
+    cfg = make_cfg(workdir, "--use-cache", backends=("onnxrt",))
+    backend = __import__("GPT2.onnxrt", fromlist=["make_backend"]).make_backend(gpt2_tiny, cfg, workdir)
+    import numpy as np
+
+    def answer(prompt, n):
+        req = parse_request({"text": np.array([[prompt.encode()]], dtype=np.object_),
+                             "max_new_tokens": np.array([[n]], np.int32)}, gpt2_tiny, cfg.generation)
+        return answer_all([req], gpt2_tiny, backend, 1)[0]
+    return {(p, n): answer(p, n) for p in PROMPTS for n in (4, 12)}
+
+
+def test_repository_layout_and_configs(repository):
+    decoder = (repository / "decoder" / "config.pbtxt").read_text()
+    assert 'platform: "onnxruntime_onnx"' in decoder and 'default_model_filename: "model.onnx"' in decoder
+    assert (repository / "decoder" / "1" / "model.onnx").is_file() and (repository / "decoder" / "1" / "model.onnx.data").is_file()
+    generate = (repository / "generate" / "config.pbtxt").read_text()
+    assert 'backend: "python"' in generate and "max_batch_size: 8" in generate
+    assert "dynamic_batching { max_queue_delay_microseconds: 5000 }" in generate
+    assert "instance_group [ { kind: KIND_CPU count: 2 } ]" in generate
+    stream = (repository / "generate_stream" / "config.pbtxt").read_text()
+    assert "model_transaction_policy { decoupled: true }" in stream and "dynamic_batching" not in stream
+    for model in ("generate", "generate_stream"):
+        version = repository / model / "1"
+        assert (version / "model.py").is_file() and (version / MANIFEST).is_file() and (version / "tokenizer").is_dir()
+
+
+def test_repository_runs_without_the_torch_model(repository, alone):
+    loaded, backend, defaults = open_exported(repository / "generate" / "1")
+    import numpy as np
+
+    reqs = [parse_request({"text": np.array([[p.encode()]], dtype=np.object_),
+                           "max_new_tokens": np.array([[12]], np.int32)}, loaded, defaults) for p in PROMPTS]
+    assert answer_all(reqs, loaded, backend, 8) == [alone[(p, 12)] for p in PROMPTS]
+
+
+def test_bundled_server_loads_the_generation_models(repository, alone, tmp_path):
+    from NNDF.serve import start_triton
+
+    http_port, grpc_port, metrics_port = free_ports(3)
+    settings = ServeSettings(host=HOST, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port)
+    saved_env = dict(os.environ)
+    log = tmp_path / "triton.log"
+    triton = start_triton(repository, settings, log, every_model_required=False)
+    try:
+        url = f"{HOST}:{http_port}"
+        client = http.InferenceServerClient(url)
+        try:
+            assert client.is_model_ready("generate") and client.is_model_ready("generate_stream")
+            assert not client.is_model_ready("decoder")   # no onnxruntime backend in PyTriton's server
+            index = {m["name"]: m for m in client.get_model_repository_index()}
+            assert index["decoder"]["state"] == "UNAVAILABLE"
+            assert re.search("onnxruntime", index["decoder"]["reason"]), index["decoder"]
+        finally:
+            client.close()
+        for prompt in PROMPTS:
+            assert generate_http(url, prompt, 12) == alone[(prompt, 12)]
+        assert prompt + "".join(stream_grpc(f"{HOST}:{grpc_port}", prompt, 4)) == alone[(prompt, 4)]
+    finally:
+        triton.stop()
+        os.environ.clear()
+        os.environ.update(saved_env)
+
+
+def test_bad_exports_are_one_line_errors(capsys, workdir, tmp_path):
+    wd = str(workdir.root)
+    code = run_py.main(["export-triton", "T5", "--working-dir", wd, "--output", str(tmp_path / "t5")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: export-triton writes decoder-only families"), err
+    code = run_py.main(["export-triton", "GPT2", "--backend", "trt", "--working-dir", wd, "--output", str(tmp_path / "x")])
+    err = capsys.readouterr().err
+    assert code == 2 and "--dynamic-batch --max-dynamic-batch 16" in err and len(err.strip().splitlines()) == 1
+
+
+def test_trt_repository_on_the_standin(standin, workdir, tmp_path, alone):
+    """Plans keyed per GPU kind, loaded by the generation model with TensorRT's runtime (the CPU stand-in here)."""
+    out = tmp_path / "repo"
+    assert run_py.main(["export-triton", "GPT2", "--backend", "trt", "--use-cache", "--dynamic-batch",
+                        "--max-dynamic-batch", "16", "--working-dir", str(workdir.root), "--output", str(out)]) == 0
+    config = (out / "decoder" / "config.pbtxt").read_text()
+    plans = re.findall(r'cc_model_filenames \{ key: "([\d.]+)" value: "([^"]+)" \}', config)
+    assert len(plans) == 1 and (out / "decoder" / "1" / plans[0][1]).is_file()
+    assert f"-sm{plans[0][0].replace('.', '')}-trt" in plans[0][1]
+    assert "instance_group [ { kind: KIND_GPU count: 1 } ]" in (out / "generate" / "config.pbtxt").read_text()
+    loaded, backend, defaults = open_exported(out / "generate" / "1")
+    import numpy as np
+
+    reqs = [parse_request({"text": np.array([[p.encode()]], dtype=np.object_),
+                           "max_new_tokens": np.array([[12]], np.int32)}, loaded, defaults) for p in PROMPTS]
+    assert answer_all(reqs, loaded, backend, 8) == [alone[(p, 12)] for p in PROMPTS]
