@@ -104,7 +104,7 @@ def _add_serving_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-queue-delay-ms", type=float, default=5.0,
                    help="how long the dynamic batcher may hold a request to fill a batch")
     g.add_argument("--instances", type=int, default=1, help="model instances (export-triton: per GPU)")
-    g.add_argument("--drain-timeout", type=int, default=25, help="serve: seconds SIGTERM waits for in-flight requests")
+    g.add_argument("--drain-timeout", type=int, default=25, help="serve: seconds SIGTERM waits for in-flight requests (at most 28)")
     g.add_argument("--output", type=Path, help="export-triton: the model repository folder to write")
     g.add_argument("--backend", choices=("onnxrt", "trt"), help="export-triton: which graphs the repository holds")
 
@@ -120,7 +120,8 @@ def _serve_settings(a, backends: tuple[str, ...]) -> tuple[ServeSettings, tuple[
         raise UsageError(f"--http-port, --grpc-port and --metrics-port must differ, got {' '.join(map(str, ports))}")
     _positive("--max-batch-size", a.max_batch_size)
     _positive("--instances", a.instances)
-    _positive("--drain-timeout", a.drain_timeout, 0)
+    if not 0 <= a.drain_timeout <= 28:   # PyTriton kills the server 30 s after asking it to stop
+        raise UsageError(f"--drain-timeout must be within 0..28 seconds, got {a.drain_timeout}")
     if a.max_queue_delay_ms < 0:
         raise UsageError(f"--max-queue-delay-ms must not be negative, got {a.max_queue_delay_ms}")
     if a.action == "serve" and len(backends) != 1:
