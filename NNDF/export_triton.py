@@ -64,7 +64,7 @@ def run(cfg: RunConfig, family: ModelFamily) -> dict:
 
     manifest = {
         "family": family.name, "variant": loaded.variant, "backend": s.export_backend, "graph_model": GRAPH_MODEL,
-        "graph": graph, "with_cache": cfg.generation.use_cache, "arch": loaded.arch,
+        "graph": graph, "with_cache": cfg.generation.use_cache, "arch": loaded.arch, "precision": backend.precision,
         "spec": {"name": spec.name, "inputs": spec.inputs, "outputs": spec.outputs},
         "max_positions": loaded.max_positions, "generation_defaults": loaded.generation_defaults,
         "generation": asdict(cfg.generation),
@@ -168,5 +168,5 @@ def open_exported(model_dir: Path, device_id: int = 0):
 
         device = torch.device("cuda", device_id) if device_id else None   # None: the session's default, GPU 0
         session = TrtSession(graph_dir / plan, spec, ranges, TrtSettings(), device=device)
-    backend = CompiledDecoderOnly(m["backend"], session, spec, m["with_cache"], token_ids(loaded))
+    backend = CompiledDecoderOnly(m["backend"], session, spec, m["with_cache"], token_ids(loaded), m["precision"])
     return loaded, backend, GenerationSettings(**m["generation"])
