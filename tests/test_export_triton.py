@@ -14,7 +14,6 @@ import run as run_py
 from conftest import make_cfg
 from NNDF.config import ServeSettings
 from NNDF.export_triton import MANIFEST, open_exported
-from NNDF.registry import get_family
 from NNDF.serve_requests import answer_all, parse_request
 from NNDF.triton_client import HOST, free_ports, generate_http, stream_grpc
 
