@@ -21,6 +21,7 @@ Run export-triton once per GPU kind into the same folder to add each kind's plan
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from dataclasses import asdict
@@ -46,11 +47,44 @@ def run(cfg: RunConfig, family: ModelFamily) -> dict:
                                           >= s.max_batch_size * cfg.generation.num_beams):
         raise UsageError(f"a served TensorRT engine must take batches of 1 to --max-batch-size {s.max_batch_size} rows",
                          f"add --dynamic-batch --max-dynamic-batch {s.max_batch_size * cfg.generation.num_beams}")
-    _, loaded, backend = open_backend(cfg)
-    session, spec = backend.steps.session, backend.steps.spec
     out = Path(s.output)
-    graph_dir = out / GRAPH_MODEL / "1"
-    graph_dir.mkdir(parents=True, exist_ok=True)
+    earlier = _earlier_export(out)
+    _, loaded, backend = open_backend(cfg)
+    if earlier and s.export_backend == "trt":
+        same = {"family": family.name, "variant": loaded.variant, "backend": "trt", "precision": backend.precision}
+        if {k: earlier.get(k) for k in same} != same:
+            raise UsageError(f"{out} holds an export of {earlier.get('family')} {earlier.get('variant')} "
+                             f"({earlier.get('backend')}, {earlier.get('precision')}), so this GPU's plan cannot join it",
+                             "choose another --output")
+    # Written beside the target and renamed into place, so a failed export leaves no half repository.
+    staging = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        _write_repository(staging, out if earlier else None, cfg, family, loaded, backend)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if out.exists():
+        retired = out.with_name(f".{out.name}.old-{os.getpid()}")
+        out.rename(retired)
+        staging.rename(out)
+        shutil.rmtree(retired)
+    else:
+        staging.rename(out)
+    print(f"wrote a Triton model repository to {out}: {GRAPH_MODEL} ({s.export_backend}), {GENERATE}, {GENERATE_STREAM}")
+    return {"action": "export-triton", "output": str(out), "backend": s.export_backend}
+
+
+def _write_repository(staging: Path, earlier: Path | None, cfg: RunConfig, family: ModelFamily,
+                      loaded: LoadedModel, backend) -> None:
+    """The whole repository into `staging`; `earlier`: an export of the same model whose plans stay."""
+    s = cfg.serve
+    session, spec = backend.steps.session, backend.steps.spec
+    graph_dir = staging / GRAPH_MODEL / "1"
+    graph_dir.mkdir(parents=True)
+    if earlier is not None and s.export_backend == "trt":   # keep the plans other GPU kinds added
+        for plan in (earlier / GRAPH_MODEL / "1").glob("*.plan"):
+            shutil.copyfile(plan, graph_dir / plan.name)
     if s.export_backend == "onnxrt":
         for f in _onnx_files(Path(session.path)):
             shutil.copyfile(f, graph_dir / f.name)
@@ -60,7 +94,7 @@ def run(cfg: RunConfig, family: ModelFamily) -> dict:
         plans = _add_plan(graph_dir, Path(session.path))
         graph = {"plans": plans, "ranges": _ranges_for(spec, cfg, loaded)}
         graph_config = _graph_config("tensorrt_plan", plans, s.instances)
-    (out / GRAPH_MODEL / "config.pbtxt").write_text(graph_config)
+    (staging / GRAPH_MODEL / "config.pbtxt").write_text(graph_config)
 
     manifest = {
         "family": family.name, "variant": loaded.variant, "backend": s.export_backend, "graph_model": GRAPH_MODEL,
@@ -71,14 +105,26 @@ def run(cfg: RunConfig, family: ModelFamily) -> dict:
     }
     source = {"kind": "exported"}
     for name, decoupled in ((GENERATE, False), (GENERATE_STREAM, True)):
-        folder = write_model(out, name, python_model_config(
+        folder = write_model(staging, name, python_model_config(
             name, source, s.max_batch_size, s.instances, "KIND_GPU" if s.export_backend == "trt" else "KIND_CPU",
             None if decoupled else s.max_queue_delay_ms, decoupled=decoupled))
         (folder / "1" / MANIFEST).write_text(json.dumps(manifest, indent=2))
         loaded.tokenizer.save_pretrained(str(folder / "1" / "tokenizer"))
         loaded.config.to_json_file(str(folder / "1" / "config.json"))
-    print(f"wrote a Triton model repository to {out}: {GRAPH_MODEL} ({s.export_backend}), {GENERATE}, {GENERATE_STREAM}")
-    return {"action": "export-triton", "output": str(out), "backend": s.export_backend}
+
+
+def _earlier_export(out: Path) -> dict | None:
+    """The manifest of an export already at `out` (it is replaced, or for trt extended);
+    a folder holding anything else is refused rather than overwritten."""
+    if not out.exists():
+        return None
+    manifest = out / GENERATE / "1" / MANIFEST
+    if manifest.is_file():
+        return json.loads(manifest.read_text())
+    if out.is_dir() and not any(out.iterdir()):
+        return {}
+    raise UsageError(f"--output {out} exists and is not a repository written by export-triton",
+                     "name a new or empty folder")
 
 
 def _onnx_files(model: Path) -> list[Path]:

@@ -102,17 +102,31 @@ def test_bad_exports_are_one_line_errors(capsys, workdir, tmp_path):
     code = run_py.main(["export-triton", "GPT2", "--backend", "trt", "--working-dir", wd, "--output", str(tmp_path / "x")])
     err = capsys.readouterr().err
     assert code == 2 and "--dynamic-batch --max-dynamic-batch 16" in err and len(err.strip().splitlines()) == 1
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    code = run_py.main(["export-triton", "GPT2", "--working-dir", wd, "--output", str(tmp_path / "mine")])
+    err = capsys.readouterr().err
+    assert code == 2 and "is not a repository written by export-triton" in err
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
 
 
-def test_trt_repository_on_the_standin(standin, workdir, tmp_path, alone):
+def test_trt_repository_on_the_standin(standin, workdir, tmp_path, alone, monkeypatch):
     """Plans keyed per GPU kind, loaded by the generation model with TensorRT's runtime (the CPU stand-in here)."""
+    from NNDF import trt_env
+
     out = tmp_path / "repo"
-    assert run_py.main(["export-triton", "GPT2", "--backend", "trt", "--use-cache", "--dynamic-batch",
-                        "--max-dynamic-batch", "16", "--working-dir", str(workdir.root), "--output", str(out)]) == 0
+    argv = ["export-triton", "GPT2", "--backend", "trt", "--use-cache", "--dynamic-batch", "--max-dynamic-batch", "16",
+            "--working-dir", str(workdir.root), "--output", str(out)]
+    assert run_py.main(argv) == 0
+    first_gpu = trt_env.device_identity()
+    monkeypatch.setattr(trt_env, "device_identity", lambda: {"name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"})
+    assert run_py.main(argv) == 0   # a second GPU kind adds its plan to the same repository
     config = (out / "decoder" / "config.pbtxt").read_text()
-    plans = re.findall(r'cc_model_filenames \{ key: "([\d.]+)" value: "([^"]+)" \}', config)
-    assert len(plans) == 1 and (out / "decoder" / "1" / plans[0][1]).is_file()
-    assert f"-sm{plans[0][0].replace('.', '')}-trt" in plans[0][1]
+    plans = dict(re.findall(r'cc_model_filenames \{ key: "([\d.]+)" value: "([^"]+)" \}', config))
+    assert set(plans) == {first_gpu["compute_capability"], "9.0"}
+    for cc, name in plans.items():
+        assert (out / "decoder" / "1" / name).is_file() and f"-sm{cc.replace('.', '')}-trt" in name
+    assert plans["9.0"].startswith("nvidia-h100-80gb-hbm3-sm90-trt")
     assert "instance_group [ { kind: KIND_GPU count: 1 } ]" in (out / "generate" / "config.pbtxt").read_text()
     loaded, backend, defaults = open_exported(out / "generate" / "1")
     import numpy as np
