@@ -14,7 +14,6 @@ class GenerationSettings:
     min_new_tokens: int = 0           # EOS is forbidden before this many; benchmark sets it to max
     num_beams: int = 1
     use_cache: bool = True
-    length_penalty: float = 1.0
 
 
 @dataclass(frozen=True)

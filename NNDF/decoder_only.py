@@ -10,19 +10,17 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
 from transformers import DynamicCache, LogitsProcessorList
 
+from NNDF.axes import BATCH, KEPT, PAST, SEQ, TOTAL, kv_names, largest_sizes, run_description
 from NNDF.backends import Backend, TorchBackend, hf_generation_config, positions_from_mask, torch_threads
 from NNDF.config import GenerationSettings
 from NNDF.generation import GenerationOutput, TokenIds, generate
 from NNDF.onnx_export import GraphSpec
 from NNDF.session import Session, concrete_shape
-
-BATCH, SEQ, PAST, TOTAL, KEPT = "batch", "seq", "past_len", "total_len", "kept"
 
 
 @dataclass(frozen=True)
@@ -32,26 +30,20 @@ class DecoderOnlyLayout:
     uses_position_ids: bool = True
     past_axes: dict[int, str] = field(default_factory=lambda: {0: BATCH, 2: PAST})      # (batch, heads, past, dim)
     present_axes: dict[int, str] = field(default_factory=lambda: {0: BATCH, 2: TOTAL})
-    kv_shape: Callable[[object, int, int], tuple[int, ...]] | None = None              # (config, batch, past) -> shape
     fp16_keep_fp32_ops: tuple[str, ...] = ()
     ort_fusions: str | None = None      # onnxruntime.transformers model_type whose fusions onnxrt applies
 
     def num_layers(self, config) -> int:
         return config.num_hidden_layers
 
-    def shape_of_kv(self, config, batch: int, past: int) -> tuple[int, ...]:
-        if self.kv_shape is not None:
-            return self.kv_shape(config, batch, past)
-        heads = config.num_attention_heads
-        return (batch, heads, past, config.hidden_size // heads)
 
-
-def past_names(n_layers: int, prefix: str = "past_key_values") -> list[str]:
-    return [f"{prefix}.{i}.{kind}" for i in range(n_layers) for kind in ("key", "value")]
-
-
-def present_names(n_layers: int) -> list[str]:
-    return past_names(n_layers, "present")
+def kv_shape(config, batch: int, length: int) -> tuple[int, ...]:
+    """(batch, kv heads, length, head_dim) from the config: grouped-query attention keeps
+    num_key_value_heads heads, and some models set head_dim apart from hidden_size / heads."""
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    return (batch, kv_heads, length, head_dim)
 
 
 class DecoderOnlyWrapper(torch.nn.Module):
@@ -93,8 +85,8 @@ def decoder_spec(model, layout: DecoderOnlyLayout, with_cache: bool) -> GraphSpe
         inputs["position_ids"] = {0: BATCH, 1: SEQ}
     outputs: dict[str, dict[int, str]] = {"logits": {0: BATCH, 1: KEPT}}
     if with_cache:
-        inputs.update({n: dict(layout.past_axes) for n in past_names(n_layers)})
-        outputs.update({n: dict(layout.present_axes) for n in present_names(n_layers)})
+        inputs.update({n: dict(layout.past_axes) for n in kv_names("past_key_values", n_layers)})
+        outputs.update({n: dict(layout.present_axes) for n in kv_names("present", n_layers)})
 
     def make_inputs(sizes: dict[str, int]) -> dict[str, torch.Tensor]:
         gen = torch.Generator().manual_seed(sum(sizes.values()))
@@ -108,8 +100,8 @@ def decoder_spec(model, layout: DecoderOnlyLayout, with_cache: bool) -> GraphSpe
         if layout.uses_position_ids:
             feed["position_ids"] = torch.from_numpy(positions_from_mask(mask.numpy())[:, p:])
         if with_cache:
-            for name in past_names(n_layers):
-                feed[name] = torch.randn(layout.shape_of_kv(config, b, p), generator=gen)
+            for name in kv_names("past_key_values", n_layers):
+                feed[name] = torch.randn(kv_shape(config, b, p), generator=gen)
         return feed
 
     trace = {BATCH: 2, SEQ: 3, PAST: 5} if with_cache else {BATCH: 2, SEQ: 7}
@@ -125,22 +117,6 @@ def decoder_spec(model, layout: DecoderOnlyLayout, with_cache: bool) -> GraphSpe
 
 
 # --------------------------------------------------------------------------- compiled backends
-def largest_sizes(rows: int, prompt_len: int, new_tokens: int, with_cache: bool) -> dict[str, int]:
-    """The largest size of each axis a decoder fed the prompt then its own tokens reaches.
-
-    The last new token is never fed back, so the final step sees prompt + new - 1 tokens. With a
-    cache the prompt is the longest input and every later step feeds one token on the past.
-    """
-    last = prompt_len + max(new_tokens, 1) - 1
-    if not with_cache:
-        return {BATCH: rows, SEQ: last, TOTAL: last, KEPT: 1}
-    return {BATCH: rows, SEQ: prompt_len, PAST: last - 1 if new_tokens > 1 else 0, TOTAL: last, KEPT: 1}
-
-
-def run_description(rows: int, prompt_len: int, new_tokens: int) -> str:
-    return f"{rows} row(s) with a {prompt_len}-token prompt and {new_tokens} new tokens"
-
-
 class DecoderOnlySteps:
     """The generation loop's StepModel over any compiled Session (ONNX Runtime, TensorRT)."""
 

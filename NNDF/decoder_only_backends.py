@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from NNDF.axes import RunSizes
 from NNDF.config import RunConfig
 from NNDF.decoder_only import CompiledDecoderOnly, TorchDecoderOnly, decoder_spec
 from NNDF.family import LoadedModel, ModelFamily
-from NNDF.ort_session import OrtSession, ort_optimized
+from NNDF.onnx_export import ort_optimized
+from NNDF.ort_session import OrtSession
 from NNDF.torch_placement import framework_placement
 from NNDF.pipeline import artifact_subdir, onnx_path, token_ids
 from NNDF.workdir import WorkingDir
@@ -32,7 +34,7 @@ def trt_backend(family: ModelFamily, loaded: LoadedModel, cfg: RunConfig, workdi
 
     trt_env.require_tensorrt()  # before any export: a missing GPU should cost a second, not minutes
     spec = decoder_spec(loaded.model, family.layout(loaded), with_cache=cfg.generation.use_cache)
-    ranges = profile_ranges(spec, cfg, loaded.max_positions)
+    ranges = profile_ranges(spec, cfg.trt, RunSizes.of(cfg), loaded.max_positions)
     engine = cfg.trt.prebuilt_engines.get("decoder")
     if engine is None:
         source = onnx_path(spec, loaded, family, cfg, workdir)

@@ -21,15 +21,14 @@ import numpy as np
 import torch
 from transformers import DynamicCache, EncoderDecoderCache, LogitsProcessorList
 
+from NNDF.axes import BATCH, ENC, PAST, SEQ, TOTAL, kv_names, largest_sizes, run_description
 from NNDF.backends import Backend, TorchBackend, hf_generation_config, torch_threads
 from NNDF.config import GenerationSettings
-from NNDF.decoder_only import largest_sizes, run_description
 from NNDF.generation import GenerationOutput, TokenIds, generate
 from NNDF.onnx_export import GraphSpec
 from NNDF.session import Session, concrete_shape
 from NNDF.torch_placement import Placement
 
-BATCH, ENC, SEQ, PAST, TOTAL = "batch", "enc_seq", "seq", "past_len", "total_len"
 KV_AXES_PAST = {0: BATCH, 2: PAST}
 KV_AXES_TOTAL = {0: BATCH, 2: TOTAL}
 KV_AXES_CROSS = {0: BATCH, 2: ENC}
@@ -63,10 +62,6 @@ class Seq2SeqLayout:
 
     def fp16_nodes(self, proto) -> list[str]:
         return [n.name for n in proto.graph.node if any(p in n.name for p in self.fp16_keep_fp32_node_patterns)]
-
-
-def kv_names(prefix: str, n_layers: int) -> list[str]:
-    return [f"{prefix}.{i}.{kind}" for i in range(n_layers) for kind in ("key", "value")]
 
 
 def cache_from_flat(tensors, n_layers: int, config) -> DynamicCache:

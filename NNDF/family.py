@@ -110,7 +110,6 @@ class ModelFamily:
     fallback_tokenizer: Callable[[], Any]                       # offline tokenizer for random weights
     max_positions: Callable[[Any], int]                         # HF config -> longest sequence
     layouts: dict[str, Any] = field(default_factory=dict)      # arch -> graph layout, read by the family's code
-    is_encoder_decoder: bool = False
 
     @property
     def tiny_variant(self) -> str:

@@ -10,6 +10,7 @@ as a working-dir artifact keyed by everything that could change its content.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import warnings
@@ -23,7 +24,7 @@ import torch
 
 from NNDF.errors import UsageError
 from NNDF.progress import status
-from NNDF.workdir import Artifact, WorkingDir, stable_hash
+from NNDF.workdir import MANIFEST, Artifact, WorkingDir, file_digest, stable_hash
 
 OPSET = 17
 MODEL_FILE = "model.onnx"
@@ -236,3 +237,31 @@ def exported(workdir: WorkingDir, subdir: tuple[str, ...], model: torch.nn.Modul
     artifact = workdir.build(path, key, (MODEL_FILE,), produce)
     check_onnx_io(artifact.file(MODEL_FILE), spec)
     return artifact
+
+
+def ort_optimized(source: Path, model_type: str, config, workdir) -> Path:
+    """ONNX Runtime's transformer fusions (SkipLayerNormalization, FastGelu, ...) applied to an
+    exported graph, cached beside it. Only ONNX Runtime runs the result: the fused ops are its
+    own contrib ops, so TensorRT keeps the plain export."""
+    import onnxruntime as ort
+
+    source = Path(source)
+    key = {"source": file_digest(source.parent / MANIFEST) if (source.parent / MANIFEST).is_file() else file_digest(source),
+           "model_type": model_type, "onnxruntime": ort.__version__}
+    target = source.parent.with_name(source.parent.name + "-ort")
+
+    def produce(tmp: Path) -> dict:
+        from onnxruntime.transformers.optimizer import optimize_model
+
+        with status(f"applying ONNX Runtime's {model_type} fusions"):
+            heads = config.num_attention_heads
+            optimized = optimize_model(str(source), model_type=model_type, num_heads=heads,
+                                       hidden_size=config.hidden_size, opt_level=0)
+            optimized.save_model_to_file(str(tmp / MODEL_FILE), use_external_data_format=True,
+                                         all_tensors_to_one_file=True)
+        described = json.loads((source.parent / MANIFEST).read_text()) if (source.parent / MANIFEST).is_file() else {}
+        return {"graph": f"{described.get('graph', source.stem)} (onnxrt-fused)",
+                "inputs": described.get("inputs", []), "outputs": described.get("outputs", []),
+                "fusions": {k: v for k, v in optimized.get_fused_operator_statistics().items() if v}}
+
+    return workdir.build(target, key, (MODEL_FILE,), produce).file(MODEL_FILE)

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import functools
-import json
 import os
-from pathlib import Path
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -111,33 +110,3 @@ def _gather_session(elem: int, axis: int, providers: tuple[str, ...]) -> ort.Inf
     options = ort.SessionOptions()
     options.log_severity_level = 3
     return ort.InferenceSession(model.SerializeToString(), options, providers=list(providers))
-
-
-def ort_optimized(source: Path, model_type: str, config, workdir) -> Path:
-    """ONNX Runtime's transformer fusions (SkipLayerNormalization, FastGelu, ...) applied to an
-    exported graph, cached beside it. Only ONNX Runtime runs the result: the fused ops are its
-    own contrib ops, so TensorRT keeps the plain export."""
-    from NNDF.onnx_export import MODEL_FILE
-    from NNDF.progress import status
-    from NNDF.workdir import MANIFEST, file_digest
-
-    source = Path(source)
-    key = {"source": file_digest(source.parent / MANIFEST) if (source.parent / MANIFEST).is_file() else file_digest(source),
-           "model_type": model_type, "onnxruntime": ort.__version__}
-    target = source.parent.with_name(source.parent.name + "-ort")
-
-    def produce(tmp: Path) -> dict:
-        from onnxruntime.transformers.optimizer import optimize_model
-
-        with status(f"applying ONNX Runtime's {model_type} fusions"):
-            heads = config.num_attention_heads
-            optimized = optimize_model(str(source), model_type=model_type, num_heads=heads,
-                                       hidden_size=config.hidden_size, opt_level=0)
-            optimized.save_model_to_file(str(tmp / MODEL_FILE), use_external_data_format=True,
-                                         all_tensors_to_one_file=True)
-        described = json.loads((source.parent / MANIFEST).read_text()) if (source.parent / MANIFEST).is_file() else {}
-        return {"graph": f"{described.get('graph', source.stem)} (onnxrt-fused)",
-                "inputs": described.get("inputs", []), "outputs": described.get("outputs", []),
-                "fusions": {k: v for k, v in optimized.get_fused_operator_statistics().items() if v}}
-
-    return workdir.build(target, key, (MODEL_FILE,), produce).file(MODEL_FILE)

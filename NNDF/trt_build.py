@@ -29,9 +29,8 @@ from pathlib import Path
 import onnx
 
 from NNDF import trt_env
-from NNDF.config import RunConfig, TrtSettings
-from NNDF.decoder_only import BATCH, KEPT, PAST, SEQ, TOTAL
-from NNDF.encoder_decoder import ENC
+from NNDF.axes import BATCH, ENC, KEPT, PAST, SEQ, TOTAL, RunSizes
+from NNDF.config import TrtSettings
 from NNDF.errors import UsageError
 from NNDF.onnx_export import GraphSpec, check_onnx_io
 from NNDF.progress import status
@@ -66,7 +65,7 @@ def spec_axes(spec: GraphSpec) -> set[str]:
     return {name for axes in (*spec.inputs.values(), *spec.outputs.values()) for name in axes.values()}
 
 
-def profile_ranges(spec: GraphSpec, cfg: RunConfig, max_positions: int) -> dict[str, Range]:
+def profile_ranges(spec: GraphSpec, settings: TrtSettings, run: RunSizes, max_positions: int) -> dict[str, Range]:
     """min/opt/max of every dynamic axis `spec` uses, for one optimization profile.
 
     Rows fed to the engine are batch x beams. A prompt may be up to
@@ -79,12 +78,11 @@ def profile_ranges(spec: GraphSpec, cfg: RunConfig, max_positions: int) -> dict[
     if unknown:
         raise ValueError(f"graph {spec.name} has dynamic axes {sorted(unknown)} with no TensorRT profile rule "
                          f"(known: {sorted(AXIS_FIX)})")
-    settings, gen = cfg.trt, cfg.generation
-    beams = gen.num_beams
-    rows = cfg.batch_size * beams
+    beams = run.num_beams
+    rows = run.batch_size * beams
     if settings.dynamic_batch:
         lo = (settings.min_dynamic_batch or 1) * beams
-        hi = (settings.max_dynamic_batch or cfg.batch_size) * beams
+        hi = (settings.max_dynamic_batch or run.batch_size) * beams
         batch = (lo, _clamp(rows, lo, hi), hi)
     else:
         batch = (rows, rows, rows)
@@ -96,19 +94,19 @@ def profile_ranges(spec: GraphSpec, cfg: RunConfig, max_positions: int) -> dict[
         # Encoder-decoders: the prompt goes to the encoder; the decoder's own sequence starts at
         # one token and grows by the new tokens (all of them at once when scoring).
         out_max = min(settings.output_profile_max_len or max_positions, max_positions)
-        dec_opt = _clamp(gen.max_new_tokens // 2, 1, out_max)
-        lengths = {ENC: (1, _clamp(cfg.input_seq_len, 1, prompt_max), prompt_max),
+        dec_opt = _clamp(run.new_tokens // 2, 1, out_max)
+        lengths = {ENC: (1, _clamp(run.prompt_len, 1, prompt_max), prompt_max),
                    SEQ: (1, 1 if PAST in used else dec_opt, out_max),
                    PAST: (0, dec_opt - 1, out_max - 1), TOTAL: (1, dec_opt, out_max)}
     elif PAST in used:
         # With a KV cache the prompt is fed once and every other step feeds one token on a
         # growing past, so the profile is tuned for a decode step halfway through generation.
-        past_opt = _clamp(cfg.input_seq_len + gen.max_new_tokens // 2 - 1, 0, total_max - 1)
+        past_opt = _clamp(run.prompt_len + run.new_tokens // 2 - 1, 0, total_max - 1)
         lengths = {SEQ: (1, 1, prompt_max), PAST: (0, past_opt, total_max - 1),
                    TOTAL: (1, past_opt + 1, total_max)}
     else:
         # Without a cache every step feeds the whole sequence so far.
-        opt = _clamp(cfg.input_seq_len + gen.max_new_tokens // 2, 1, total_max)
+        opt = _clamp(run.prompt_len + run.new_tokens // 2, 1, total_max)
         lengths = {SEQ: (1, opt, total_max), TOTAL: (1, opt, total_max)}
     # Logits are kept for one position per step while generating, for all of them when scoring.
     ranges = {BATCH: batch, **lengths, KEPT: (1, 1, lengths[SEQ][2] if SEQ in lengths else 1)}

@@ -1,6 +1,7 @@
 """Encoder-decoder models on TensorRT: one engine per graph, all built for the same run."""
 
 from NNDF import trt_env
+from NNDF.axes import RunSizes
 from NNDF.encoder_decoder import CompiledSeq2Seq
 from NNDF.errors import UsageError
 from NNDF.pipeline import artifact_subdir, token_ids
@@ -25,7 +26,8 @@ def make_backend(family, loaded, cfg, workdir):
 
     trt_env.require_tensorrt()
     specs = specs_for(family, loaded, cfg.generation.use_cache)
-    ranges = {name: profile_ranges(spec, cfg, loaded.max_positions) for name, spec in specs.items()}
+    run = RunSizes.of(cfg)
+    ranges = {name: profile_ranges(spec, cfg.trt, run, loaded.max_positions) for name, spec in specs.items()}
     sessions = trt_sessions(family, loaded, cfg, workdir, specs, ranges)
     return CompiledSeq2Seq("trt", sessions, specs, cfg.generation.use_cache, token_ids(loaded), decoder_start_id(loaded),
                            cfg.graph_precision)

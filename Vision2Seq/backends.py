@@ -13,9 +13,9 @@ import numpy as np
 import torch
 from transformers import LogitsProcessorList
 
+from NNDF.axes import BATCH, PAST, largest_sizes, run_description
 from NNDF.backends import Backend, TorchBackend, hf_generation_config, positions_from_mask, torch_threads
 from NNDF.config import GenerationSettings
-from NNDF.decoder_only import BATCH, PAST, largest_sizes, run_description
 from NNDF.encoder_decoder import bind_decoder, encoder_timer
 from NNDF.errors import UsageError
 from NNDF.generation import GenerationOutput, TokenIds, generate

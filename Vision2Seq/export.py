@@ -22,9 +22,9 @@ from typing import Any, Callable
 import torch
 from transformers import DynamicCache, EncoderDecoderCache
 
+from NNDF.axes import BATCH, KEPT, PAST, SEQ, TOTAL, kv_names
 from NNDF.backends import positions_from_mask
-from NNDF.decoder_only import BATCH, KEPT, PAST, SEQ, TOTAL
-from NNDF.encoder_decoder import cache_from_flat, kv_names, needed_graphs
+from NNDF.encoder_decoder import cache_from_flat, needed_graphs
 from NNDF.family import LoadedModel, ModelFamily
 from NNDF.onnx_export import GraphSpec
 from Vision2Seq.images import ImageSettings

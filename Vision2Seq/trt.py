@@ -8,6 +8,7 @@ tuned for a prompt of one token ([DEC]; --input-seq-len means nothing here).
 from dataclasses import replace
 
 from NNDF import trt_env
+from NNDF.axes import RunSizes
 from NNDF.pipeline import token_ids
 from Seq2Seq.trt import trt_sessions
 
@@ -22,9 +23,9 @@ def make_backend(family, loaded, cfg, workdir):
 
     trt_env.require_tensorrt()   # before any export: a missing GPU should cost a second, not minutes
     specs = specs_for(family, loaded, cfg.generation.use_cache)
-    per_image = replace(cfg, generation=replace(cfg.generation, num_beams=1))
-    decoder_run = replace(cfg, input_seq_len=1)
-    ranges = {name: profile_ranges(spec, per_image if name in PER_IMAGE else decoder_run, loaded.max_positions)
+    run = RunSizes.of(cfg)
+    per_image, decoder_run = replace(run, num_beams=1), replace(run, prompt_len=1)
+    ranges = {name: profile_ranges(spec, cfg.trt, per_image if name in PER_IMAGE else decoder_run, loaded.max_positions)
               for name, spec in specs.items()}
     sessions = trt_sessions(family, loaded, cfg, workdir, specs, ranges)
     return CompiledVision2Seq("trt", sessions, specs, cfg.generation.use_cache, token_ids(loaded), cfg.graph_precision)

@@ -74,7 +74,8 @@ _LOADED: dict[str, Tiny] = {}
 @pytest.fixture(scope="module", autouse=True)
 def one_torch_thread():
     """Tiny models gain nothing from a second torch thread, and on 2 shared cores its spinning
-    fights ONNX Runtime's pool (see /work/shared/README.md)."""
+    fights ONNX Runtime's pool: ORT decode steps ran about 25% slower while torch held two threads,
+    which is why the compiled backends hold torch to one thread while they run."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

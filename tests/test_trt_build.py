@@ -20,6 +20,7 @@ from conftest import make_cfg
 from GPT2 import trt as gpt2_trt
 from GPT2.GPT2ModelConfig import GPT2_LAYOUT
 from NNDF import trt_env
+from NNDF.axes import RunSizes
 from NNDF.config import TrtSettings
 from NNDF.decoder_only import decoder_spec
 from NNDF.errors import UsageError
@@ -67,35 +68,35 @@ def build_toy(tmp_path, onnx_path, settings=TrtSettings(), fp16=False, ranges=TO
 def test_profile_ranges_fixed_batch_counts_beams(workdir, gpt2_tiny):
     cfg = make_cfg(workdir, "--use-cache", "--batch-size", "3", "--num-beams", "2", "--output-seq-len", "20",
                    "--input-seq-len", "10")
-    ranges = profile_ranges(decoder_spec(gpt2_tiny.model, GPT2_LAYOUT, True), cfg, 128)
+    ranges = profile_ranges(decoder_spec(gpt2_tiny.model, GPT2_LAYOUT, True), cfg.trt, RunSizes.of(cfg), 128)
     assert ranges == {"batch": (6, 6, 6), "seq": (1, 1, 128), "kept": (1, 1, 128), "past_len": (0, 19, 127),
                       "total_len": (1, 20, 128)}
-    nocache = profile_ranges(decoder_spec(gpt2_tiny.model, GPT2_LAYOUT, False), cfg, 128)
+    nocache = profile_ranges(decoder_spec(gpt2_tiny.model, GPT2_LAYOUT, False), cfg.trt, RunSizes.of(cfg), 128)
     assert nocache == {"batch": (6, 6, 6), "seq": (1, 20, 128), "kept": (1, 1, 128), "total_len": (1, 20, 128)}
 
 
 def test_profile_ranges_dynamic_batch(workdir, gpt2_tiny):
     cfg = make_cfg(workdir, "--use-cache", "--dynamic-batch", "--min-dynamic-batch", "1", "--max-dynamic-batch", "4",
                    "--batch-size", "2", "--num-beams", "3")
-    ranges = profile_ranges(decoder_spec(gpt2_tiny.model, GPT2_LAYOUT, True), cfg, 128)
+    ranges = profile_ranges(decoder_spec(gpt2_tiny.model, GPT2_LAYOUT, True), cfg.trt, RunSizes.of(cfg), 128)
     assert ranges["batch"] == (3, 6, 12)
 
 
 def test_profile_bounds_follow_the_length_flags(workdir, gpt2_tiny):
     spec = decoder_spec(gpt2_tiny.model, GPT2_LAYOUT, True)
     cfg = make_cfg(workdir, "--use-cache", "--input-profile-max-len", "16", "--output-profile-max-len", "8")
-    ranges = profile_ranges(spec, cfg, 128)
+    ranges = profile_ranges(spec, cfg.trt, RunSizes.of(cfg), 128)
     assert (ranges["seq"][2], ranges["kept"][2], ranges["past_len"][2], ranges["total_len"][2]) == (16, 16, 23, 24)
     assert all(lo <= opt <= hi for lo, opt, hi in ranges.values())
-    clipped = profile_ranges(spec, make_cfg(workdir, "--use-cache", "--input-profile-max-len", "500",
-                                            "--output-profile-max-len", "500"), 128)
+    wide = make_cfg(workdir, "--use-cache", "--input-profile-max-len", "500", "--output-profile-max-len", "500")
+    clipped = profile_ranges(spec, wide.trt, RunSizes.of(wide), 128)
     assert (clipped["seq"][2], clipped["total_len"][2]) == (128, 128)
 
 
 def test_unknown_axis_is_refused(workdir):
     spec = dataclasses.replace(TOY, inputs={"x": {0: "batch", 1: "frames"}})
     with pytest.raises(ValueError, match="frames"):
-        profile_ranges(spec, make_cfg(workdir), 128)
+        profile_ranges(spec, make_cfg(workdir).trt, RunSizes.of(make_cfg(workdir)), 128)
 
 
 # --------------------------------------------------------------------------- cache keys
