@@ -9,7 +9,7 @@ from transformers import (AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, GPT
                           GPTNeoConfig, GPTNeoForCausalLM, GPTNeoXConfig, GPTNeoXForCausalLM)
 
 from NNDF.decoder_only import DecoderOnlyLayout
-from NNDF.family import ModelFamily, Variant
+from NNDF.family import ModelFamily, Variant, tiny_decoder
 from NNDF.tokenizer import gpt2_style_tokenizer
 
 HUB_VARIANTS = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
@@ -22,38 +22,31 @@ RELATIVES = {
 }
 
 
-def _tiny(config_class, model_class, **fields):
-    tokenizer = gpt2_style_tokenizer(512)
-    config = config_class(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
-                          eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **fields)
-    return model_class(config), tokenizer
-
-
 def build_tiny(seed: int):
     """Two layers, 64 wide, 512-token vocabulary. Weights are drawn 10x wider than
     GPT2's init so greedy choices have clear winners instead of near-ties."""
-    return _tiny(GPT2Config, GPT2LMHeadModel, n_positions=128, n_embd=64, n_layer=2, n_head=4,
-                 initializer_range=0.2)
+    return tiny_decoder(GPT2Config, GPT2LMHeadModel, n_positions=128, n_embd=64, n_layer=2, n_head=4,
+                        initializer_range=0.2)
 
 
 def build_tiny_gpt_neo(seed: int):
     """As gpt2-tiny, with one global and one local layer whose window is 8 tokens, so
     verifying at past lengths like 37 checks the window inside the graph."""
-    return _tiny(GPTNeoConfig, GPTNeoForCausalLM, max_position_embeddings=128, hidden_size=64, num_layers=2,
-                 num_heads=4, attention_types=[[["global", "local"], 1]], window_size=8, initializer_range=0.2)
+    return tiny_decoder(GPTNeoConfig, GPTNeoForCausalLM, max_position_embeddings=128, hidden_size=64, num_layers=2,
+                        num_heads=4, attention_types=[[["global", "local"], 1]], window_size=8, initializer_range=0.2)
 
 
 def build_tiny_gptj(seed: int):
     """As gpt2-tiny, with rotary on 8 of each head's 16 dims (gpt-j-6b rotates 64 of 256)."""
-    return _tiny(GPTJConfig, GPTJForCausalLM, n_positions=128, n_embd=64, n_layer=2, n_head=4, rotary_dim=8,
-                 initializer_range=0.2)
+    return tiny_decoder(GPTJConfig, GPTJForCausalLM, n_positions=128, n_embd=64, n_layer=2, n_head=4, rotary_dim=8,
+                        initializer_range=0.2)
 
 
 def build_tiny_gpt_neox(seed: int):
     """As gpt2-tiny, with gpt-neox-20b's partial rotary (a quarter of each head) and parallel residual."""
-    return _tiny(GPTNeoXConfig, GPTNeoXForCausalLM, max_position_embeddings=128, hidden_size=64,
-                 num_hidden_layers=2, num_attention_heads=4, intermediate_size=256, rotary_pct=0.25,
-                 use_parallel_residual=True, initializer_range=0.2)
+    return tiny_decoder(GPTNeoXConfig, GPTNeoXForCausalLM, max_position_embeddings=128, hidden_size=64,
+                        num_hidden_layers=2, num_attention_heads=4, intermediate_size=256, rotary_pct=0.25,
+                        use_parallel_residual=True, initializer_range=0.2)
 
 
 # GPT2 takes position ids and keeps its cache as (batch, heads, length, head_dim): the defaults.

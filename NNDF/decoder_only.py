@@ -31,6 +31,7 @@ class DecoderOnlyLayout:
     past_axes: dict[int, str] = field(default_factory=lambda: {0: BATCH, 2: PAST})      # (batch, heads, past, dim)
     present_axes: dict[int, str] = field(default_factory=lambda: {0: BATCH, 2: TOTAL})
     fp16_keep_fp32_ops: tuple[str, ...] = ()
+    fp16_keep_fp32_node_patterns: tuple[str, ...] = ()   # substrings of ONNX node names kept in fp32 (GraphSpec)
     ort_fusions: str | None = None      # onnxruntime.transformers model_type whose fusions onnxrt applies
 
     def num_layers(self, config) -> int:
@@ -112,7 +113,7 @@ def decoder_spec(model, layout: DecoderOnlyLayout, with_cache: bool) -> GraphSpe
         inputs=inputs, outputs=outputs,
         make_module=lambda m: DecoderOnlyWrapper(m, layout, with_cache),
         make_inputs=make_inputs, trace_sizes=trace, verify_sizes=verify,
-        fp16_keep_fp32_ops=layout.fp16_keep_fp32_ops,
+        fp16_keep_fp32_ops=layout.fp16_keep_fp32_ops, fp16_keep_fp32_node_patterns=layout.fp16_keep_fp32_node_patterns,
     )
 
 

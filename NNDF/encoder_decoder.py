@@ -39,7 +39,7 @@ class Seq2SeqLayout:
     """What differs between encoder-decoder architectures at the graph boundary."""
 
     fp16_keep_fp32_ops: tuple[str, ...] = ()
-    fp16_keep_fp32_node_patterns: tuple[str, ...] = ()   # substrings of ONNX node names kept in fp32
+    fp16_keep_fp32_node_patterns: tuple[str, ...] = ()   # substrings of ONNX node names kept in fp32 (GraphSpec)
 
     # Read the decoder's own fields: num_hidden_layers means the *encoder* depth in BART and T5,
     # and get_text_config(decoder=True) rebuilds BART's config with default head counts.
@@ -59,9 +59,6 @@ class Seq2SeqLayout:
         heads = getattr(c, "decoder_attention_heads", None) or c.num_attention_heads
         head_dim = getattr(c, "d_kv", None) or c.hidden_size // heads
         return heads, head_dim
-
-    def fp16_nodes(self, proto) -> list[str]:
-        return [n.name for n in proto.graph.node if any(p in n.name for p in self.fp16_keep_fp32_node_patterns)]
 
 
 def cache_from_flat(tensors, n_layers: int, config) -> DynamicCache:
@@ -140,7 +137,7 @@ def graph_specs(model, layout: Seq2SeqLayout) -> dict[str, GraphSpec]:
     text = layout.decoder_config(config)
     hidden, vocab = text.hidden_size, text.vocab_size
     past, present, cross = kv_names("past_key_values", n), kv_names("present", n), kv_names("cross", n)
-    fp16 = dict(fp16_keep_fp32_ops=layout.fp16_keep_fp32_ops, fp16_keep_fp32_nodes=layout.fp16_nodes)
+    fp16 = dict(fp16_keep_fp32_ops=layout.fp16_keep_fp32_ops, fp16_keep_fp32_node_patterns=layout.fp16_keep_fp32_node_patterns)
 
     def gen(sizes):
         return torch.Generator().manual_seed(sum(sizes.values()))

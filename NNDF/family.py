@@ -236,6 +236,17 @@ class ModelFamily:
         return "\n".join(lines)
 
 
+def tiny_decoder(config_class, model_class, **fields) -> tuple[torch.nn.Module, Any]:
+    """A decoder-only model built from `fields` with the 512-token tokenizer trained on shipped
+    text, its special tokens set in the config: what a tiny variant's build_tiny returns."""
+    from NNDF.tokenizer import gpt2_style_tokenizer
+
+    tokenizer = gpt2_style_tokenizer(512)
+    config = config_class(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                          eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **fields)
+    return model_class(config), tokenizer
+
+
 def weights_digest(model: torch.nn.Module) -> str:
     """Content hash of a (small) model's weights."""
     h = hashlib.sha256()

@@ -47,7 +47,7 @@ class GraphSpec:
     trace_sizes: Sizes                               # shapes used for tracing
     verify_sizes: tuple[Sizes, ...] = ()             # other shapes checked right after export
     fp16_keep_fp32_ops: tuple[str, ...] = ()         # op types kept in fp32 inside an fp16 graph
-    fp16_keep_fp32_nodes: Callable[[onnx.ModelProto], list[str]] | None = None
+    fp16_keep_fp32_node_patterns: tuple[str, ...] = ()   # substrings of node names kept in fp32 (module paths)
     float_outputs_fp32: tuple[str, ...] = ("logits",)   # outputs left fp32 in an fp16 graph
     tolerance: float = 1e-4
     key_extra: dict = field(default_factory=dict)
@@ -167,7 +167,8 @@ def to_fp16(proto: onnx.ModelProto, spec: GraphSpec) -> onnx.ModelProto:
     """
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    nodes = spec.fp16_keep_fp32_nodes(proto) if spec.fp16_keep_fp32_nodes else []
+    patterns = spec.fp16_keep_fp32_node_patterns
+    nodes = [n.name for n in proto.graph.node if any(p in n.name for p in patterns)]
     # The converter casts around fp32-kept nodes only where shape inference told it the
     # neighbours' types; ONNX shape inference cannot take protos over 2 GiB.
     small = sum(len(t.raw_data) for t in proto.graph.initializer) < (1 << 31) - (1 << 26)
