@@ -14,6 +14,7 @@ FAMILIES = {
     "GPT2": "GPT2.GPT2ModelConfig:GPT2ModelConfig",   # also GPT-Neo, GPT-J, GPT-NeoX, Cerebras-GPT
     "OPT": "OPT.OPTModelConfig:OPTModelConfig",
     "BLOOM": "BLOOM.BLOOMModelConfig:BLOOMModelConfig",
+    "LLAMA": "LLAMA.LLAMAModelConfig:LLAMAModelConfig",   # also Mistral, Qwen2, TinyLlama, SmolLM2
     "T5": "T5.T5ModelConfig:T5ModelConfig",          # also Flan-T5
     "BART": "BART.BARTModelConfig:BARTModelConfig",  # also mBART
     "BLIP": "BLIP.BLIPModelConfig:BLIPModelConfig",  # image captioning

@@ -1,4 +1,4 @@
-"""OPT, BLOOM, GPT-Neo, GPT-J and GPT-NeoX: exported graphs and ONNX Runtime tokens must match
+"""OPT, BLOOM, GPT-Neo, GPT-J, GPT-NeoX, Llama, Qwen2 and Mistral: exported graphs and ONNX Runtime tokens must match
 PyTorch on each tiny model, each family's `run` must work end to end, and every shipped config
 must build its model (on the meta device: no real 13B allocation)."""
 
@@ -29,6 +29,9 @@ TINY = {  # arch -> (family, tiny variant)
     "gpt_neo": ("GPT2", "gpt-neo-tiny"),
     "gptj": ("GPT2", "gptj-tiny"),
     "gpt_neox": ("GPT2", "gpt-neox-tiny"),
+    "llama": ("LLAMA", "llama-tiny"),
+    "qwen2": ("LLAMA", "qwen2-tiny"),
+    "mistral": ("LLAMA", "mistral-tiny"),
 }
 # (batch, new tokens, past, positions given logits); make_inputs left-pads row 0 whenever batch > 1
 CACHE_SIZES = [(1, 1, 0, 1), (1, 1, 1, 1), (3, 1, 37, 1), (3, 5, 1, 5), (3, 5, 1, 2), (1, 9, 37, 1), (3, 4, 0, 4)]

@@ -1,4 +1,4 @@
-"""The trt path for OPT, BLOOM, GPT-Neo, GPT-J and GPT-NeoX tiny models against the CPU
+"""The trt path for OPT, BLOOM, GPT-Neo, GPT-J, GPT-NeoX, Llama, Qwen2 and Mistral tiny models against the CPU
 stand-in for TensorRT: the same tokens as HF generate, greedy and beam, padded batch."""
 
 from __future__ import annotations
