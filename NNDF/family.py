@@ -19,6 +19,10 @@ from NNDF.config import RunConfig
 from NNDF.errors import UsageError
 from NNDF.workdir import stable_hash
 
+# Models load in fp32 whatever dtype their config names (Llama, Mistral and Qwen2 checkpoints say
+# bfloat16, which transformers 5 would otherwise honour): export traces fp32 and --fp16 converts.
+HOST_DTYPE = torch.float32
+
 
 @dataclass(frozen=True)
 class Variant:
@@ -153,7 +157,7 @@ class ModelFamily:
                              "use a variant listed by --info")
         config = AutoConfig.from_pretrained(str(path))
         torch.manual_seed(seed)
-        model = self.model_class.from_config(config)
+        model = self.model_class.from_config(config, dtype=HOST_DTYPE)
         tokenizer = self._cached_tokenizer(variant.hub_id) or self.fallback_tokenizer()
         key = {"variant": variant.name, "seed": seed, "weights": "random", "config": stable_hash(config.to_dict())}
         return self._finish(variant, model, tokenizer, key)
@@ -162,7 +166,7 @@ class ModelFamily:
         from transformers import AutoTokenizer
 
         try:
-            model = self.model_class.from_pretrained(variant.hub_id)
+            model = self.model_class.from_pretrained(variant.hub_id, dtype=HOST_DTYPE)
             tokenizer = AutoTokenizer.from_pretrained(variant.hub_id)
         except Exception as e:  # offline, unknown repo, gated model...: the user's fix is the same
             raise UsageError(f"could not load '{variant.hub_id}' from the HuggingFace hub ({_first_line(e)})",
@@ -175,7 +179,7 @@ class ModelFamily:
         from transformers import AutoTokenizer
 
         try:
-            model = self.model_class.from_pretrained(str(path))
+            model = self.model_class.from_pretrained(str(path), dtype=HOST_DTYPE)
         except Exception as e:  # user files fail in many library-specific ways; all mean "not loadable"
             raise UsageError(f"could not load a {self.name} model from --torch-dir {path}: {_first_line(e)}",
                              "the folder needs config.json and model weights saved by save_pretrained") from None

@@ -146,3 +146,20 @@ def test_compare_and_chat_agree(capsys, wd, workdir):
     backends = make_backends(LLAMA, tiny.loaded, cfg, workdir)
     turn, = chat.run(cfg, tiny.loaded, backends, stdin=io.StringIO("The lighthouse\nexit\n"))["turns"]
     assert turn["outputs"]["frameworks"]["output"] == turn["outputs"]["onnxrt"]["output"]
+
+
+def test_bfloat16_checkpoints_and_configs_load_in_fp32(tmp_path, monkeypatch):
+    """Llama-style checkpoints name bfloat16, which transformers 5 would honour; export traces fp32."""
+    from LLAMA.LLAMAModelConfig import build_tiny_qwen2
+    from NNDF.family import Variant
+
+    model, tokenizer = build_tiny_qwen2(0)
+    model.to(torch.bfloat16).save_pretrained(tmp_path / "ckpt")
+    tokenizer.save_pretrained(tmp_path / "ckpt")
+    assert json.loads((tmp_path / "ckpt" / "config.json").read_text())["dtype"] == "bfloat16"
+    loaded = LLAMA.load(parse_args(["run", "LLAMA", "--torch-dir", str(tmp_path / "ckpt"),
+                                    "--working-dir", str(tmp_path / "w")]))
+    assert {p.dtype for p in loaded.model.parameters()} == {torch.float32}
+    monkeypatch.setattr(type(LLAMA), "config_dir", lambda self: tmp_path / "ckpt")
+    random = LLAMA._load_random(Variant("small", "x/small", "config.json"), seed=0)
+    assert {p.dtype for p in random.model.parameters()} == {torch.float32}
