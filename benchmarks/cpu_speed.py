@@ -6,7 +6,7 @@ Each backend runs in its own process, so one runtime's thread pool never slows a
 Also measured: host read bandwidth, and from it the floor for one decode step (every fp32
 weight byte the step needs, read once).
 
-    python benchmarks/cpu_speed.py [--cases gpt2 t5-small bart-base] [--iterations 5]
+    python benchmarks/cpu_speed.py [--cases gpt2 smollm2-135m t5-small bart-base] [--iterations 5]
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CASES = {  # name -> (family, variant, [(label, backend, extra flags)])
     "gpt2": ("GPT2", "gpt2", [("frameworks (HF generate, cache)", "frameworks", ["--use-cache"]),
                               ("onnxrt (cache)", "onnxrt", ["--use-cache"])]),
+    "smollm2-135m": ("LLAMA", "SmolLM2-135M", [("frameworks (HF generate, cache)", "frameworks", ["--use-cache"]),
+                                               ("onnxrt (cache)", "onnxrt", ["--use-cache"])]),
     "t5-small": ("T5", "t5-small", [("frameworks (HF generate, cache)", "frameworks", ["--use-cache"]),
                                     ("onnxrt (cache + cache generator)", "onnxrt", ["--use-cache"]),
                                     ("onnxrt (no cache)", "onnxrt", [])]),
@@ -74,7 +76,9 @@ def main() -> None:
     args = parser.parse_args()
 
     bandwidth = read_bandwidth_gbs()
-    report = {"read_bandwidth_gbs": bandwidth, "cases": {}}
+    # cases not run this time keep their last results (with the bandwidth measured alongside them)
+    earlier = json.loads(Path(args.save).read_text()) if Path(args.save).is_file() else {}
+    report = {"read_bandwidth_gbs": bandwidth, "cases": earlier.get("cases", {})}
     print(f"host read bandwidth: {bandwidth:.1f} GB/s")
     for case in args.cases:
         family, variant, runs = CASES[case]
@@ -82,7 +86,7 @@ def main() -> None:
         rows = {label: run_backend(family, variant, backend, flags, args.working_dir, args.iterations)
                 for label, backend, flags in runs}
         base = next(iter(rows.values()))
-        report["cases"][case] = {"decode_step_floor_s": floor_s, "results": rows}
+        report["cases"][case] = {"read_bandwidth_gbs": bandwidth, "decode_step_floor_s": floor_s, "results": rows}
         print(f"\n{case}: batch 1, 128 prompt tokens, 64 new tokens; floor per decode step {floor_s * 1e3:.1f} ms")
         print("| backend | end to end (s) | speed-up | decode step (ms) | x floor | tokens/s | same tokens |")
         print("|---|---|---|---|---|---|---|")
