@@ -33,9 +33,6 @@ class Backend(ABC):
                decoder_ids: np.ndarray | None = None) -> np.ndarray:
         """Teacher-forced logits (batch, positions, vocab): every position sees the true previous tokens."""
 
-    def describe(self) -> str:
-        return self.name
-
 
 @contextlib.contextmanager
 def torch_threads(n: int):

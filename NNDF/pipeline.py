@@ -17,8 +17,6 @@ from NNDF.generation import TokenIds
 from NNDF.onnx_export import MODEL_FILE, GraphSpec, check_onnx_io, exported
 from NNDF.workdir import WorkingDir
 
-BACKEND_MODULES = {"frameworks": "frameworks", "onnxrt": "onnxrt", "trt": "trt"}
-
 
 def token_ids(loaded: LoadedModel) -> TokenIds:
     d = loaded.generation_defaults
@@ -51,6 +49,6 @@ def make_backends(family: ModelFamily, loaded: LoadedModel, cfg: RunConfig, work
     (and halve it), while the compiled backends' exports trace the host fp32 model."""
     made = {}
     for name in sorted(cfg.backends, key=lambda n: n == "frameworks"):
-        module = importlib.import_module(f"{family.package}.{BACKEND_MODULES[name]}")
+        module = importlib.import_module(f"{family.package}.{name}")   # frameworks.py, onnxrt.py, trt.py
         made[name] = module.make_backend(loaded, cfg, workdir)
     return [made[name] for name in cfg.backends]
