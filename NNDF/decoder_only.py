@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from transformers import DynamicCache, LogitsProcessorList
+from transformers import LogitsProcessorList
 
 from NNDF.axes import BATCH, KEPT, PAST, SEQ, TOTAL, kv_names, largest_sizes, run_description
 from NNDF.backends import Backend, TorchBackend, hf_generation_config, positions_from_mask, torch_threads
+from NNDF.cache_io import cache_from_flat, flat_from_cache
 from NNDF.config import GenerationSettings
 from NNDF.generation import GenerationOutput, TokenIds, generate
 from NNDF.onnx_export import GraphSpec
@@ -59,11 +60,7 @@ class DecoderOnlyWrapper(torch.nn.Module):
         position_ids = None
         if self.layout.uses_position_ids:
             position_ids, rest = rest[0], rest[1:]
-        cache = None
-        if self.with_cache:
-            cache = DynamicCache(config=self.model.config)
-            for i in range(self.n_layers):
-                cache.update(rest[2 * i], rest[2 * i + 1], i)
+        cache = cache_from_flat(rest, self.n_layers, self.model.config) if self.with_cache else None
         kwargs = {"position_ids": position_ids} if position_ids is not None else {}
         # Only the positions in logits_index go through the vocabulary projection: generation
         # needs the last one, accuracy all of them (the projection is most of a prefill's work).
@@ -71,10 +68,7 @@ class DecoderOnlyWrapper(torch.nn.Module):
                          use_cache=self.with_cache, logits_to_keep=logits_index, **kwargs)
         if not self.with_cache:
             return out.logits
-        presents = []
-        for layer in out.past_key_values.layers:
-            presents += [layer.keys, layer.values]
-        return (out.logits, *presents)
+        return (out.logits, *flat_from_cache(out.past_key_values))
 
 
 def decoder_spec(model, layout: DecoderOnlyLayout, with_cache: bool) -> GraphSpec:

@@ -23,6 +23,7 @@ from transformers import DynamicCache, EncoderDecoderCache, LogitsProcessorList
 
 from NNDF.axes import BATCH, ENC, PAST, SEQ, TOTAL, kv_names, largest_sizes, run_description
 from NNDF.backends import Backend, TorchBackend, hf_generation_config, torch_threads
+from NNDF.cache_io import cache_from_flat, flat_from_cache
 from NNDF.config import GenerationSettings
 from NNDF.generation import GenerationOutput, TokenIds, generate
 from NNDF.onnx_export import GraphSpec
@@ -61,14 +62,6 @@ class Seq2SeqLayout:
         return heads, head_dim
 
 
-def cache_from_flat(tensors, n_layers: int, config) -> DynamicCache:
-    """A DynamicCache holding flat graph inputs (key0, value0, key1, ...)."""
-    cache = DynamicCache(config=config)
-    for i in range(n_layers):
-        cache.update(tensors[2 * i], tensors[2 * i + 1], i)
-    return cache
-
-
 class EncoderWrapper(torch.nn.Module):
     def __init__(self, model):
         super().__init__()
@@ -90,10 +83,7 @@ class CacheGeneratorWrapper(torch.nn.Module):
         cache = EncoderDecoderCache(DynamicCache(config=self.model.config), DynamicCache(config=self.model.config))
         self.model(decoder_input_ids=start, encoder_outputs=(encoder_hidden_states,), past_key_values=cache,
                    use_cache=True)
-        flat = []
-        for layer in cache.cross_attention_cache.layers:
-            flat += [layer.keys, layer.values]
-        return tuple(flat)
+        return flat_from_cache(cache.cross_attention_cache)
 
 
 class DecoderWrapper(torch.nn.Module):
@@ -116,10 +106,7 @@ class DecoderWrapper(torch.nn.Module):
         shape_only = cross[0][:, 0, :, :1]
         out = self.model(decoder_input_ids=input_ids, encoder_outputs=(shape_only,),
                          attention_mask=encoder_attention_mask, past_key_values=cache, use_cache=True)
-        presents = []
-        for layer in out.past_key_values.self_attention_cache.layers:
-            presents += [layer.keys, layer.values]
-        return (out.logits, *presents)
+        return (out.logits, *flat_from_cache(out.past_key_values.self_attention_cache))
 
 
 def _mask(b: int, length: int) -> torch.Tensor:

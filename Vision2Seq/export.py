@@ -24,7 +24,8 @@ from transformers import DynamicCache, EncoderDecoderCache
 
 from NNDF.axes import BATCH, KEPT, PAST, SEQ, TOTAL, kv_names
 from NNDF.backends import positions_from_mask
-from NNDF.encoder_decoder import cache_from_flat, needed_graphs
+from NNDF.cache_io import cache_from_flat, flat_from_cache
+from NNDF.encoder_decoder import needed_graphs
 from NNDF.family import LoadedModel, ModelFamily
 from NNDF.onnx_export import GraphSpec
 from Vision2Seq.images import ImageSettings
@@ -79,10 +80,7 @@ class CrossCacheWrapper(torch.nn.Module):
         start = torch.zeros_like(image_embeds[:, :1, 0], dtype=torch.long)
         cache = EncoderDecoderCache(DynamicCache(config=self.text_config), DynamicCache(config=self.text_config))
         self.decoder(input_ids=start, encoder_hidden_states=image_embeds, past_key_values=cache, use_cache=True)
-        flat = []
-        for layer in cache.cross_attention_cache.layers:
-            flat += [layer.keys, layer.values]
-        return tuple(flat)
+        return flat_from_cache(cache.cross_attention_cache)
 
 
 class TextDecoderWrapper(torch.nn.Module):
@@ -106,10 +104,7 @@ class TextDecoderWrapper(torch.nn.Module):
         cache = EncoderDecoderCache(cache_from_flat(past, self.n_layers, self.text_config),
                                     cache_from_flat(cross, self.n_layers, self.text_config))
         out = self.decoder(**common, encoder_hidden_states=cross[0][:, 0, :, :1], past_key_values=cache, use_cache=True)
-        presents = []
-        for layer in out.past_key_values.self_attention_cache.layers:
-            presents += [layer.keys, layer.values]
-        return (out.logits, *presents)
+        return (out.logits, *flat_from_cache(out.past_key_values.self_attention_cache))
 
 
 def _left_padded_mask(b: int, length: int) -> torch.Tensor:
