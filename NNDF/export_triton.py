@@ -151,9 +151,10 @@ def _add_plan(graph_dir: Path, engine: Path) -> dict[str, str]:
 
 
 def _ranges_for(spec, cfg: RunConfig, loaded: LoadedModel) -> dict:
+    from NNDF.axes import RunSizes
     from NNDF.trt_build import profile_ranges
 
-    return {k: list(v) for k, v in profile_ranges(spec, cfg, loaded.max_positions).items()}
+    return {k: list(v) for k, v in profile_ranges(spec, cfg.trt, RunSizes.of(cfg), loaded.max_positions).items()}
 
 
 def _graph_config(platform: str, files: dict[str, str], instances: int) -> str:
