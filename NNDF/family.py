@@ -114,6 +114,7 @@ class ModelFamily:
     fallback_tokenizer: Callable[[], Any]                       # offline tokenizer for random weights
     max_positions: Callable[[Any], int]                         # HF config -> longest sequence
     layouts: dict[str, Any] = field(default_factory=dict)      # arch -> graph layout, read by the family's code
+    is_encoder_decoder: bool = False                            # known before loading (export-triton refuses these)
 
     @property
     def tiny_variant(self) -> str:

@@ -9,7 +9,8 @@ from NNDF.family import ModelFamily, Variant
 def seq2seq_family(name: str, package: str, variants: tuple[Variant, ...], fallback_tokenizer, max_positions,
                    layouts: dict[str, Seq2SeqLayout], model_class=AutoModelForSeq2SeqLM) -> ModelFamily:
     return ModelFamily(name=name, package=package, variants=variants, model_class=model_class,
-                       fallback_tokenizer=fallback_tokenizer, max_positions=max_positions, layouts=layouts)
+                       fallback_tokenizer=fallback_tokenizer, max_positions=max_positions, layouts=layouts,
+                       is_encoder_decoder=True)
 
 
 def decoder_start_id(loaded) -> int:
