@@ -62,7 +62,7 @@ def _main(argv: list[str]) -> int:
     from NNDF.actions import accuracy, benchmark, chat, run_examples
     from NNDF.actions.common import save_json
     from NNDF.cli import parse_args
-    from NNDF.pipeline import artifact_subdir, make_backends
+    from NNDF.pipeline import artifact_subdir, graph_sizes, make_backends
     from NNDF.preflight import check_inputs, check_loaded, run_memory
     from NNDF.progress import status
     from NNDF.registry import resolve
@@ -101,6 +101,9 @@ def _main(argv: list[str]) -> int:
         print(f"memory: this run needs {run_memory(cfg, family, loaded).describe()}")
     check_loaded(cfg, family, loaded)       # prompt lengths and peak memory, before any export
     backends = make_backends(family, loaded, cfg, workdir)
+    if cfg.info:
+        for name, size in graph_sizes(workdir, artifact_subdir(family, loaded)):
+            print(f"graph {name}: {size / 1e6:.2f} MB")
 
     if cfg.action == "accuracy":
         result = accuracy.run(cfg, loaded, backends)

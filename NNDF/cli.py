@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from NNDF.config import GenerationSettings, RunConfig, ServeSettings, TimingSettings, TrtSettings
+from NNDF.config import GenerationSettings, QuantSettings, RunConfig, ServeSettings, TimingSettings, TrtSettings
 from NNDF.errors import UsageError
 from NNDF.preflight import check_output_path
 
@@ -44,6 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--verify", action="store_true",
                    help="check every cached file's SHA-256 (by default only files whose size or mtime changed)")
     g.add_argument("--verbose", action="store_true")
+
+    g = p.add_argument_group("quantization (weight-only, onnxrt and trt)")
+    g.add_argument("--quantize", metavar="{int8,int4}",
+                   help="quantize every MatMul/Gemm weight (LM head included) symmetrically per block")
+    g.add_argument("--quant-block-size", type=int, default=32, help="weights per scale, a power of two >= 16")
+    g.add_argument("--quant-accuracy-level", type=int, default=4,
+                   help="ONNX Runtime MatMulNBits accuracy level: 0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8 (default)")
 
     g = p.add_argument_group("generation")
     g.add_argument("--batch-size", type=int, default=1)
@@ -213,6 +220,9 @@ def parse_args(argv: list[str]) -> RunConfig:
         workspace_mib=a.workspace_size, use_cuda_graph=a.use_cuda_graph, nvtx_verbose=a.nvtx_verbose,
         engine_postfix=a.engine_postfix, prebuilt_onnx=prebuilt_onnx, prebuilt_engines=prebuilt_engines,
     )
+    quantize = _quant_settings(a, backends)
+    if quantize is not None and a.action in ("accuracy", "compare") and "frameworks" not in backends:
+        backends = ("frameworks", *backends)   # the fp32 reference their delta is printed against
     if a.checkpoint is not None and a.action not in ("run", "compare"):
         raise UsageError("--checkpoint is only read by the run and compare actions")
     check_output_path(a.save_output_fpath)   # a result we could not write must not cost a whole run
@@ -226,5 +236,28 @@ def parse_args(argv: list[str]) -> RunConfig:
         save_output_fpath=None if a.save_output_fpath is None else Path(a.save_output_fpath), generation=generation, timing=timing, trt=trt,
         input_seq_len=a.input_seq_len, num_samples=a.num_samples, tokens_to_generate=a.tokens_to_generate,
         top_n=a.top_n, dataset_path=a.dataset_path, checkpoint=a.checkpoint, image=a.image,
-        chat_compare=a.compare, serve=serve,
+        chat_compare=a.compare, serve=serve, quantize=quantize,
     )
+
+
+def _quant_settings(a, backends: tuple[str, ...]) -> QuantSettings | None:
+    from NNDF.quantize import check_block_size
+
+    if a.quantize is None:
+        if a.quant_block_size != 32 or a.quant_accuracy_level != 4:
+            raise UsageError("--quant-block-size/--quant-accuracy-level need --quantize", "add --quantize int8 or int4")
+        return None
+    if a.quantize not in ("int8", "int4"):
+        raise UsageError(f"--quantize {a.quantize} is not supported", "choose int8 or int4")
+    check_block_size(a.quant_block_size)
+    if a.quant_accuracy_level not in range(5):
+        raise UsageError(f"--quant-accuracy-level {a.quant_accuracy_level} is not one of 0-4",
+                         "use 0 (unset), 1 (fp32), 2 (fp16), 3 (bf16) or 4 (int8)")
+    if not set(backends) & {"onnxrt", "trt"}:
+        raise UsageError("--quantize applies to the onnxrt and trt backends", "add onnxrt or trt to the backends")
+    for graph, path in ((g, getattr(a, f"{g}_onnx")) for g in PREBUILT_GRAPHS):
+        if path is not None:
+            from NNDF.quantize import check_not_quantized
+
+            check_not_quantized(path)
+    return QuantSettings(a.quantize, a.quant_block_size, a.quant_accuracy_level)

@@ -61,6 +61,21 @@ class ServeSettings:
 
 
 @dataclass(frozen=True)
+class QuantSettings:
+    """Weight-only quantization of the compiled backends' graphs (--quantize)."""
+
+    scheme: str                   # "int8" or "int4"
+    block_size: int = 32          # weights per scale along the input dimension
+    # ONNX Runtime's MatMulNBits accuracy level: what activations are multiplied in (0 unset, 1 fp32,
+    # 2 fp16, 3 bf16, 4 int8). 4 uses this CPU's AVX-512 VNNI int8 dot products (README: measured).
+    accuracy_level: int = 4
+
+    @property
+    def bits(self) -> int:
+        return {"int8": 8, "int4": 4}[self.scheme]
+
+
+@dataclass(frozen=True)
 class RunConfig:
     action: str
     family: str
@@ -92,8 +107,11 @@ class RunConfig:
     checkpoint: Path | None = None
     image: Path | None = None
     chat_compare: bool = False
+    quantize: QuantSettings | None = None
 
     @property
     def graph_precision(self) -> str:
         """What the compiled backends' graphs compute in, as results name it."""
+        if self.quantize is not None:   # weights; activations are fp16 with --fp16
+            return self.quantize.scheme
         return "fp16" if self.fp16 else "fp32"

@@ -37,7 +37,7 @@ def trt_backend(family: ModelFamily, loaded: LoadedModel, cfg: RunConfig, workdi
     ranges = profile_ranges(spec, cfg.trt, RunSizes.of(cfg), loaded.max_positions)
     engine = cfg.trt.prebuilt_engines.get("decoder")
     if engine is None:
-        source = onnx_path(spec, loaded, family, cfg, workdir)
+        source = onnx_path(spec, loaded, family, cfg, workdir, form="trt")
         engine = engine_for(source, spec, ranges, cfg.trt, cfg.fp16, workdir, artifact_subdir(family, loaded))
     session = TrtSession(engine, spec, ranges, cfg.trt)
     return CompiledDecoderOnly("trt", session, spec, cfg.generation.use_cache, token_ids(loaded), cfg.graph_precision)

@@ -15,6 +15,7 @@ from NNDF.errors import UsageError
 from NNDF.family import LoadedModel, ModelFamily
 from NNDF.generation import TokenIds
 from NNDF.onnx_export import MODEL_FILE, GraphSpec, check_onnx_io, exported
+from NNDF.quantize import check_block_fits, linear_weight_shapes, quantized_graph
 from NNDF.workdir import WorkingDir
 
 
@@ -29,19 +30,25 @@ def artifact_subdir(family: ModelFamily, loaded: LoadedModel) -> tuple[str, ...]
     return (family.name, loaded.variant.replace("/", "--"))
 
 
-def onnx_path(spec: GraphSpec, loaded: LoadedModel, family: ModelFamily, cfg: RunConfig, workdir: WorkingDir) -> Path:
-    """The user's prebuilt --<graph>-onnx if given (checked against the runner's IO), else the cached export."""
+def onnx_path(spec: GraphSpec, loaded: LoadedModel, family: ModelFamily, cfg: RunConfig, workdir: WorkingDir,
+              form: str = "onnxrt") -> Path:
+    """The graph the `form` backend (onnxrt or trt) runs: the user's prebuilt --<graph>-onnx if given
+    (checked against the runner's IO), else the cached export; under --quantize, its quantized form."""
     graph_kind = spec.name.removesuffix("_nocache")  # "decoder_nocache" is given as --decoder-onnx too
     given = cfg.trt.prebuilt_onnx.get(graph_kind)
+    subdir = artifact_subdir(family, loaded)
     if given is not None:
         check_onnx_io(given, spec)
-        return given
-    first = next(loaded.model.parameters())
-    if first.device.type != "cpu" or first.dtype != torch.float32:
-        raise UsageError(f"export traces the host fp32 model, but it is now {first.dtype} on {first.device}",
-                         "make the compiled backends before running frameworks on the GPU (run.py does)")
-    art = exported(workdir, artifact_subdir(family, loaded), loaded.model, spec, loaded.source_key, cfg.fp16)
-    return art.file(MODEL_FILE)
+        source = given
+    else:
+        first = next(loaded.model.parameters())
+        if first.device.type != "cpu" or first.dtype != torch.float32:
+            raise UsageError(f"export traces the host fp32 model, but it is now {first.dtype} on {first.device}",
+                             "make the compiled backends before running frameworks on the GPU (run.py does)")
+        if cfg.quantize is not None:   # a block larger than a weight's input dimension fails before export
+            check_block_fits(linear_weight_shapes(loaded.model), cfg.quantize.block_size, loaded.variant)
+        source = exported(workdir, subdir, loaded.model, spec, loaded.source_key, cfg.fp16).file(MODEL_FILE)
+    return quantized_graph(source, cfg.quantize, form, workdir, workdir.artifact_dir(*subdir, "onnx"))
 
 
 def make_backends(family: ModelFamily, loaded: LoadedModel, cfg: RunConfig, workdir: WorkingDir) -> list[Backend]:
@@ -52,3 +59,21 @@ def make_backends(family: ModelFamily, loaded: LoadedModel, cfg: RunConfig, work
         module = importlib.import_module(f"{family.package}.{name}")   # frameworks.py, onnxrt.py, trt.py
         made[name] = module.make_backend(loaded, cfg, workdir)
     return [made[name] for name in cfg.backends]
+
+
+def graph_sizes(workdir: WorkingDir, subdir: tuple[str, ...]) -> list[tuple[str, int]]:
+    """(artifact name, bytes of its files) of every finished ONNX graph of a variant: the exports and
+    their fused and quantized forms, from their manifests."""
+    import json
+
+    from NNDF.workdir import MANIFEST
+
+    onnx_dir = workdir.artifact_dir(*subdir, "onnx")
+    found = []
+    for manifest in sorted(onnx_dir.glob(f"*/{MANIFEST}")) if onnx_dir.is_dir() else []:
+        try:
+            files = json.loads(manifest.read_text()).get("files", {})
+        except (OSError, ValueError):
+            continue
+        found.append((manifest.parent.name, sum(files.values())))
+    return found

@@ -16,5 +16,5 @@ def specs_for(family: ModelFamily, loaded: LoadedModel, use_cache: bool) -> dict
 
 
 def onnx_files(family: ModelFamily, loaded: LoadedModel, cfg: RunConfig, workdir: WorkingDir,
-               specs: dict[str, GraphSpec]) -> dict[str, Path]:
-    return {name: onnx_path(spec, loaded, family, cfg, workdir) for name, spec in specs.items()}
+               specs: dict[str, GraphSpec], form: str = "onnxrt") -> dict[str, Path]:
+    return {name: onnx_path(spec, loaded, family, cfg, workdir, form) for name, spec in specs.items()}

@@ -41,7 +41,7 @@ def trt_sessions(family, loaded, cfg, workdir, specs: dict, ranges: dict) -> dic
 
     engines = prebuilt_engines(cfg, specs)
     if not engines:
-        sources = onnx_files(family, loaded, cfg, workdir, specs)
+        sources = onnx_files(family, loaded, cfg, workdir, specs, form="trt")
         engines = {name: engine_for(sources[name], spec, ranges[name], cfg.trt, cfg.fp16, workdir,
                                     artifact_subdir(family, loaded))
                    for name, spec in specs.items()}

@@ -123,5 +123,18 @@ def run(cfg: RunConfig, loaded: LoadedModel, backends: list[Backend]) -> dict:
         r = results[b.name]
         tops = "  ".join(f"top{n}={r['top_n'][str(n)]:.4f}" for n in top_ns)
         print(f"  {label(b):<26} {tops}  token_ppl={r['token_perplexity']:.4g}  seq_ppl={r['seq_perplexity']:.4g}")
+    if cfg.quantize is not None and "frameworks" in results:
+        from NNDF.quant_accuracy import delta_to_fp32, describe, passes
+
+        reference = results["frameworks"]
+        print(f"{cfg.quantize.scheme} (block {cfg.quantize.block_size}) against frameworks "
+              f"({reference['precision']} on {reference['device']}):")
+        for b in backends:
+            r = results[b.name]
+            if b.name != "frameworks":
+                r["delta_to_fp32"] = delta_to_fp32(reference, r)
+                r["within_gate"] = passes(cfg.quantize.scheme, r["delta_to_fp32"])
+                print(f"  {label(b):<26} {describe(r['delta_to_fp32'])}  {'within' if r['within_gate'] else 'OUTSIDE'} "
+                      f"the {cfg.quantize.scheme} gate")
     return {"action": "accuracy", "num_samples": len(texts), "tokens_to_generate": cfg.tokens_to_generate,
             "truncated_samples": cut, "results": results}

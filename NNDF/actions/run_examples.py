@@ -99,4 +99,12 @@ def compare(cfg: RunConfig, loaded: LoadedModel, backends: list[Backend], family
     rows.append(["accuracy"] + [f"{results[b.name]['accuracy']:.2f}" for b in backends])
     rows.append(["median ms"] + [f"{results[b.name]['median_runtime_s'] * 1e3:.1f}" for b in backends])
     print(table(headers, rows))
+    if cfg.quantize is not None and first == "frameworks":
+        for b in backends[1:]:
+            same = sum(results[b.name]["examples"][ex]["output"] == results[first]["examples"][ex]["output"]
+                       for ex in examples)
+            delta = results[b.name]["accuracy"] - results[first]["accuracy"]
+            results[b.name]["delta_to_fp32"] = {"same_outputs": same, "accuracy_delta": delta}
+            print(f"{b.name} {cfg.quantize.scheme} against fp32 frameworks: {same}/{len(examples)} outputs identical, "
+                  f"accuracy {delta:+.2f}")
     return {"action": "compare", "results": results}

@@ -483,6 +483,9 @@ class ICudaEngine:
             options = _ort.SessionOptions()
             options.intra_op_num_threads = 1
             options.log_severity_level = 3
+            # TensorRT runs weight-only QDQ as dequantized weights times float activations. ONNX
+            # Runtime would fuse DequantizeLinear -> MatMul into MatMulNBits with int8 activations.
+            options.add_session_config_entry("session.disable_quant_qdq", "1")
             self._session = _ort.InferenceSession(self._model, options, providers=["CPUExecutionProvider"])
         return IExecutionContext(self, strategy)
 

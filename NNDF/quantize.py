@@ -1,0 +1,385 @@
+"""Weight-only int8 / int4 quantization of exported graphs, cached like any other artifact.
+
+One quantization, two graph forms:
+
+    export (fp32/fp16) --matmul_form--> every weight a MatMul initializer
+        --ONNX Runtime's MatMulNBitsQuantizer--> onnxrt graph (MatMulNBits, symmetric, per block)
+        --qdq_from_matmulnbits--> trt graph: int4 initializer -> DequantizeLinear -> MatMul
+
+Weights are quantized symmetrically (no zero points, which TensorRT requires) in blocks of
+`block_size` along the input dimension, with one scale per block and output column. Embedding
+tables and norms are not MatMul weights and keep their export precision; the LM head, which
+GPT2-style models tie to the embedding table, gets a quantized copy of its own.
+
+TensorRT's block quantization is for int4; int8 weights there get one scale per output
+channel, so the trt int8 graph quantizes the export's weights itself (per channel) rather than
+converting ONNX Runtime's blocked int8.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from NNDF.config import QuantSettings
+from NNDF.errors import UsageError
+from NNDF.progress import progress
+from NNDF.workdir import MANIFEST, WorkingDir, file_digest
+
+QDQ_OPSET = 21                 # blocked DequantizeLinear and the INT4 type arrive in opset 21
+QUANTIZER_VERSION = 1          # bump when this file changes what a quantized graph contains
+MODEL_FILE, DATA_FILE = "model.onnx", "model.onnx.data"
+
+
+def check_block_size(block_size: int) -> None:
+    if block_size < 16 or block_size & (block_size - 1):
+        raise UsageError(f"--quant-block-size {block_size} is not a power of two >= 16",
+                         "use 16, 32, 64, 128, ...")
+
+
+# --------------------------------------------------------------------------- inspecting graphs
+def _initializers(proto: onnx.ModelProto) -> dict[str, TensorProto]:
+    return {t.name: t for t in proto.graph.initializer}
+
+
+def quantized_ops(proto: onnx.ModelProto) -> list[str]:
+    """Names of the nodes that already hold quantized weights (empty for a float graph)."""
+    return [n.name or n.op_type for n in proto.graph.node
+            if n.op_type in ("MatMulNBits", "DequantizeLinear", "QuantizeLinear", "MatMulInteger", "QLinearMatMul")]
+
+
+def check_not_quantized(path: Path) -> None:
+    """--quantize on a graph that is already quantized would quantize twice: refuse it."""
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception:  # not ONNX at all: the IO check that follows names that problem
+        return
+    found = quantized_ops(proto)
+    if found:
+        raise UsageError(f"{path} is already quantized ({len(found)} quantized ops, e.g. {found[0]})",
+                         "drop --quantize, or pass the float graph it came from")
+
+
+def weight_shapes(proto: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
+    """Weight initializer name -> (input dim, output dim) of every MatMul that matmul_form prepared."""
+    inits = _initializers(proto)
+    return {n.input[1]: tuple(inits[n.input[1]].dims) for n in proto.graph.node
+            if n.op_type == "MatMul" and n.input[1] in inits and len(inits[n.input[1]].dims) == 2}
+
+
+def linear_weight_shapes(model) -> dict[str, tuple[int, int]]:
+    """(input dim, output dim) of every linear layer of a torch model: nn.Linear and GPT2's Conv1D
+    (which stores its weight as [in, out]); enough to check a block size before any export."""
+    import torch
+
+    shapes = {}
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear):
+            shapes[f"{name}.weight"] = (module.in_features, module.out_features)
+        elif type(module).__name__ == "Conv1D" and getattr(module, "weight", None) is not None:
+            shapes[f"{name}.weight"] = tuple(module.weight.shape)
+    return shapes
+
+
+def check_block_fits(shapes: dict[str, tuple[int, ...]], block_size: int, graph: str) -> None:
+    for name, (k, _) in shapes.items():
+        if block_size > k:
+            raise UsageError(f"--quant-block-size {block_size} is larger than the input dimension {k} of "
+                             f"{graph} weight {name}", f"use a block size of at most {k}")
+
+
+# --------------------------------------------------------------------------- MatMul form
+def matmul_form(proto: onnx.ModelProto) -> int:
+    """Rewrite `proto` in place so every weight multiply is MatMul(activation, initializer [K, N]).
+
+    Both quantizers only see MatMuls with a constant 2-D B. The TorchScript export gives
+    nn.Linear as MatMul(x, Transpose(W)) and GPT2's Conv1D as Gemm(x, W, b): fold the
+    transpose into a transposed initializer, and split Gemm into MatMul + Add. A weight
+    the embedding also reads (a tied LM head) gets a transposed copy, so the table stays
+    as exported. Returns the number of rewritten nodes.
+    """
+    graph = proto.graph
+    inits = _initializers(proto)
+    producer = {o: n for n in graph.node for o in n.output}
+    consumers: dict[str, int] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers[i] = consumers.get(i, 0) + 1
+    new_nodes, new_inits, rewritten, dropped = [], {}, 0, set()
+
+    def transposed(name: str) -> str:
+        t_name = f"{name}.T"
+        if t_name not in new_inits:
+            new_inits[t_name] = numpy_helper.from_array(np.ascontiguousarray(numpy_helper.to_array(inits[name]).T), t_name)
+        return t_name
+
+    for node in graph.node:
+        if node.op_type == "MatMul" and node.input[1] in producer:
+            t = producer[node.input[1]]
+            perm = next((list(a.ints) for a in t.attribute if a.name == "perm"), [1, 0])
+            if t.op_type == "Transpose" and t.input[0] in inits and perm == [1, 0] and len(inits[t.input[0]].dims) == 2:
+                new_nodes.append(helper.make_node("MatMul", [node.input[0], transposed(t.input[0])], list(node.output),
+                                                  name=node.name))
+                consumers[t.output[0]] -= 1
+                if consumers[t.output[0]] == 0:
+                    dropped.add(id(t))
+                rewritten += 1
+                continue
+        if node.op_type == "Gemm" and node.input[1] in inits:
+            attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+            if attrs.get("transA", 0) == 0 and attrs.get("alpha", 1.0) == 1.0 and attrs.get("beta", 1.0) == 1.0:
+                weight = transposed(node.input[1]) if attrs.get("transB", 0) else node.input[1]
+                has_bias = len(node.input) > 2 and node.input[2]
+                out = node.output[0] + "_matmul" if has_bias else node.output[0]
+                new_nodes.append(helper.make_node("MatMul", [node.input[0], weight], [out], name=f"{node.name}_MatMul"))
+                if has_bias:
+                    new_nodes.append(helper.make_node("Add", [out, node.input[2]], [node.output[0]],
+                                                      name=f"{node.name}_Add"))
+                rewritten += 1
+                continue
+        new_nodes.append(node)
+    kept = [n for n in new_nodes if id(n) not in dropped]
+    del graph.node[:]
+    graph.node.extend(kept)
+    graph.initializer.extend(new_inits.values())
+    still_used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+    unused = [t for t in graph.initializer if t.name not in still_used]
+    for t in unused:
+        graph.initializer.remove(t)
+    return rewritten
+
+
+# --------------------------------------------------------------------------- onnxrt: MatMulNBits
+def _load_with_weights(path: Path) -> onnx.ModelProto:
+    return onnx.load(str(path), load_external_data=True)
+
+
+def _save(proto: onnx.ModelProto, out_dir: Path) -> None:
+    onnx.save_model(proto, str(out_dir / MODEL_FILE), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=DATA_FILE, size_threshold=1024)
+
+
+def _source_identity(source: Path) -> str:
+    """A cached export is identified by its manifest (which holds its key and file sizes); a
+    user's file by its bytes."""
+    manifest = source.parent / MANIFEST
+    return file_digest(manifest) if manifest.is_file() else file_digest(source)
+
+
+def _described(source: Path) -> dict:
+    manifest = source.parent / MANIFEST
+    d = json.loads(manifest.read_text()) if manifest.is_file() else {}
+    return {"inputs": d.get("inputs", []), "outputs": d.get("outputs", []), "graph": d.get("graph", source.stem)}
+
+
+def _import_quantizer():
+    """ONNX Runtime's quantization package calls logging.basicConfig(INFO) on import, which would
+    print every library's INFO lines from then on; keep the root logger as it was."""
+    import logging
+
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    from onnxruntime.quantization import matmul_nbits_quantizer
+
+    root.setLevel(level)
+    root.handlers[:] = handlers
+    return matmul_nbits_quantizer
+
+
+def quantize_with_ort(proto: onnx.ModelProto, q: QuantSettings, graph: str) -> onnx.ModelProto:
+    """ONNX Runtime's own weight-only quantizer over every MatMul weight, with a progress bar."""
+    nbits = _import_quantizer()
+    config = nbits.DefaultWeightOnlyQuantConfig(block_size=q.block_size, is_symmetric=True,
+                                          accuracy_level=q.accuracy_level or None, bits=q.bits,
+                                          op_types_to_quantize=("MatMul",))
+    quantizer = nbits.MatMulNBitsQuantizer(proto, algo_config=config)
+    node_quantizer = quantizer.node_quantizer
+    bar = iter(progress(range(len(weight_shapes(proto))), f"quantizing {graph} to {q.scheme}"))
+    plain = node_quantizer.quantize
+
+    def counted(node, graph_stack):
+        out = plain(node, graph_stack)
+        if any(n.op_type == "MatMulNBits" for n in out):
+            next(bar, None)
+        return out
+
+    node_quantizer.quantize = counted
+    quantizer.process()
+    for _ in bar:   # close the bar
+        pass
+    return quantizer.model.model
+
+
+def _artifact(source: Path, q: QuantSettings, form: str, onnx_dir: Path) -> tuple[Path, dict]:
+    """Where the `form` ("onnxrt" or "trt") of `source` quantized by `q` lives, and its key."""
+    import onnxruntime as ort
+
+    identity = _source_identity(source)
+    key = {"source": identity, "form": form, "scheme": q.scheme, "block_size": q.block_size,
+           "accuracy_level": q.accuracy_level, "onnxruntime": ort.__version__, "quantizer": QUANTIZER_VERSION}
+    base = source.parent.name if (source.parent / MANIFEST).is_file() else f"{source.stem}-given-{identity[:10]}"
+    return onnx_dir / f"{base}-{q.scheme}-b{q.block_size}-a{q.accuracy_level}-{form}", key
+
+
+def ort_quantized(source: Path, q: QuantSettings, workdir: WorkingDir, onnx_dir: Path) -> Path:
+    """The cached MatMulNBits graph of `source` for onnxrt, quantizing it if absent."""
+    source = Path(source)
+    target, key = _artifact(source, q, "onnxrt", onnx_dir)
+
+    def produce(tmp: Path) -> dict:
+        proto = _load_with_weights(source)
+        matmul_form(proto)
+        shapes = weight_shapes(proto)
+        described = _described(source)
+        check_block_fits(shapes, q.block_size, described["graph"])
+        quantized = quantize_with_ort(proto, q, described["graph"])
+        _save(quantized, tmp)
+        return {**described, "graph": f"{described['graph']} ({q.scheme}, MatMulNBits)",
+                "quantized_weights": sum(n.op_type == "MatMulNBits" for n in quantized.graph.node),
+                "weights": len(shapes)}
+
+    return workdir.build(target, key, (MODEL_FILE,), produce).file(MODEL_FILE)
+
+
+# --------------------------------------------------------------------------- trt: QDQ
+def blocked_int4_from_matmulnbits(node: onnx.NodeProto, inits: dict[str, TensorProto]) -> tuple[np.ndarray, np.ndarray]:
+    """The signed int4 weight [K, N] and scales [K / block, N] a 4-bit MatMulNBits node holds.
+
+    MatMulNBits stores column n's block b as bytes B[n, b, :], two values per byte, low nibble
+    first, offset by the implicit zero point 8 of a symmetric quantization.
+    """
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    k, n, block = attrs["K"], attrs["N"], attrs["block_size"]
+    packed = numpy_helper.to_array(inits[node.input[1]])                        # [N, blocks, block / 2]
+    low, high = packed & 0x0F, packed >> 4
+    values = np.stack([low, high], axis=-1).reshape(n, -1)[:, :k].astype(np.int8) - 8   # [N, K]
+    scales = numpy_helper.to_array(inits[node.input[2]]).reshape(n, -1)          # [N, blocks]
+    return np.ascontiguousarray(values.T), np.ascontiguousarray(scales.T)
+
+
+def int4_tensor(values: np.ndarray, name: str) -> TensorProto:
+    """An ONNX INT4 initializer: row-major, two values per byte, the first in the low nibble."""
+    flat = values.astype(np.int8).reshape(-1)
+    if flat.size % 2:
+        flat = np.append(flat, np.int8(0))
+    packed = ((flat[0::2] & 0x0F) | ((flat[1::2] & 0x0F) << 4)).astype(np.uint8)
+    return helper.make_tensor(name, TensorProto.INT4, list(values.shape), packed.tobytes(), raw=True)
+
+
+def per_channel_int8(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 with one scale per output column (TensorRT's INT8 weight-only form)."""
+    w = weight.astype(np.float32)
+    scale = np.abs(w).max(axis=0) / 127.0
+    scale = np.where(scale == 0, 1.0, scale).astype(np.float32)
+    return np.clip(np.round(w / scale), -127, 127).astype(np.int8), scale.astype(weight.dtype)
+
+
+def _without_initializers(proto: onnx.ModelProto) -> onnx.ModelProto:
+    light = onnx.ModelProto()
+    light.ir_version, light.producer_name = proto.ir_version, proto.producer_name
+    light.opset_import.extend(proto.opset_import)
+    graph = onnx.GraphProto(name=proto.graph.name)
+    graph.node.extend(proto.graph.node)
+    graph.input.extend(proto.graph.input)
+    graph.output.extend(proto.graph.output)
+    graph.value_info.extend(proto.graph.value_info)
+    light.graph.CopyFrom(graph)
+    return light
+
+
+def _to_opset(proto: onnx.ModelProto, version: int) -> onnx.ModelProto:
+    """Convert the graph's operators to `version` without handing the converter the weights."""
+    from onnx import version_converter
+
+    weights = {t.name: t for t in proto.graph.initializer}
+    stubs = []
+    for t in weights.values():   # the converter needs each weight's name, type and shape, not its bytes
+        stub = TensorProto(name=t.name, dims=t.dims, data_type=t.data_type, data_location=TensorProto.EXTERNAL)
+        stub.external_data.add(key="location", value="not-read")
+        stubs.append(stub)
+    light = _without_initializers(proto)
+    light.graph.initializer.extend(stubs)
+    converted = version_converter.convert_version(light, version)
+    for i, t in enumerate(converted.graph.initializer):
+        if t.name in weights:
+            converted.graph.initializer[i].CopyFrom(weights[t.name])
+    converted.ir_version = max(converted.ir_version, 10)      # INT4 needs IR 10
+    return converted
+
+
+def qdq_graph(float_proto: onnx.ModelProto, int4_proto: onnx.ModelProto | None, q: QuantSettings) -> onnx.ModelProto:
+    """The TensorRT form of `float_proto` (already in MatMul form): each weight an int initializer
+    -> DequantizeLinear (no zero point) -> MatMul. int4 takes its weights and scales from the
+    MatMulNBits graph ONNX Runtime made of the same export; int8 is per output channel."""
+    inits = _initializers(float_proto)
+    weights = weight_shapes(float_proto)
+    blocked = {}
+    if q.bits == 4:
+        q_inits = _initializers(int4_proto)
+        blocked = {n.input[1].removesuffix("_Q4"): blocked_int4_from_matmulnbits(n, q_inits)
+                   for n in int4_proto.graph.node if n.op_type == "MatMulNBits"}
+        missing = sorted(set(weights) - set(blocked))
+        if missing:
+            raise ValueError(f"ONNX Runtime left weights unquantized: {missing[:3]}")
+    dq_nodes, new_inits = [], []
+    for weight in weights:
+        dtype = helper.tensor_dtype_to_np_dtype(inits[weight].data_type)
+        if q.bits == 4:
+            values, scales = blocked[weight]
+            quantized, attrs = int4_tensor(values, f"{weight}_int4"), {"axis": 0, "block_size": q.block_size}
+            scales = scales.astype(dtype)
+        else:
+            values, scales = per_channel_int8(numpy_helper.to_array(inits[weight]))
+            quantized, attrs = numpy_helper.from_array(values, f"{weight}_int8"), {"axis": 1}
+        new_inits += [quantized, numpy_helper.from_array(scales, f"{weight}_scale")]
+        dq_nodes.append(helper.make_node("DequantizeLinear", [quantized.name, f"{weight}_scale"], [f"{weight}_dq"],
+                                         name=f"{weight}_DequantizeLinear", **attrs))
+    # Only int4 needs opset 21 (INT4, blocked DequantizeLinear); per-channel int8 is opset 13's, and
+    # TensorRT 10's parser takes opset 21 only for the blocked form, so int8 keeps the export's opset.
+    proto = _to_opset(float_proto, QDQ_OPSET) if q.bits == 4 else float_proto
+    for node in proto.graph.node:
+        if node.op_type == "MatMul" and node.input[1] in weights:
+            node.input[1] = f"{node.input[1]}_dq"
+    nodes = dq_nodes + list(proto.graph.node)
+    del proto.graph.node[:]
+    proto.graph.node.extend(nodes)
+    kept = [t for t in proto.graph.initializer if t.name not in weights]
+    del proto.graph.initializer[:]
+    proto.graph.initializer.extend(kept + new_inits)
+    return proto
+
+
+def trt_quantized(source: Path, q: QuantSettings, workdir: WorkingDir, onnx_dir: Path) -> Path:
+    """The cached QDQ graph of `source` for TensorRT. int4 is built from onnxrt's MatMulNBits
+    artifact (quantizing it first if needed), so both backends run the same int4 weights."""
+    source = Path(source)
+    int4_source = ort_quantized(source, q, workdir, onnx_dir) if q.bits == 4 else None
+    target, key = _artifact(source, q, "trt", onnx_dir)
+
+    def produce(tmp: Path) -> dict:
+        described = _described(source)
+        proto = _load_with_weights(source)
+        matmul_form(proto)
+        check_block_fits(weight_shapes(proto), q.block_size, described["graph"])
+        int4_proto = _load_with_weights(int4_source) if int4_source is not None else None
+        from NNDF.progress import status
+
+        with status(f"writing the TensorRT QDQ form of {described['graph']} ({q.scheme})"):
+            qdq = qdq_graph(proto, int4_proto, q)
+            _save(qdq, tmp)
+        return {**described, "graph": f"{described['graph']} ({q.scheme}, QDQ)",
+                "quantized_weights": sum(n.op_type == "DequantizeLinear" for n in qdq.graph.node)}
+
+    return workdir.build(target, key, (MODEL_FILE,), produce).file(MODEL_FILE)
+
+
+def quantized_graph(source: Path, q: QuantSettings | None, form: str, workdir: WorkingDir, onnx_dir: Path) -> Path:
+    """`source` as the onnxrt or trt backend runs it under --quantize (unchanged without it)."""
+    if q is None:
+        return source
+    check_not_quantized(source)
+    return (ort_quantized if form == "onnxrt" else trt_quantized)(source, q, workdir, onnx_dir)

@@ -1,0 +1,249 @@
+"""--quantize int8/int4: every weight quantized, one quantization in two graph forms (onnxrt's
+MatMulNBits, trt's QDQ on the stand-in), the accuracy gate on the trained tiny models and a planted
+scale-axis bug it catches, cached artifacts, and bad input as one line with exit 2."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from conftest import ROOT
+from test_cli import call
+
+from NNDF import quantize
+from NNDF.actions.accuracy import evaluate, load_texts
+from NNDF.cli import parse_args
+from NNDF.pipeline import artifact_subdir, make_backends, onnx_path
+from NNDF.quant_accuracy import MAX_RELATIVE_PERPLEXITY, delta_to_fp32, passes
+from NNDF.registry import get_family
+
+SAMPLE = ROOT / "NNDF" / "data" / "lambada_sample.jsonl"
+TRAINED = {"T5": "t5-tiny", "BART": "bart-tiny"}   # the tiny models trained on real text
+
+
+@pytest.fixture(scope="module")
+def wd(workdir):
+    return str(workdir.root)
+
+
+def cfg_for(workdir, family, *flags, backends=("onnxrt",), action="accuracy"):
+    return parse_args([action, family, *backends, "--working-dir", str(workdir.root), "--use-cache", *flags])
+
+
+def loaded_model(family, variant, workdir, cache={}):
+    if (family, variant) not in cache:
+        cache[family, variant] = get_family(family).load(cfg_for(workdir, family, "--variant", variant))
+    return cache[family, variant]
+
+
+def backend(workdir, family, variant, name, *flags):
+    cfg = cfg_for(workdir, family, "--variant", variant, *flags, backends=(name,))
+    return next(b for b in make_backends(get_family(family), loaded_model(family, variant, workdir), cfg, workdir)
+                if b.name == name)
+
+
+def accuracy(b, family, variant, workdir):
+    texts = load_texts(SAMPLE, 40)
+    return evaluate(b, loaded_model(family, variant, workdir), texts, 5, [1, 10])
+
+
+# --------------------------------------------------------------------------- graphs
+def ops(path) -> dict[str, int]:
+    proto = onnx.load(str(path), load_external_data=False)
+    counts: dict[str, int] = {}
+    for n in proto.graph.node:
+        counts[n.op_type] = counts.get(n.op_type, 0) + 1
+    return counts
+
+
+def float_weight_matmuls(path) -> list[str]:
+    proto = onnx.load(str(path), load_external_data=False)
+    inits = {t.name for t in proto.graph.initializer}
+    return [n.name for n in proto.graph.node if n.op_type in ("MatMul", "Gemm") and n.input[1] in inits]
+
+
+@pytest.mark.parametrize("family,variant", [("GPT2", "gpt2-tiny"), ("T5", "t5-tiny")])
+def test_every_weight_is_quantized_and_embeddings_stay_float(workdir, family, variant):
+    fam, loaded = get_family(family), loaded_model(family, variant, workdir)
+    model_linears = quantize.linear_weight_shapes(loaded.model)
+    for scheme in ("int8", "int4"):
+        cfg = cfg_for(workdir, family, "--variant", variant, "--quantize", scheme)
+        spec_names = ["decoder"] if family == "GPT2" else ["encoder", "cache_generator", "decoder"]
+        quantized = 0
+        for name in spec_names:
+            from NNDF.decoder_only import decoder_spec
+            from NNDF.encoder_decoder import graph_specs
+
+            spec = (decoder_spec(loaded.model, fam.layout(loaded), True) if family == "GPT2"
+                    else graph_specs(loaded.model, fam.layout(loaded))[name])
+            ort_graph, trt_graph = (onnx_path(spec, loaded, fam, cfg, workdir, form) for form in ("onnxrt", "trt"))
+            assert "Gemm" not in ops(ort_graph) and float_weight_matmuls(ort_graph) == []
+            assert float_weight_matmuls(trt_graph) == []
+            quantized += ops(ort_graph)["MatMulNBits"]
+            assert ops(trt_graph)["DequantizeLinear"] == ops(ort_graph)["MatMulNBits"]
+            proto = onnx.load(str(trt_graph))
+            for t in proto.graph.initializer:   # embedding tables and norms stay in export precision
+                if t.data_type in (onnx.TensorProto.INT4, onnx.TensorProto.INT8):
+                    assert t.name.endswith(f"_{scheme}")
+            opset = next(o.version for o in proto.opset_import if o.domain == "")
+            assert opset == (21 if scheme == "int4" else 17)
+            for node in proto.graph.node:
+                if node.op_type == "DequantizeLinear":
+                    assert len(node.input) == 2   # no zero point: symmetric
+                    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+                    scale = next(t for t in proto.graph.initializer if t.name == node.input[1])
+                    if scheme == "int4":   # scales of the weight's rank, one blocked axis
+                        assert attrs == {"axis": 0, "block_size": 32} and len(scale.dims) == 2
+                    else:                  # per output channel
+                        assert attrs == {"axis": 1} and len(scale.dims) == 1
+        # every linear layer of the model (GPT2's tied LM head included) is quantized in some graph
+        assert quantized >= len(model_linears) - (0 if family == "GPT2" else 1)
+
+
+def test_int4_block_layout_round_trips():
+    """The MatMulNBits reading and the INT4 packing agree with a plain dequantization."""
+    rng = np.random.default_rng(0)
+    weight = rng.standard_normal((64, 24)).astype(np.float32)
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [3, 64])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [3, 24])
+    graph = onnx.helper.make_graph([onnx.helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g", [x], [y],
+                                   [onnx.numpy_helper.from_array(weight, "w")])
+    proto = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    from NNDF.config import QuantSettings
+
+    q = quantize.quantize_with_ort(proto, QuantSettings("int4", 16, 1), "test")
+    node = next(n for n in q.graph.node if n.op_type == "MatMulNBits")
+    values, scales = quantize.blocked_int4_from_matmulnbits(node, {t.name: t for t in q.graph.initializer})
+    assert values.shape == (64, 24) and scales.shape == (4, 24) and values.min() >= -8 and values.max() <= 7
+    dequantized = values * np.repeat(scales, 16, axis=0)
+    assert np.abs(dequantized - weight).max() <= np.abs(scales).max() / 2 + 1e-6   # round to nearest
+    packed = quantize.int4_tensor(values, "v")
+    assert np.array_equal(onnx.numpy_helper.to_array(packed).astype(np.int8), values)
+
+
+# --------------------------------------------------------------------------- one quantization, two forms
+def test_trt_int4_logits_equal_onnxrt_int4(standin, workdir):
+    """Same int4 weights in both forms: TensorRT multiplies dequantized weights, which is ONNX
+    Runtime's accuracy level 1 (fp32 activations)."""
+    flags = ("--quantize", "int4", "--quant-accuracy-level", "1", "--batch-size", "2")
+    for family, variant in (("GPT2", "gpt2-tiny"), ("T5", "t5-tiny")):
+        loaded = loaded_model(family, variant, workdir)
+        ids = loaded.tokenizer("The lighthouse keeper climbed the stairs", return_tensors="np")["input_ids"]
+        ids = np.repeat(ids, 2, axis=0)
+        mask = np.ones_like(ids)
+        if family == "GPT2":   # a left-padded row
+            mask[0, :2] = 0
+        decoder_ids = ids[:, :4] if family == "T5" else None
+        got = {name: backend(workdir, family, variant, name, *flags).logits(ids, mask, decoder_ids)
+               for name in ("onnxrt", "trt")}
+        assert np.abs(got["trt"] - got["onnxrt"]).max() <= 1e-4
+        assert standin._errors == []
+
+
+# --------------------------------------------------------------------------- the accuracy gate
+@pytest.fixture(scope="module")
+def fp32_accuracy(workdir):
+    return {f: accuracy(backend(workdir, f, v, "frameworks"), f, v, workdir) for f, v in TRAINED.items()}
+
+
+@pytest.mark.parametrize("scheme", ["int8", "int4"])
+@pytest.mark.parametrize("family", list(TRAINED))
+def test_onnxrt_passes_the_gate(workdir, fp32_accuracy, family, scheme):
+    variant = TRAINED[family]
+    result = accuracy(backend(workdir, family, variant, "onnxrt", "--quantize", scheme), family, variant, workdir)
+    delta = delta_to_fp32(fp32_accuracy[family], result)
+    assert passes(scheme, delta), delta
+    assert abs(delta["top1_delta"]) <= 0.05, delta
+
+
+@pytest.mark.parametrize("family", list(TRAINED))
+def test_trt_int8_passes_the_gate_on_its_own(standin, workdir, fp32_accuracy, family):
+    variant = TRAINED[family]
+    result = accuracy(backend(workdir, family, variant, "trt", "--quantize", "int8"), family, variant, workdir)
+    assert passes("int8", delta_to_fp32(fp32_accuracy[family], result))
+
+
+def test_gate_catches_scales_read_along_the_wrong_axis(standin, workdir, fp32_accuracy, monkeypatch, tmp_path):
+    """A planted bug: MatMulNBits' scales ([N, blocks]) read as if they were [blocks, N]."""
+    from NNDF.workdir import WorkingDir
+
+    def wrong_axis(node, inits):
+        values, scales = correct(node, inits)                  # scales: [blocks, N]
+        stored = np.ascontiguousarray(scales.T).reshape(-1)    # as MatMulNBits stores them, [N, blocks]
+        return values, stored.reshape(scales.shape)            # read as if they were [blocks, N]
+
+    correct = quantize.blocked_int4_from_matmulnbits
+    monkeypatch.setattr(quantize, "blocked_int4_from_matmulnbits", wrong_axis)
+    fresh = WorkingDir(tmp_path)   # the planted graph must not land in the shared cache
+    family, variant = "T5", TRAINED["T5"]
+    result = accuracy(backend(fresh, family, variant, "trt", "--quantize", "int4"), family, variant, fresh)
+    assert not passes("int4", delta_to_fp32(fp32_accuracy[family], result))
+
+
+# --------------------------------------------------------------------------- CLI, cache, bad input
+def test_accuracy_and_compare_print_the_delta_to_fp32(capsys, wd, tmp_path):
+    out_file = tmp_path / "acc.json"
+    code, out, err = call(capsys, "accuracy", "T5", "onnxrt", "--working-dir", wd, "--use-cache", "--quantize", "int8",
+                          "--dataset-path", str(SAMPLE), "--num-samples", "40", "--save-output-fpath", str(out_file))
+    assert code == 0, err
+    assert "int8 (block 32) against fp32 frameworks" in out and "within the int8 gate" in out
+    onnxrt = json.loads(out_file.read_text())["results"]["onnxrt"]
+    assert abs(onnxrt["delta_to_fp32"]["token_perplexity_rel"]) <= 0.01
+    code, out, err = call(capsys, "compare", "GPT2", "onnxrt", "--working-dir", wd, "--use-cache", "--quantize", "int4",
+                          "--iterations", "1")
+    assert code == 0, err
+    assert "int4 against fp32 frameworks" in out
+
+
+def test_quantized_graphs_are_cached_with_a_manifest_and_info_shows_bytes(capsys, workdir, wd):
+    code, out, err = call(capsys, "run", "GPT2", "onnxrt", "--working-dir", wd, "--use-cache", "--quantize", "int4",
+                          "--quant-block-size", "16", "--iterations", "1", "--info")
+    assert code == 0, err
+    loaded = loaded_model("GPT2", "gpt2-tiny", workdir)
+    onnx_dir = workdir.artifact_dir(*artifact_subdir(get_family("GPT2"), loaded), "onnx")
+    made = sorted(p for p in onnx_dir.iterdir() if "-int4-b16-a4-onnxrt" in p.name and not p.name.startswith("."))
+    assert made, list(onnx_dir.iterdir())
+    manifest = json.loads((made[0] / "manifest.json").read_text())
+    assert manifest["key"]["block_size"] == 16 and manifest["key"]["accuracy_level"] == 4
+    assert manifest["key"]["onnxruntime"] and manifest["quantized_weights"] == manifest["weights"] == 9
+    assert made[0].name in out and " MB" in out     # --info lists each graph with its bytes
+    mtime = (made[0] / "model.onnx").stat().st_mtime_ns
+    code, out, err = call(capsys, "run", "GPT2", "onnxrt", "--working-dir", wd, "--use-cache", "--quantize", "int4",
+                          "--quant-block-size", "16", "--iterations", "1")
+    assert code == 0 and (made[0] / "model.onnx").stat().st_mtime_ns == mtime   # reused, not rebuilt
+    assert "quantizing" not in err
+
+
+def test_fp16_combines_with_quantize(workdir):
+    b = backend(workdir, "GPT2", "gpt2-tiny", "onnxrt", "--fp16", "--quantize", "int8")
+    ref = backend(workdir, "GPT2", "gpt2-tiny", "onnxrt", "--fp16")
+    loaded = loaded_model("GPT2", "gpt2-tiny", workdir)
+    ids = loaded.tokenizer("Clara baked bread every morning", return_tensors="np")["input_ids"]
+    got, want = b.logits(ids, np.ones_like(ids)), ref.logits(ids, np.ones_like(ids))
+    assert np.abs(got - want).max() < 0.1 * np.abs(want).max()
+    assert (got.argmax(-1) == want.argmax(-1)).mean() > 0.9
+
+
+def test_bad_quantize_inputs_are_one_line_errors(capsys, wd, workdir):
+    loaded = loaded_model("GPT2", "gpt2-tiny", workdir)
+    fam = get_family("GPT2")
+    quantized = onnx_path(__import__("NNDF.decoder_only", fromlist=["x"]).decoder_spec(loaded.model, fam.layout(loaded), True),
+                          loaded, fam, cfg_for(workdir, "GPT2", "--quantize", "int4"), workdir)
+    cases = {
+        ("--quantize", "int3"): "--quantize int3 is not supported",
+        ("--quantize", "int4", "--quant-block-size", "24"): "not a power of two >= 16",
+        ("--quantize", "int4", "--quant-block-size", "8"): "not a power of two >= 16",
+        ("--quantize", "int4", "--quant-block-size", "128"): "larger than the input dimension 64",
+        ("--quantize", "int8", "--decoder-onnx", str(quantized)): "is already quantized",
+        ("--quant-block-size", "64",): "need --quantize",
+    }
+    for flags, message in cases.items():
+        code, out, err = call(capsys, "run", "GPT2", "onnxrt", "--working-dir", wd, "--use-cache", "--iterations", "1",
+                              *flags)
+        lines = [line for line in err.splitlines() if line.startswith("error:")]
+        assert code == 2 and len(lines) == 1 and message in lines[0] and "Traceback" not in err, (flags, err)
+    code, out, err = call(capsys, "run", "GPT2", "frameworks", "--working-dir", wd, "--quantize", "int4")
+    assert code == 2 and "applies to the onnxrt and trt backends" in err
