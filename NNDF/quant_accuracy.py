@@ -1,14 +1,15 @@
 """The accuracy gate for quantized graphs: how far a quantized backend's LAMBADA numbers may move
 from the fp32 reference's (teacher-forced, so every position sees the true previous tokens).
 
-The bounds are relative token perplexity. int8 is held to 1%. int4's bound comes from measuring
-the tiny trained models (`benchmarks/quant_accuracy.py`, README "Quantization"): it is set above
-what correct int4 weights measured and well below what a planted scale-axis bug measured.
+The bounds hold both the token and the sequence perplexity, relative to fp32. int8 is held to 1%.
+int4's 10% comes from measuring the tiny trained models (`benchmarks/quant_accuracy.py`, README
+"Quantization"): correct int4 weights moved them by at most 5.7%, a planted scale-axis bug by at
+least 28%, so 10% leaves room on both sides.
 """
 
 from __future__ import annotations
 
-MAX_RELATIVE_PERPLEXITY = {"int8": 0.01, "int4": 0.05}
+MAX_RELATIVE_PERPLEXITY = {"int8": 0.01, "int4": 0.10}
 
 
 def delta_to_fp32(fp32: dict, quantized: dict) -> dict:
@@ -21,7 +22,8 @@ def delta_to_fp32(fp32: dict, quantized: dict) -> dict:
 
 
 def passes(scheme: str, delta: dict) -> bool:
-    return abs(delta["token_perplexity_rel"]) <= MAX_RELATIVE_PERPLEXITY[scheme]
+    bound = MAX_RELATIVE_PERPLEXITY[scheme]
+    return abs(delta["token_perplexity_rel"]) <= bound and abs(delta["seq_perplexity_rel"]) <= bound
 
 
 def describe(delta: dict) -> str:

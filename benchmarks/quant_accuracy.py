@@ -1,0 +1,120 @@
+#!/usr/bin/env python3
+"""The accuracy gate for --quantize, measured: teacher-forced LAMBADA (the shipped sample) on the
+tiny trained models, each quantized backend against fp32 PyTorch.
+
+Rows: onnxrt int8/int4 at accuracy levels 4 (the default: int8 activations) and 1 (fp32
+activations); trt int8/int4 on the CPU stand-in for TensorRT (tests/trt_standin: it runs the QDQ
+graph TensorRT would get with ONNX Runtime, dequantizing weights as TensorRT does); and trt int4 with
+a planted bug (MatMulNBits' scales read along the wrong axis), which the gate must catch. Exits 1 if
+any correct row is outside its bound or the planted bug is inside it.
+
+    python benchmarks/quant_accuracy.py [--models t5-tiny bart-tiny gpt2-tiny]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+MODELS = {"t5-tiny": "T5", "bart-tiny": "BART", "gpt2-tiny": "GPT2"}   # gpt2-tiny has seeded, untrained weights
+ROWS = [  # label, backend, flags, planted bug
+    ("onnxrt int8", "onnxrt", ["--quantize", "int8"], False),
+    ("onnxrt int4", "onnxrt", ["--quantize", "int4"], False),
+    ("onnxrt int8, accuracy level 1", "onnxrt", ["--quantize", "int8", "--quant-accuracy-level", "1"], False),
+    ("onnxrt int4, accuracy level 1", "onnxrt", ["--quantize", "int4", "--quant-accuracy-level", "1"], False),
+    ("trt int8 (per channel, stand-in)", "trt", ["--quantize", "int8"], False),
+    ("trt int4 (stand-in)", "trt", ["--quantize", "int4"], False),
+    ("trt int4, planted scale-axis bug", "trt", ["--quantize", "int4"], True),
+]
+
+
+@contextlib.contextmanager
+def standin_tensorrt():
+    import pytest
+    import trt_standin
+
+    with pytest.MonkeyPatch.context() as mp:
+        yield trt_standin.install(mp)
+
+
+@contextlib.contextmanager
+def planted_scale_axis_bug():
+    from NNDF import quantize
+
+    correct = quantize.blocked_int4_from_matmulnbits
+
+    def wrong_axis(node, inits):
+        values, scales = correct(node, inits)
+        return values, scales.T.copy().reshape(-1).reshape(scales.shape)
+
+    quantize.blocked_int4_from_matmulnbits = wrong_axis
+    try:
+        yield
+    finally:
+        quantize.blocked_int4_from_matmulnbits = correct
+
+
+def main() -> int:
+    from NNDF.actions.accuracy import evaluate, load_texts
+    from NNDF.cli import parse_args
+    from NNDF.pipeline import make_backends
+    from NNDF.quant_accuracy import MAX_RELATIVE_PERPLEXITY, delta_to_fp32, describe, passes
+    from NNDF.registry import get_family
+    from NNDF.workdir import WorkingDir
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--num-samples", type=int, default=40)
+    parser.add_argument("--save", default=str(ROOT / "benchmarks" / "results-quant-accuracy.json"))
+    args = parser.parse_args()
+
+    texts = load_texts(ROOT / "NNDF" / "data" / "lambada_sample.jsonl", args.num_samples)
+    report, failed = {"bounds_token_perplexity_rel": MAX_RELATIVE_PERPLEXITY, "models": {}}, []
+    with tempfile.TemporaryDirectory() as tmp:
+        for variant in args.models:
+            family = get_family(MODELS[variant])
+            cfg = lambda backend, *flags, wd=tmp: parse_args(["accuracy", family.name, backend, "--variant", variant,
+                                                              "--use-cache", "--working-dir", wd, *flags])
+            loaded = family.load(cfg("frameworks"))
+            score = lambda b: evaluate(b, loaded, texts, 5, [1, 10])
+            fp32 = score(make_backends(family, loaded, cfg("frameworks"), WorkingDir(tmp))[0])
+            rows = {"fp32 (frameworks)": fp32}
+            print(f"\n{variant}: fp32 token_ppl {fp32['token_perplexity']:.4g}, top1 {fp32['top_n']['1']:.4f}")
+            for label, backend, flags, planted in ROWS:
+                scheme = flags[1]
+                workdir = Path(tempfile.mkdtemp(dir=tmp)) if planted else Path(tmp)   # never cache a bug
+                with contextlib.ExitStack() as stack:
+                    if backend == "trt":
+                        stack.enter_context(standin_tensorrt())
+                    if planted:
+                        stack.enter_context(planted_scale_axis_bug())
+                    run_cfg = cfg(backend, *flags, wd=str(workdir))
+                    opened = make_backends(family, loaded, run_cfg, WorkingDir(workdir))
+                    result = score(next(b for b in opened if b.name == backend))   # frameworks is added too
+                delta = delta_to_fp32(fp32, result)
+                inside = passes(scheme, delta)
+                rows[label] = {**result, "delta_to_fp32": delta, "within_gate": inside, "planted_bug": planted}
+                if inside == planted:
+                    failed.append(f"{variant} {label}")
+                verdict = ("caught" if not inside else "NOT CAUGHT") if planted else ("within" if inside else "OUTSIDE")
+                print(f"  {label:<34} {describe(delta)}  {verdict} ({scheme} bound "
+                      f"{MAX_RELATIVE_PERPLEXITY[scheme] * 100:.0f}%)")
+            report["models"][variant] = rows
+    Path(args.save).write_text(json.dumps(report, indent=2))
+    print(f"\nsaved {args.save}")
+    if failed:
+        print("gate failures: " + "; ".join(failed))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
