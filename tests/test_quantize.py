@@ -189,13 +189,13 @@ def test_accuracy_and_compare_print_the_delta_to_fp32(capsys, wd, tmp_path):
     code, out, err = call(capsys, "accuracy", "T5", "onnxrt", "--working-dir", wd, "--use-cache", "--quantize", "int8",
                           "--dataset-path", str(SAMPLE), "--num-samples", "40", "--save-output-fpath", str(out_file))
     assert code == 0, err
-    assert "int8 (block 32) against fp32 frameworks" in out and "within the int8 gate" in out
+    assert "int8 (block 32) against frameworks (fp32 on cpu)" in out and "within the int8 gate" in out
     onnxrt = json.loads(out_file.read_text())["results"]["onnxrt"]
     assert abs(onnxrt["delta_to_fp32"]["token_perplexity_rel"]) <= 0.01
     code, out, err = call(capsys, "compare", "GPT2", "onnxrt", "--working-dir", wd, "--use-cache", "--quantize", "int4",
                           "--iterations", "1")
     assert code == 0, err
-    assert "int4 against fp32 frameworks" in out
+    assert "onnxrt int4 against frameworks (fp32)" in out
 
 
 def test_quantized_graphs_are_cached_with_a_manifest_and_info_shows_bytes(capsys, workdir, wd):

@@ -105,6 +105,6 @@ def compare(cfg: RunConfig, loaded: LoadedModel, backends: list[Backend], family
                        for ex in examples)
             delta = results[b.name]["accuracy"] - results[first]["accuracy"]
             results[b.name]["delta_to_fp32"] = {"same_outputs": same, "accuracy_delta": delta}
-            print(f"{b.name} {cfg.quantize.scheme} against fp32 frameworks: {same}/{len(examples)} outputs identical, "
-                  f"accuracy {delta:+.2f}")
+            print(f"{b.name} {cfg.quantize.scheme} against frameworks ({results[first]['precision']}): "
+                  f"{same}/{len(examples)} outputs identical, accuracy {delta:+.2f}")
     return {"action": "compare", "results": results}
