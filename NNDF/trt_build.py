@@ -235,7 +235,7 @@ def build_plan(trt, onnx_path: Path, spec: GraphSpec, ranges: dict[str, Range], 
     """Parse the ONNX file and build a serialized engine with one optimization profile."""
     logger = trt_env.logger_for(trt)
     builder = trt.Builder(logger)
-    network = builder.create_network(_network_flags(trt, fp16))
+    network = builder.create_network(_network_flags(trt, fp16 or _has_qdq(onnx_path)))
     parser = trt.OnnxParser(network, logger)
     _parse(parser, onnx_path)
     config = builder.create_builder_config()
@@ -267,10 +267,17 @@ def _add_profile(builder, network, config, spec: GraphSpec, ranges: dict[str, Ra
         raise RuntimeError(f"TensorRT rejected the optimization profile {ranges} for {spec.name}; see its log above")
 
 
-def _network_flags(trt, fp16: bool) -> int:
+def _network_flags(trt, strongly_typed: bool) -> int:
     # TensorRT 11 ignores the flag (every network is strongly typed); on 10 it makes an fp16
     # graph's types binding instead of hints, which is what 11 does.
-    return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if fp16 else 0
+    return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strongly_typed else 0
+
+
+def _has_qdq(onnx_path: Path) -> bool:
+    """A --quantize graph (DequantizeLinear weights): TensorRT's docs build explicit quantization
+    strongly typed, so on 10 it is too (11 always is)."""
+    proto = onnx.load(str(onnx_path), load_external_data=False)
+    return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in proto.graph.node)
 
 
 def _parse(parser, onnx_path: Path) -> None:

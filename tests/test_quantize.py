@@ -141,6 +141,11 @@ def test_trt_int4_logits_equal_onnxrt_int4(standin, workdir):
                for name in ("onnxrt", "trt")}
         assert np.abs(got["trt"] - got["onnxrt"]).max() <= 1e-4
         assert standin._errors == []
+    import trt_standin
+
+    engines = list(workdir.root.glob("GPT2/gpt2-tiny/engines/*/decoder-fp32-*/engine.plan"))
+    quantized = [e for e in engines if "-int4-" in trt_standin.plan_header(e)["source"]]
+    assert quantized and all(trt_standin.plan_header(e)["strongly_typed"] for e in quantized)
 
 
 # --------------------------------------------------------------------------- the accuracy gate
