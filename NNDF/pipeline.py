@@ -75,5 +75,10 @@ def graph_sizes(workdir: WorkingDir, subdir: tuple[str, ...]) -> list[tuple[str,
             files = json.loads(manifest.read_text()).get("files", {})
         except (OSError, ValueError):
             continue
-        found.append((manifest.parent.name, sum(files.values())))
+        found.append((manifest.parent.name, artifact_bytes(files)))
     return found
+
+
+def artifact_bytes(files: dict) -> int:
+    """Total size of a manifest's "files" (name -> {"size", "mtime_ns", "sha256"}, or a plain size)."""
+    return sum(r["size"] if isinstance(r, dict) else int(r) for r in files.values())

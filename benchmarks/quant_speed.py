@@ -65,8 +65,9 @@ def step_weight_bytes(path: Path) -> int:
 
 
 def graph_bytes(path: Path) -> int:
-    manifest = json.loads((path.parent / "manifest.json").read_text())
-    return sum(manifest["files"].values())
+    from NNDF.pipeline import artifact_bytes
+
+    return artifact_bytes(json.loads((path.parent / "manifest.json").read_text())["files"])
 
 
 def main() -> None:
