@@ -23,13 +23,14 @@ import onnx
 import torch
 
 from NNDF.errors import UsageError
+from NNDF.onnx_fold import parser_clean
 from NNDF.progress import status
 from NNDF.workdir import MANIFEST, Artifact, WorkingDir, file_digest, stable_hash
 
 OPSET = 17
 MODEL_FILE = "model.onnx"
 DATA_FILE = "model.onnx.data"
-EXPORTER_VERSION = 2                # bump when export code changes what it writes
+EXPORTER_VERSION = 3                # bump when export code changes what it writes (3: parser-clean graphs)
 VERIFY_MAX_WEIGHT_BYTES = 1 << 30   # larger models are not verified right after export (memory)
 
 Sizes = dict[str, int]              # dynamic axis name -> size, e.g. {"batch": 2, "seq": 5, "past_len": 3}
@@ -89,7 +90,8 @@ def export_graph(model: torch.nn.Module, spec: GraphSpec, out_dir: Path, fp16: b
     weight is then streamed from the torch model into the data file, so export holds no
     copy of the weights beyond the model itself; the exporter's own path would hold two
     or three, which is what decides whether a large model can be exported at all.
-    Constant folding is left to ONNX Runtime and TensorRT, which do it at load time.
+    Small constants are then folded and integer CumSums run in float (NNDF/onnx_fold.py), so
+    the file is one TensorRT's ONNX parser accepts as written.
     """
     module = spec.make_module(model)
     module.eval()  # export restores the wrapper's training flag onto the model: it must be eval too
@@ -107,12 +109,14 @@ def export_graph(model: torch.nn.Module, spec: GraphSpec, out_dir: Path, fp16: b
     if fp16:
         onnx.load_external_data_for_model(proto, str(out_dir))   # the converter needs the values
         proto = to_fp16(proto, spec)
+        cleaned = parser_clean(proto)
         os.remove(out_dir / DATA_FILE)
         onnx.save_model(proto, str(graph_file), save_as_external_data=True, all_tensors_to_one_file=True,
                         location=DATA_FILE, size_threshold=1024)
     else:
+        cleaned = parser_clean(proto)
         onnx.save_model(proto, str(graph_file))
-    return {"graph": spec.name, "inputs": spec.input_names, "outputs": spec.output_names}
+    return {"graph": spec.name, "inputs": spec.input_names, "outputs": spec.output_names, **cleaned}
 
 
 @contextlib.contextmanager

@@ -8,6 +8,10 @@ tables of the real bindings), and has no catch-all: anything else, such as the
 removed bindings API, is an AttributeError as on the real module, and the
 classes have __slots__ so an unknown attribute cannot be set either.
 
+Parsing enforces TensorRT 10's ONNX operator support matrix
+(tests/trt_standin/onnx_support.py): a graph the real parser would refuse fails
+here with the node and operator named.
+
 "Building" records the ONNX model, the IO tensors and the optimization profiles
 in the plan bytes. "Executing" runs that model with ONNX Runtime on the host
 memory at the addresses the caller set, after enforcing TensorRT's rules:
@@ -38,6 +42,7 @@ import numpy as _np
 import onnx as _onnx
 import onnxruntime as _ort
 import torch as _torch
+from trt_standin.onnx_support import parser_problems as _parser_problems
 
 __version__ = _VERSION  # noqa: F821 -- put into the module's namespace by trt_standin.load before it runs
 _MAJOR = int(__version__.split(".")[0])
@@ -235,6 +240,13 @@ class OnnxParser:
         except Exception as e:  # protobuf and onnx raise many types for a bad file
             self._errors.append(ParserError(f"Failed to parse ONNX model {model}: {e}"))
             _error(self._logger, self._errors[-1].desc())
+            return False
+        # TensorRT 10's support matrix: every operator, data type, initializer axis and zero-point
+        refused = _parser_problems(proto)
+        if refused:
+            for problem in refused:
+                self._errors.append(ParserError(problem.text, problem.node, problem.operator))
+                _error(self._logger, problem.text)
             return False
         for t in outputs:
             if any(d < 0 and s is None for d, s in zip(t._dims, t._symbols)):
