@@ -86,7 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-dynamic-batch", type=int)
     g.add_argument("--input-profile-max-len", type=int)
     g.add_argument("--output-profile-max-len", type=int)
-    g.add_argument("--disable-preview-dynamic-shapes", action="store_true")
+    g.add_argument("--disable-preview-dynamic-shapes", action="store_true",
+                   help="accepted for the original demo's scripts; no effect: TensorRT 10 keeps its dynamic-shapes "
+                        "preview (PROFILE_SHARING_0806) always on, 11 has none")
+    g.add_argument("--tf32", action="store_true",
+                   help="let fp32 engines use TF32 math (faster; not bit-comparable with fp32 PyTorch)")
     g.add_argument("--use-timing-cache", action="store_true")
     g.add_argument("--workspace-size", type=int, help="builder memory pool limit in MiB")
     g.add_argument("--use-cuda-graph", action="store_true",
@@ -216,7 +220,8 @@ def parse_args(argv: list[str]) -> RunConfig:
     trt = TrtSettings(
         dynamic_batch=a.dynamic_batch, min_dynamic_batch=lo, max_dynamic_batch=hi,
         input_profile_max_len=a.input_profile_max_len, output_profile_max_len=a.output_profile_max_len,
-        disable_preview_dynamic_shapes=a.disable_preview_dynamic_shapes, use_timing_cache=a.use_timing_cache,
+        disable_preview_dynamic_shapes=a.disable_preview_dynamic_shapes, tf32=a.tf32,
+        use_timing_cache=a.use_timing_cache,
         workspace_mib=a.workspace_size, use_cuda_graph=a.use_cuda_graph, nvtx_verbose=a.nvtx_verbose,
         engine_postfix=a.engine_postfix, prebuilt_onnx=prebuilt_onnx, prebuilt_engines=prebuilt_engines,
     )

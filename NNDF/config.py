@@ -34,7 +34,8 @@ class TrtSettings:
     max_dynamic_batch: int | None = None
     input_profile_max_len: int | None = None
     output_profile_max_len: int | None = None
-    disable_preview_dynamic_shapes: bool = False
+    disable_preview_dynamic_shapes: bool = False   # accepted, no effect (see trt_build._configure)
+    tf32: bool = False                # TensorRT's default is on; off so fp32 engines compare with fp32 PyTorch
     use_timing_cache: bool = False
     workspace_mib: int | None = None
     use_cuda_graph: bool = False

@@ -85,12 +85,22 @@ class CudaStream:
         return graph
 
 
-def stream_for(device: torch.device, for_graphs: bool) -> CudaStream:
-    """The current stream; or, for CUDA graphs (which cannot be captured on the legacy default
-    stream), one side stream per device that every graph-mode session shares."""
-    return _side_stream(device) if for_graphs else CudaStream(torch.cuda.current_stream(device))
+def stream_for(device: torch.device) -> CudaStream:
+    """The stream every TrtSession on `device` enqueues on: one dedicated stream per device.
+
+    Never the legacy default stream (handle 0, torch's current stream unless a caller changed it):
+    TensorRT logs a warning on every enqueueV3 there and adds synchronisations, and CUDA graphs
+    cannot be captured on it. One stream for all sessions keeps a step's engines, copies and beam
+    reorders ordered with each other without events.
+    """
+    return _dedicated_stream(device)
 
 
 @functools.cache
-def _side_stream(device: torch.device) -> CudaStream:
+def _dedicated_stream(device: torch.device) -> CudaStream:
+    return open_stream(device)
+
+
+def open_stream(device: torch.device) -> CudaStream:
+    """A new non-default CUDA stream on `device` (tests swap this for a host stand-in)."""
     return CudaStream(torch.cuda.Stream(device))

@@ -67,7 +67,7 @@ class TrtSession(Session):
         self._shapes = {n: tuple(self._engine.get_tensor_shape(n)) for n in self.input_names}
         self._limits = self._profile_limits()
         self._check_covers(ranges)
-        self._stream = trt_env.stream_for(self.device, for_graphs=settings.use_cuda_graph)
+        self._stream = trt_env.stream_for(self.device)
         with self._stream.active():
             self._scratch = torch.zeros(256, dtype=torch.uint8, device=self.device)   # address for empty tensors
             # Graph mode: every context (one per graph, see trt_graphs) shares this activation memory.

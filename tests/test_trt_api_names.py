@@ -160,7 +160,7 @@ def production_references() -> dict[str, bool]:
 
 def test_production_uses_only_standin_names_and_guards_version_specific_ones():
     refs = production_references()
-    assert "DataType.FLOAT" in refs and "PreviewFeature.PROFILE_SHARING_0806" in refs   # the scan sees them
+    assert "DataType.FLOAT" in refs and "BuilderFlag.TF32" in refs   # the scan sees them
     known = standin_names(10) | standin_names(11)
     unknown = sorted(n for n in refs if n not in known)
     assert not unknown, f"production uses TensorRT names the stand-in does not define: {unknown}"

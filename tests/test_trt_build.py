@@ -21,6 +21,7 @@ from GPT2 import trt as gpt2_trt
 from GPT2.GPT2ModelConfig import GPT2_LAYOUT
 from NNDF import trt_env
 from NNDF.axes import RunSizes
+from NNDF.cli import build_parser, parse_args
 from NNDF.config import TrtSettings
 from NNDF.decoder_only import decoder_spec
 from NNDF.errors import UsageError
@@ -118,11 +119,13 @@ def test_engine_key_changes_with_everything_an_engine_depends_on(tmp_path):
         "postfix": {"settings": TrtSettings(engine_postfix="v2")},
         "workspace": {"settings": TrtSettings(workspace_mib=512)},
         "timing cache": {"settings": TrtSettings(use_timing_cache=True)},
-        "preview": {"settings": TrtSettings(disable_preview_dynamic_shapes=True)},
+        "tf32": {"settings": TrtSettings(tf32=True)},
     }
     hashes = {name: stable_hash(engine_key(**{**base, **change})) for name, change in variants.items()}
     assert key not in hashes.values()
     assert len(set(hashes.values())) == len(hashes)
+    # a flag that changes nothing in the engine must not cause a rebuild
+    assert stable_hash(engine_key(**{**base, "settings": TrtSettings(disable_preview_dynamic_shapes=True)})) == key
 
 
 def test_engine_key_covers_external_weights(tmp_path):
@@ -281,19 +284,33 @@ def test_precision_comes_from_the_graph(monkeypatch, tmp_path, toy, version, fp1
 
 def test_build_flags_reach_the_builder(monkeypatch, tmp_path, toy):
     trt_standin.install(monkeypatch, trt_standin.VERSION_10)
-    settings = TrtSettings(workspace_mib=64, nvtx_verbose=True, disable_preview_dynamic_shapes=True)
+    settings = TrtSettings(workspace_mib=64, nvtx_verbose=True)
     header = trt_standin.plan_header(build_toy(tmp_path, toy, settings))
     assert header["memory_pools"] == {"WORKSPACE": 64 << 20}
     assert header["profiling_verbosity"] == "DETAILED"
-    assert header["preview_features"] == {"PROFILE_SHARING_0806": False}
     assert header["profiles"] == [{"x": [[1, 1], [2, 8], [4, 16]]}]
 
 
-def test_preview_flag_is_ignored_with_a_warning_on_tensorrt_11(standin, tmp_path, toy, caplog):
-    with caplog.at_level(logging.WARNING, logger="NNDF.trt_build"):
-        header = trt_standin.plan_header(build_toy(tmp_path, toy, TrtSettings(disable_preview_dynamic_shapes=True)))
-    assert header["preview_features"] == {}
-    assert "--disable-preview-dynamic-shapes has no effect on TensorRT 11" in caplog.text
+@pytest.mark.parametrize("version", [trt_standin.VERSION_10, trt_standin.VERSION_11])
+def test_tf32_is_off_unless_asked_for(monkeypatch, tmp_path, toy, version):
+    """TensorRT turns TF32 on by default; fp32 engines must compare with fp32 PyTorch."""
+    trt_standin.install(monkeypatch, version)
+    assert trt_standin.plan_header(build_toy(tmp_path, toy))["builder_flags"] == []
+    assert trt_standin.plan_header(build_toy(tmp_path, toy, TrtSettings(tf32=True)))["builder_flags"] == ["TF32"]
+    assert parse_args(["run", "GPT2", "trt"]).trt.tf32 is False
+    assert parse_args(["run", "GPT2", "trt", "--tf32"]).trt.tf32 is True
+
+
+@pytest.mark.parametrize("version", [trt_standin.VERSION_10, trt_standin.VERSION_11])
+def test_preview_flag_is_a_documented_no_op(monkeypatch, tmp_path, toy, version):
+    """PROFILE_SHARING_0806 is deprecated and always on in 10 and gone in 11: nothing to set."""
+    trt_standin.install(monkeypatch, version)
+    plain = build_toy(tmp_path, toy)
+    flagged = build_toy(tmp_path, toy, TrtSettings(disable_preview_dynamic_shapes=True))
+    assert flagged == plain                                   # same engine: the flag is not in the key
+    assert trt_standin.plan_header(plain)["preview_features"] == {}
+    help_text = " ".join(build_parser().format_help().split())
+    assert "no effect" in help_text.split("--disable-preview-dynamic-shapes", 2)[2][:200]
 
 
 def test_timing_cache_is_kept_and_merged_in_the_working_dir(standin, tmp_path, toy):

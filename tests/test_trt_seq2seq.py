@@ -37,7 +37,7 @@ def test_trt_tokens_equal_frameworks(standin, t5, workdir, use_cache, beams):
     enc = loaded.tokenizer(PROMPTS, return_tensors="np", padding=True)
     want = fw.generate(enc["input_ids"], enc["attention_mask"], cfg.generation).tokens
     np.testing.assert_array_equal(trt.generate(enc["input_ids"], enc["attention_mask"], cfg.generation).tokens, want)
-    assert standin._errors == []
+    assert standin._errors == [] and standin._warnings == []   # no default-stream enqueue either
 
 
 def test_prebuilt_engines_must_come_together(standin, t5, workdir, tmp_path):
@@ -73,5 +73,5 @@ def test_cuda_graphs_give_frameworks_tokens_and_are_replayed(standin, t5, workdi
     for ids, mask in batches * 2:
         np.testing.assert_array_equal(trt.generate(ids, mask, cfg.generation).tokens,
                                       fw.generate(ids, mask, cfg.generation).tokens)
-    assert standin._errors == []
+    assert standin._errors == [] and standin._warnings == []   # no default-stream enqueue either
     assert all(session._graphs.replays > 0 for session in trt.steps.sessions.values())

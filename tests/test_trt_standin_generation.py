@@ -20,6 +20,7 @@ from NNDF.decoder_only_backends import frameworks_backend
 from NNDF.errors import UsageError
 
 NEW_TOKENS = "12"
+SIDE_STREAM = 1      # any handle but 0, the legacy default stream
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +52,7 @@ def test_trt_tokens_equal_frameworks(standin, reference, gpt2_tiny, workdir, pro
     expected = reference.generate(ids, mask, cfg.generation).tokens
     got = backend.generate(ids, mask, cfg.generation).tokens
     np.testing.assert_array_equal(got, expected)
-    assert standin._errors == []
+    assert standin._errors == [] and standin._warnings == []   # no default-stream enqueue either
 
 
 @pytest.mark.parametrize("use_cache", [True, False], ids=["cache", "nocache"])
@@ -118,7 +119,7 @@ def test_cuda_graphs_give_frameworks_tokens_and_are_replayed(standin, reference,
         got = backend.generate(batch_ids, batch_mask, settings).tokens
         np.testing.assert_array_equal(got, reference.generate(batch_ids, batch_mask, settings).tokens)
         counts.append(graph_counts(backend))
-    assert standin._errors == []
+    assert standin._errors == [] and standin._warnings == []   # no default-stream enqueue either
     # Buffers settle during the first generation; from then on every step's addresses come again.
     (_, _), (captures_2, replays_2), (captures_3, replays_3) = counts
     assert captures_3 == captures_2 and replays_3 - replays_2 == settings.max_new_tokens
@@ -269,13 +270,28 @@ def _set_all(engine, context, batch=1, seq=2, past=0, skip=()):
 def test_standin_runs_a_correctly_driven_context(toy_context):
     engine, context = toy_context
     buffers = _set_all(*toy_context)
-    assert context.execute_async_v3(0)
+    assert context.execute_async_v3(SIDE_STREAM)
     assert torch.isfinite(buffers["logits"]).all() and buffers["logits"].abs().sum() > 0
+
+
+def test_sessions_enqueue_on_a_dedicated_stream_and_the_standin_flags_the_default_one(standin, gpt2_tiny, workdir,
+                                                                                      prompts, toy_context):
+    backend = gpt2_trt.make_backend(gpt2_tiny, trt_cfg(workdir, True, 3, 1), workdir)
+    graphs = gpt2_trt.make_backend(gpt2_tiny, trt_cfg(workdir, True, 3, 1, "--use-cuda-graph"), workdir)
+    assert backend.steps.session._stream.handle != 0
+    assert graphs.steps.session._stream is backend.steps.session._stream      # one stream per device
+    backend.generate(*prompts, trt_cfg(workdir, True, 3, 1).generation)
+    assert standin._warnings == []
+    engine, context = toy_context
+    buffers = _set_all(engine, context)
+    assert context.execute_async_v3(0)                 # runs, as TensorRT does, but with its warning
+    assert standin._warnings == [standin._DEFAULT_STREAM_WARNING] and buffers
+    standin._warnings.clear()
 
 
 def test_standin_refuses_a_missing_address(standin, toy_context):
     buffers = _set_all(*toy_context, skip=("present.1.value",))
-    assert not toy_context[1].execute_async_v3(0)
+    assert not toy_context[1].execute_async_v3(SIDE_STREAM)
     assert "neither address nor allocator" in standin._errors[-1] and buffers
 
 
@@ -284,7 +300,7 @@ def test_standin_refuses_a_too_small_output_buffer(standin, toy_context):
     buffers = _set_all(engine, context)
     small = torch.zeros(4, dtype=torch.float32)
     context.set_tensor_address("logits", small.data_ptr())
-    assert not context.execute_async_v3(0)
+    assert not context.execute_async_v3(SIDE_STREAM)
     assert "not inside a live device buffer" in standin._errors[-1] and buffers
 
 

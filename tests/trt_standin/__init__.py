@@ -3,13 +3,16 @@
 `install(monkeypatch)` puts a fresh stand-in into `sys.modules["tensorrt"]`,
 pretends a GPU is present through `NNDF.trt_env`'s detection functions, gives
 sessions a host stream whose capture records stand-in enqueues, and makes
-`TrtSession` keep its buffers on the CPU. Production code is unchanged
+`TrtSession` keep its buffers on the CPU.
+`legacy_default_stream(module)` is what production would get if it enqueued on
+torch's current stream without changing it (handle 0). Production code is unchanged
 and does not know any of this.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import json
 import struct
@@ -61,6 +64,10 @@ class HostStream:
         return module._Graph(launches)
 
 
+def legacy_default_stream(module: ModuleType) -> HostStream:
+    return HostStream(module, 0)
+
+
 def install(monkeypatch, version: str = VERSION_11, gpu: dict = FAKE_GPU) -> ModuleType:
     from NNDF import trt_env, trt_session
 
@@ -68,7 +75,11 @@ def install(monkeypatch, version: str = VERSION_11, gpu: dict = FAKE_GPU) -> Mod
     monkeypatch.setitem(sys.modules, "tensorrt", module)
     monkeypatch.setattr(trt_env, "cuda_available", lambda: True)
     monkeypatch.setattr(trt_env, "device_identity", lambda: dict(gpu))
-    monkeypatch.setattr(trt_env, "stream_for", lambda device, for_graphs: HostStream(module, 1 if for_graphs else 0))
+    # Production picks its stream itself (trt_env.stream_for); only creating one is swapped, and a
+    # fresh cache keeps this install's streams from outliving it. Handle 0 stays the default stream.
+    handles = iter(range(1, 1 << 30))
+    monkeypatch.setattr(trt_env, "open_stream", lambda device: HostStream(module, next(handles)))
+    monkeypatch.setattr(trt_env, "_dedicated_stream", functools.cache(trt_env._dedicated_stream.__wrapped__))
     monkeypatch.setattr(trt_session, "DEFAULT_DEVICE", torch.device("cpu"))
     return module
 

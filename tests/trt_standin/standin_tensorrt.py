@@ -50,6 +50,7 @@ _PLAN_MAGIC = b"TRT-STANDIN-PLAN\x00"
 _CACHE_MAGIC = b"TRT-STANDIN-TIMING\x00"
 
 _errors = []      # every error logged, so tests can assert on them
+_warnings = []    # every warning logged, likewise
 _builds = []      # the ONNX path of every engine built
 _capture = None   # a list while a CUDA graph is being captured
 _capturable = True    # False: engines behave like ones TensorRT cannot capture (e.g. data-dependent shapes)
@@ -83,6 +84,17 @@ def _error(logger, message):
     logger.log(Logger.ERROR, message)
 
 
+def _warn(logger, message):
+    _warnings.append(message)
+    logger.log(Logger.WARNING, message)
+
+
+# What TensorRT 10 logs on every enqueueV3 on the legacy default stream.
+_DEFAULT_STREAM_WARNING = ("Using default stream in enqueueV3() may lead to performance issues due to additional calls "
+                          "to cudaStreamSynchronize() by TensorRT to ensure correct synchronization. Please use "
+                          "non-default stream instead.")
+
+
 class DataType(_enum.IntEnum):
     FLOAT = 0
     HALF = 1
@@ -110,6 +122,12 @@ class ExecutionContextAllocationStrategy(_enum.IntEnum):
     STATIC = 0
     ON_PROFILE_CHANGE = 1
     USER_MANAGED = 2
+
+
+class BuilderFlag(_enum.IntEnum):
+    """Only what the toolkit uses. TF32 is on by default in a new builder config, as in TensorRT."""
+
+    TF32 = 6
 
 
 class NetworkDefinitionCreationFlag(_enum.IntEnum):
@@ -305,11 +323,25 @@ def _read_timing_cache(blob):
 
 
 class IBuilderConfig:
-    __slots__ = ("_pools", "_profiles", "_verbosity", "_preview", "_timing_cache")
+    __slots__ = ("_pools", "_profiles", "_verbosity", "_preview", "_timing_cache", "_flags")
 
     def __init__(self):
         self._pools, self._profiles, self._preview = {}, [], {}
         self._verbosity, self._timing_cache = ProfilingVerbosity.LAYER_NAMES_ONLY, None
+        self._flags = {BuilderFlag.TF32}     # TensorRT's default
+
+    def set_flag(self, flag):
+        if not isinstance(flag, BuilderFlag):
+            raise TypeError("set_flag expects a BuilderFlag")
+        self._flags.add(flag)
+
+    def clear_flag(self, flag):
+        if not isinstance(flag, BuilderFlag):
+            raise TypeError("clear_flag expects a BuilderFlag")
+        self._flags.discard(flag)
+
+    def get_flag(self, flag):
+        return flag in self._flags
 
     def set_memory_pool_limit(self, pool, pool_size):
         if not isinstance(pool, MemoryPoolType) or int(pool_size) < 0:
@@ -383,6 +415,7 @@ class Builder:
         header = {"version": __version__, "io": io, "profiles": config._profiles, "source": network._source,
                   "strongly_typed": network._strongly_typed, "profiling_verbosity": config._verbosity.name,
                   "memory_pools": config._pools, "preview_features": config._preview,
+                  "builder_flags": sorted(f.name for f in config._flags),
                   "timing_cache": config._timing_cache is not None}
         _builds.append(network._source)
         blob = _json.dumps(header).encode()
@@ -629,6 +662,8 @@ class IExecutionContext:
         problem = self._problem(self._addresses)
         if problem:
             return self._fail(f"execute_async_v3: {problem}")
+        if stream_handle == 0:
+            _warn(self._engine._logger, _DEFAULT_STREAM_WARNING)
         if _capture is not None:
             if stream_handle == 0:
                 return self._fail("execute_async_v3: a CUDA graph cannot be captured on the legacy default stream")
