@@ -29,12 +29,12 @@ def onnxrt_backend(family: ModelFamily, loaded: LoadedModel, cfg: RunConfig, wor
 
 def trt_backend(family: ModelFamily, loaded: LoadedModel, cfg: RunConfig, workdir: WorkingDir) -> CompiledDecoderOnly:
     from NNDF import trt_env
-    from NNDF.trt_build import engine_for, profile_ranges
+    from NNDF.trt_build import engine_for, optimization_profiles
     from NNDF.trt_session import TrtSession
 
     trt_env.require_tensorrt()  # before any export: a missing GPU should cost a second, not minutes
     spec = decoder_spec(loaded.model, family.layout(loaded), with_cache=cfg.generation.use_cache)
-    ranges = profile_ranges(spec, cfg.trt, RunSizes.of(cfg), loaded.max_positions)
+    ranges = optimization_profiles(spec, cfg.trt, RunSizes.of(cfg), loaded.max_positions)
     engine = cfg.trt.prebuilt_engines.get("decoder")
     if engine is None:
         source = onnx_path(spec, loaded, family, cfg, workdir, form="trt")

@@ -22,6 +22,9 @@ class Session(ABC):
     input_names: list[str]
     output_names: list[str]
     device_name: str = "cpu"      # where its tensors live, as results name it: "cpu", "cuda:0"
+    # True where a step pays for repeating its exact shapes and buffer addresses (TensorRT with CUDA
+    # graphs): step models then keep the KV cache in fixed-capacity buffers (see decoder_only.py).
+    fixed_shape_steps: bool = False
 
     @abstractmethod
     def input_dtype(self, name: str) -> np.dtype: ...
@@ -41,6 +44,21 @@ class Session(ABC):
     @abstractmethod
     def take(self, handle: Handle, indices: np.ndarray, axis: int = 0) -> Handle:
         """Reorder a device handle along `axis` (beam search), staying on the device."""
+
+    def cache_buffer(self, name: str, shape: Sequence[int]) -> Handle:
+        """A zeroed device buffer for input `name` that a step model keeps writing into and feeding back.
+        Sessions where addresses matter give the same buffer each time it is asked for again."""
+        return self.zeros(name, shape)
+
+    def right_align_into(self, target: Handle, source: Handle, axis: int, index: np.ndarray | None = None,
+                         batch_axis: int = 0) -> None:
+        """Copy the last n = min(len(target), len(source)) slots of `source` along `axis` into the last n
+        slots of `target`, in place, on the device; rows first reordered by `index` along `batch_axis`."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no fixed-capacity buffers")
+
+    def largest(self, axis: str) -> int | None:
+        """The largest size of a dynamic axis this session accepts, or None if it takes any."""
+        return None
 
     def check_fits(self, sizes: dict[str, int], what: str) -> None:
         """Fail now, naming the flag to change, if a coming run needs axis sizes this session cannot take.

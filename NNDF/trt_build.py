@@ -43,6 +43,7 @@ TIMING_CACHE_FILE = "timing.cache"
 BUILDER_VERSION = 2          # bump when this file changes what an engine contains (2: TF32 off by default)
 
 Range = tuple[int, int, int]  # min, opt, max
+Profile = dict[str, Range]     # dynamic axis -> range, for one optimization profile
 
 # What the user can change when a size falls outside an engine's profile.
 AXIS_FIX = {
@@ -113,6 +114,54 @@ def profile_ranges(spec: GraphSpec, settings: TrtSettings, run: RunSizes, max_po
     return {axis: ranges[axis] for axis in AXIS_FIX if axis in used}
 
 
+def optimization_profiles(spec: GraphSpec, settings: TrtSettings, run: RunSizes,
+                          max_positions: int) -> tuple[Profile, ...]:
+    """The engine's optimization profiles: one per phase whose shapes differ.
+
+    With a KV cache, a generation feeds the prompt once on an empty past (context) and then one
+    token at a time on a growing past (generation), as the original demo's engines were built.
+    One profile spanning both would be tuned for neither: its opt shape is a single point, and
+    TensorRT picks kernels for the opt shape. So each phase gets a profile with its own opt:
+    context for a prompt of --input-seq-len on past 0, generation for one token halfway through
+    the new tokens. The phases are disjoint on the past length (0 vs >= 1), so the runner picks
+    a step's profile from its shapes. Graphs without a past have one profile (`profile_ranges`).
+    """
+    envelope = profile_ranges(spec, settings, run, max_positions)
+    if PAST not in envelope:
+        return (envelope,)
+    seq_max, (_, past_opt, past_max) = envelope[SEQ][2], envelope[PAST]
+    # decoder-only prompts are --input-seq-len long; an encoder-decoder's decoder starts from one token
+    prompt_opt = 1 if ENC in envelope else _clamp(run.prompt_len, 1, seq_max)
+    context = {**envelope, SEQ: (1, prompt_opt, seq_max), PAST: (0, 0, 0), TOTAL: (1, prompt_opt, seq_max)}
+    if KEPT in envelope:   # scoring a text keeps every position's logits; generating, the last one's
+        context[KEPT] = (1, 1, envelope[KEPT][2])
+    if past_max < 1:       # never a second step: nothing to generate on a past
+        return (_only(context, envelope),)
+    past_opt = max(past_opt, 1)
+    generation = {**envelope, SEQ: (1, 1, 1), PAST: (1, past_opt, past_max), TOTAL: (2, past_opt + 1, past_max + 1),
+                  KEPT: (1, 1, 1)}
+    return _only(context, envelope), _only(generation, envelope)
+
+
+def _only(profile: Profile, envelope: Profile) -> Profile:
+    return {axis: profile[axis] for axis in AXIS_FIX if axis in envelope}
+
+
+def as_profiles(ranges: Profile | tuple[Profile, ...]) -> tuple[Profile, ...]:
+    """One profile given as a dict, or several as a tuple: always a tuple."""
+    return (ranges,) if isinstance(ranges, dict) else tuple(ranges)
+
+
+def envelope_of(profiles: tuple[Profile, ...]) -> Profile:
+    """Per axis, the sizes some profile accepts (lowest min, highest max; the first profile's opt)."""
+    envelope: Profile = {}
+    for profile in profiles:
+        for axis, (lo, opt, hi) in profile.items():
+            old = envelope.get(axis)
+            envelope[axis] = (lo, opt, hi) if old is None else (min(lo, old[0]), old[1], max(hi, old[2]))
+    return envelope
+
+
 def check_sizes(ranges: dict[str, Range], sizes: dict[str, int], what: str) -> None:
     """UsageError naming the flag to change if any named size is outside its profile range.
 
@@ -155,7 +204,7 @@ def onnx_files(onnx_path: Path) -> list[Path]:
     return [onnx_path] + [onnx_path.parent / loc for loc in sorted(locations)]
 
 
-def engine_key(onnx_path: Path, ranges: dict[str, Range], settings: TrtSettings, fp16: bool,
+def engine_key(onnx_path: Path, ranges: Profile | tuple[Profile, ...], settings: TrtSettings, fp16: bool,
                device: dict, trt_version: str) -> dict:
     return {
         "builder": BUILDER_VERSION,
@@ -164,7 +213,7 @@ def engine_key(onnx_path: Path, ranges: dict[str, Range], settings: TrtSettings,
         # the digests an export recorded, while the files' size and mtime are unchanged (no re-hash of GBs)
         "onnx": {f.name: recorded_digest(f) for f in onnx_files(onnx_path)},
         "precision": "fp16" if fp16 else "fp32",
-        "profile": {axis: list(r) for axis, r in sorted(ranges.items())},
+        "profiles": [{axis: list(r) for axis, r in sorted(p.items())} for p in as_profiles(ranges)],
         # --disable-preview-dynamic-shapes changes nothing in an engine (see _configure), so it is not here
         "flags": {"workspace_mib": settings.workspace_mib, "tf32": settings.tf32,
                   "timing_cache": settings.use_timing_cache, "nvtx_verbose": settings.nvtx_verbose,
@@ -188,8 +237,8 @@ def engine_dirname(graph: str, fp16: bool, postfix: str, key: dict) -> str:
 
 
 # --------------------------------------------------------------------------- building
-def engine_for(onnx_path: Path, spec: GraphSpec, ranges: dict[str, Range], settings: TrtSettings, fp16: bool,
-               workdir: WorkingDir, subdir: tuple[str, ...]) -> Path:
+def engine_for(onnx_path: Path, spec: GraphSpec, ranges: Profile | tuple[Profile, ...], settings: TrtSettings,
+               fp16: bool, workdir: WorkingDir, subdir: tuple[str, ...]) -> Path:
     """The cached engine for this ONNX file and build, building it if absent or unusable."""
     trt = trt_env.require_tensorrt()
     onnx_path = Path(onnx_path)
@@ -230,9 +279,9 @@ def _discard_if_stale(path: Path, key: dict) -> None:
             shutil.rmtree(trash, ignore_errors=True)
 
 
-def build_plan(trt, onnx_path: Path, spec: GraphSpec, ranges: dict[str, Range], settings: TrtSettings,
+def build_plan(trt, onnx_path: Path, spec: GraphSpec, ranges: Profile | tuple[Profile, ...], settings: TrtSettings,
                fp16: bool, timing_cache: Path) -> bytes:
-    """Parse the ONNX file and build a serialized engine with one optimization profile."""
+    """Parse the ONNX file and build a serialized engine with the given optimization profiles."""
     logger = trt_env.logger_for(trt)
     builder = trt.Builder(logger)
     network = builder.create_network(_network_flags(trt, fp16 or _has_qdq(onnx_path)))
@@ -240,7 +289,8 @@ def build_plan(trt, onnx_path: Path, spec: GraphSpec, ranges: dict[str, Range], 
     _parse(parser, onnx_path)
     config = builder.create_builder_config()
     _configure(trt, config, settings)
-    _add_profile(builder, network, config, spec, ranges)
+    for profile in as_profiles(ranges):
+        _add_profile(builder, network, config, spec, profile)
     if settings.use_timing_cache:
         _attach_timing_cache(config, timing_cache)
     with status(f"building TensorRT engine for {spec.name} ({'fp16' if fp16 else 'fp32'}), this can take minutes"):
@@ -253,8 +303,9 @@ def build_plan(trt, onnx_path: Path, spec: GraphSpec, ranges: dict[str, Range], 
     return bytes(plan)
 
 
-def _add_profile(builder, network, config, spec: GraphSpec, ranges: dict[str, Range]) -> None:
-    """One optimization profile with the shapes of every input that has dynamic dims."""
+def _add_profile(builder, network, config, spec: GraphSpec, ranges: Profile) -> None:
+    """One optimization profile with the shapes of every input that has dynamic dims (profiles are
+    numbered in the order they are added: the runner selects them by index)."""
     profile = builder.create_optimization_profile()
     dynamic = 0
     for i in range(network.num_inputs):

@@ -1,16 +1,19 @@
 """CUDA graphs for TrtSession (--use-cuda-graph): a step's kernels replayed in one launch.
 
 A captured graph fixes the input shapes, every tensor address and the execution
-context it was captured from. Decoding changes shapes every step, so graphs are
-kept per (shapes, addresses) and pay off when the same step comes again: the
-iterations of `benchmark`, or prompts of one length. The first time a step is
-seen it runs normally and is captured; later it is replayed.
+context it was captured from. Graphs are kept per (shapes, addresses); the first
+time a step is seen it runs normally and is captured, later it is replayed.
+Decoder-only step models make every decode step of a generation the same step
+(a fixed-capacity KV cache, NNDF/decoder_only.py, using `persistent` buffers),
+so one graph replays all of them; other steps pay off when they come again (the
+iterations of `benchmark`, prompts of one length).
 
 Addresses only come again if buffers are reused rather than freshly allocated:
 - each output has two buffers used in turn, because a step's presents become the
   next step's pasts and must not be overwritten while they are read;
-- host inputs, and device inputs that no graph-mode session owns (e.g. beams
-  repeated from another engine's outputs), are copied into one buffer per name;
+- host inputs are copied into a buffer per name and shape; device inputs that no
+  graph-mode session owns (e.g. beams repeated from another engine's outputs)
+  into one buffer per name;
 - beam reordering writes from one of an output's buffers into the other.
 Buffers grow (at least doubling) when a step needs more, so a growing cache
 reallocates a few times in the first generation and never after.
@@ -36,7 +39,8 @@ import torch
 
 log = logging.getLogger(__name__)
 
-MAX_GRAPHS = 256          # per session; 64 new tokens take one prefill graph and 63 decode graphs
+MAX_GRAPHS = 256          # per session; a growing-cache generation of 64 new tokens takes 64 graphs
+MAX_HOST_STAGING = 4 * MAX_GRAPHS   # host-input buffers kept per session (each a few token ids wide)
 
 # Every buffer any graph-mode session owns, by address: an input found here keeps its
 # address from one generation to the next, so it is bound as it is, never copied.
@@ -60,6 +64,7 @@ class GraphRunner:
         self._new_context, self._bind, self._enqueue = new_context, bind, enqueue
         self._capacity = capacity
         self._buffers: dict[tuple, torch.Tensor] = {}     # ("in", name) or ("out", name, slot) -> flat buffer
+        self._staging: OrderedDict[tuple, torch.Tensor] = OrderedDict()   # host inputs: (name, shape, dtype) -> buffer
         self._graphs: OrderedDict[tuple, tuple] = OrderedDict()   # key -> (context, graph), least recent first
         self.captures = self.replays = 0
 
@@ -76,15 +81,39 @@ class GraphRunner:
         numel = math.prod(shape)
         return self._flat(key, dtype, numel)[:numel].view(tuple(shape))
 
+    def persistent(self, name: str, shape, dtype: torch.dtype) -> torch.Tensor:
+        """A zeroed buffer for `name` at the same address every time (while the shape fits): a fixed-capacity
+        KV cache that decode steps read as their past, so every decode step binds the same addresses."""
+        buffer = self._view(("fixed", name), dtype, shape)
+        buffer.zero_()
+        return buffer
+
     def input(self, name: str, value, dtype: torch.dtype) -> torch.Tensor:
         """`value` where its address will come again: an owned device buffer as it is, else a copy in ours."""
         if isinstance(value, torch.Tensor) and value.device == self.device and value.dtype == dtype \
                 and value.is_contiguous() and _owned(value):
             return value
-        source = value if isinstance(value, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(value))
-        staged = self._view(("in", name), dtype, source.shape)
-        staged.copy_(source)
+        if isinstance(value, torch.Tensor):
+            staged = self._view(("in", name), dtype, value.shape)
+        else:
+            staged = self._host_staging(name, dtype, tuple(value.shape))
+            value = torch.from_numpy(np.ascontiguousarray(value))
+        staged.copy_(value)
         return staged
+
+    def _host_staging(self, name: str, dtype: torch.dtype, shape: tuple) -> torch.Tensor:
+        """A buffer per host input name and shape. Per shape, not per name growing to the largest: a
+        longer prompt must not move the buffers the decode steps' graph was captured with. Host
+        inputs are token ids, masks and positions, so even many shapes cost little; the least
+        recently used are dropped beyond MAX_HOST_STAGING."""
+        key = (name, shape, dtype)
+        buffer = self._staging.get(key)
+        if buffer is None:
+            buffer = self._staging[key] = torch.empty(shape, dtype=dtype, device=self.device)
+            if len(self._staging) > MAX_HOST_STAGING:
+                self._staging.popitem(last=False)
+        self._staging.move_to_end(key)
+        return buffer
 
     def output(self, name: str, shape, dtype: torch.dtype, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """One of `name`'s two buffers, the one none of this step's inputs lives in."""

@@ -26,7 +26,7 @@ from NNDF.config import TrtSettings
 from NNDF.errors import UsageError
 from NNDF.onnx_export import GraphSpec
 from NNDF.session import Handle, Session
-from NNDF.trt_build import AXIS_FIX, Range, check_sizes
+from NNDF.trt_build import AXIS_FIX, Profile, as_profiles, check_sizes, envelope_of
 from NNDF.trt_graphs import GraphRunner
 
 
@@ -50,8 +50,8 @@ def _resolve(device: torch.device) -> torch.device:
 
 
 class TrtSession(Session):
-    def __init__(self, engine_path: str | Path, spec: GraphSpec, ranges: dict[str, Range], settings: TrtSettings,
-                 *, device: torch.device | None = None):
+    def __init__(self, engine_path: str | Path, spec: GraphSpec, ranges: Profile | tuple[Profile, ...],
+                 settings: TrtSettings, *, device: torch.device | None = None):
         trt = self._trt = trt_env.require_tensorrt()
         self.path, self.spec = Path(engine_path), spec
         self.device = _resolve(device if device is not None else DEFAULT_DEVICE)
@@ -65,8 +65,9 @@ class TrtSession(Session):
         self.input_names, self.output_names = spec.input_names, spec.output_names
         self._dtypes = self._tensor_dtypes(trt)
         self._shapes = {n: tuple(self._engine.get_tensor_shape(n)) for n in self.input_names}
-        self._limits = self._profile_limits()
-        self._check_covers(ranges)
+        self._profiles = self._profile_limits()       # per optimization profile, what it accepts
+        self._limits = envelope_of(self._profiles)    # what some profile accepts
+        self._check_covers(as_profiles(ranges))
         self._stream = trt_env.stream_for(self.device)
         with self._stream.active():
             self._scratch = torch.zeros(256, dtype=torch.uint8, device=self.device)   # address for empty tensors
@@ -118,13 +119,19 @@ class TrtSession(Session):
             dtypes[name] = table[dtype]
         return dtypes
 
-    def _profile_limits(self) -> dict[str, Range]:
-        """Per axis name, the (min, opt, max) the engine accepts: profile 0, or the fixed size of a static dim."""
-        limits: dict[str, Range] = {}
+    def _profile_limits(self) -> tuple[Profile, ...]:
+        """Per optimization profile and axis name, the (min, opt, max) it accepts; a static dim's fixed size
+        counts as a range of one."""
+        dynamic = any(-1 in self._shapes[n] for n in self.input_names)
+        count = self._engine.num_optimization_profiles if dynamic else 1
+        return tuple(self._limits_of(index) for index in range(count))
+
+    def _limits_of(self, index: int) -> Profile:
+        limits: Profile = {}
         for name in self.input_names:
             dims = self._shapes[name]
             axes = self.spec.inputs[name]
-            profile = self._engine.get_tensor_profile_shape(name, 0) if -1 in dims else [dims] * 3
+            profile = self._engine.get_tensor_profile_shape(name, index) if -1 in dims else [dims] * 3
             for i, dim in enumerate(dims):
                 if i not in axes:
                     if dim < 0:
@@ -138,12 +145,32 @@ class TrtSession(Session):
                 limits[axes[i]] = (lo, opt, hi)
         return limits
 
-    def _check_covers(self, ranges: dict[str, Range]) -> None:
-        for axis, (lo, _, hi) in ranges.items():
-            have = self._limits.get(axis)
-            if have is not None and not (have[0] <= lo and hi <= have[2]):
-                raise UsageError(f"engine {self.path} accepts {axis} {have[0]}..{have[2]} but this run needs {lo}..{hi}",
-                                 f"rebuild it for this run (drop the --*-engine flag), or {AXIS_FIX[axis]}")
+    def _check_covers(self, needed: tuple[Profile, ...]) -> None:
+        """Every phase the run needs must lie inside one of the engine's profiles."""
+        for ranges in needed:
+            if any(self._covers(have, ranges) for have in self._profiles):
+                continue
+            have = self._limits
+            for axis, (lo, _, hi) in ranges.items():
+                if axis in have and not (have[axis][0] <= lo and hi <= have[axis][2]):
+                    raise UsageError(f"engine {self.path} accepts {axis} {have[axis][0]}..{have[axis][2]} but this run "
+                                     f"needs {lo}..{hi}",
+                                     f"rebuild it for this run (drop the --*-engine flag), or {AXIS_FIX[axis]}")
+            raise UsageError(f"engine {self.path} has no optimization profile covering {ranges}",
+                             "rebuild it for this run (drop the --*-engine flag)")
+
+    @staticmethod
+    def _covers(have: Profile, ranges: Profile) -> bool:
+        return all(have[a][0] <= lo and hi <= have[a][2] for a, (lo, _, hi) in ranges.items() if a in have)
+
+    def _profile_for(self, sizes: dict[str, int]) -> int:
+        """The first optimization profile that accepts every size of this step (phases are disjoint)."""
+        for index, limits in enumerate(self._profiles):
+            if all(limits[a][0] <= v <= limits[a][2] for a, v in sizes.items() if a in limits):
+                return index
+        self.check_fits(sizes, f"this {self.spec.name} step")      # names the flag if a size is out of every range
+        raise UsageError(f"this {self.spec.name} step needs {sizes}, which no single optimization profile of "
+                         f"{self.path} covers", "rebuild the engine for this run (drop the --*-engine flag)")
 
     # ------------------------------------------------------------------ Session
     def input_dtype(self, name: str) -> np.dtype:
@@ -183,6 +210,15 @@ class TrtSession(Session):
         return self._on_device(name, value)
 
     def _set_shapes(self, context, inputs: dict[str, torch.Tensor]) -> None:
+        """Select the step's optimization profile on `context`, then set its input shapes.
+
+        With several profiles each execution context has its own selected profile (0 when created).
+        Switching is enqueued on the stream (TensorRT may copy profile data) and invalidates the
+        context's input shapes, so shapes are always set after it."""
+        profile = self._profile_for(self._sizes(inputs))
+        if context.active_optimization_profile != profile:
+            if not context.set_optimization_profile_async(profile, self._stream.handle):
+                raise RuntimeError(f"TensorRT refused optimization profile {profile} of {self.path}; see its log above")
         for name, tensor in inputs.items():
             if not context.set_input_shape(name, tuple(tensor.shape)):
                 raise RuntimeError(f"TensorRT rejected shape {tuple(tensor.shape)} for {name}; see its log above")
@@ -213,12 +249,36 @@ class TrtSession(Session):
     def check_fits(self, sizes: dict[str, int], what: str) -> None:
         check_sizes(self._limits, sizes, what)
 
-    def _check_fits(self, inputs: dict[str, torch.Tensor]) -> None:
+    def _sizes(self, inputs: dict[str, torch.Tensor]) -> dict[str, int]:
         sizes: dict[str, int] = {}
         for name, tensor in inputs.items():
             for i, axis in self.spec.inputs[name].items():
                 sizes.setdefault(axis, int(tensor.shape[i]))
-        self.check_fits(sizes, f"this {self.spec.name} step")
+        return sizes
+
+    def _check_fits(self, inputs: dict[str, torch.Tensor]) -> None:
+        self.check_fits(self._sizes(inputs), f"this {self.spec.name} step")
+
+    @property
+    def fixed_shape_steps(self) -> bool:
+        return self._graphs is not None
+
+    def largest(self, axis: str) -> int | None:
+        return self._limits[axis][2] if axis in self._limits else None
+
+    def cache_buffer(self, name: str, shape) -> Handle:
+        if self._graphs is None:
+            return self.zeros(name, shape)
+        with self._stream.active():
+            return self._graphs.persistent(name, tuple(shape), self._dtypes[name])
+
+    def right_align_into(self, target, source, axis, index=None, batch_axis=0) -> None:
+        with self._stream.active():
+            n = min(target.shape[axis], source.shape[axis])
+            rows = source.narrow(axis, source.shape[axis] - n, n)
+            if index is not None:    # a new tensor, so target may be source itself
+                rows = rows.index_select(batch_axis, torch.as_tensor(np.asarray(index, np.int64), device=self.device))
+            target.narrow(axis, target.shape[axis] - n, n).copy_(rows)
 
     def zeros(self, name: str, shape) -> Handle:
         with self._stream.active():

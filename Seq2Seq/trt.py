@@ -22,12 +22,12 @@ def prebuilt_engines(cfg, graphs) -> dict:
 
 
 def make_backend(family, loaded, cfg, workdir):
-    from NNDF.trt_build import profile_ranges
+    from NNDF.trt_build import optimization_profiles
 
     trt_env.require_tensorrt()
     specs = specs_for(family, loaded, cfg.generation.use_cache)
     run = RunSizes.of(cfg)
-    ranges = {name: profile_ranges(spec, cfg.trt, run, loaded.max_positions) for name, spec in specs.items()}
+    ranges = {name: optimization_profiles(spec, cfg.trt, run, loaded.max_positions) for name, spec in specs.items()}
     sessions = trt_sessions(family, loaded, cfg, workdir, specs, ranges)
     return CompiledSeq2Seq("trt", sessions, specs, cfg.generation.use_cache, token_ids(loaded), decoder_start_id(loaded),
                            cfg.graph_precision)

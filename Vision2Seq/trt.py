@@ -19,13 +19,14 @@ PER_IMAGE = ("encoder", "cache_generator")
 
 
 def make_backend(family, loaded, cfg, workdir):
-    from NNDF.trt_build import profile_ranges
+    from NNDF.trt_build import optimization_profiles
 
     trt_env.require_tensorrt()   # before any export: a missing GPU should cost a second, not minutes
     specs = specs_for(family, loaded, cfg.generation.use_cache)
     run = RunSizes.of(cfg)
     per_image, decoder_run = replace(run, num_beams=1), replace(run, prompt_len=1)
-    ranges = {name: profile_ranges(spec, cfg.trt, per_image if name in PER_IMAGE else decoder_run, loaded.max_positions)
+    ranges = {name: optimization_profiles(spec, cfg.trt, per_image if name in PER_IMAGE else decoder_run,
+                                          loaded.max_positions)
               for name, spec in specs.items()}
     sessions = trt_sessions(family, loaded, cfg, workdir, specs, ranges)
     return CompiledVision2Seq("trt", sessions, specs, cfg.generation.use_cache, token_ids(loaded), cfg.graph_precision)

@@ -15,7 +15,7 @@ here with the node and operator named.
 "Building" records the ONNX model, the IO tensors and the optimization profiles
 in the plan bytes. "Executing" runs that model with ONNX Runtime on the host
 memory at the addresses the caller set, after enforcing TensorRT's rules:
-every input shape set and inside profile 0, every IO tensor given a non-null
+every input shape set and inside the selected optimization profile, every IO tensor given a non-null
 address, and (the stand-in's device memory being torch CPU tensors) every
 address inside a live tensor's storage with room for the tensor's bytes.
 Violations are logged as TensorRT logs them and make the call return False.
@@ -578,10 +578,12 @@ def _overlap(inputs, outputs):
 
 
 class IExecutionContext:
-    __slots__ = ("_engine", "_shapes", "_addresses", "_user_memory", "_memory", "_shape_version", "_ran_version")
+    __slots__ = ("_engine", "_shapes", "_addresses", "_user_memory", "_memory", "_shape_version", "_ran_version",
+                 "_profile")
 
     def __init__(self, engine, strategy=ExecutionContextAllocationStrategy.STATIC):
         self._engine, self._shapes, self._addresses = engine, {}, {}
+        self._profile = 0      # every context starts on profile 0 and has its own selection
         self._user_memory = strategy == ExecutionContextAllocationStrategy.USER_MANAGED
         self._memory = None
         self._shape_version, self._ran_version = 0, -1    # shapes changed since the last real enqueue?
@@ -589,6 +591,25 @@ class IExecutionContext:
     def _fail(self, message):
         _error(self._engine._logger, message)
         return False
+
+    @property
+    def active_optimization_profile(self):
+        return self._profile
+
+    def set_optimization_profile_async(self, profile_index, stream_handle):
+        if not isinstance(stream_handle, int):
+            raise TypeError("set_optimization_profile_async(profile_index: int, stream_handle: int)")
+        if not 0 <= int(profile_index) < max(len(self._engine._profiles), 1):
+            return self._fail(f"set_optimization_profile_async: profile {profile_index} does not exist "
+                              f"(the engine has {len(self._engine._profiles)})")
+        if _capture is not None:
+            return self._fail("set_optimization_profile_async: cannot switch profiles during CUDA graph capture")
+        if int(profile_index) != self._profile:
+            # TensorRT: switching invalidates the input shapes, which must be set again before enqueue
+            self._profile = int(profile_index)
+            self._shapes = {}
+            self._shape_version += 1
+        return True
 
     def set_input_shape(self, name, shape):
         io = self._engine._io.get(name)
@@ -599,10 +620,10 @@ class IExecutionContext:
         if len(shape) != len(dims) or any(d >= 0 and d != s for d, s in zip(dims, shape)):
             return self._fail(f"set_input_shape: {name} shape {shape} does not match its dims {tuple(dims)}")
         if -1 in dims:
-            lo, _, hi = self._engine._profiles[0][name]
+            lo, _, hi = self._engine._profiles[self._profile][name]
             if any(not a <= s <= b for a, s, b in zip(lo, shape, hi)):
-                return self._fail(f"set_input_shape: {name} shape {shape} is outside profile 0 "
-                                  f"[{tuple(lo)}, {tuple(hi)}]")
+                return self._fail(f"set_input_shape: {name} shape {shape} is outside the selected profile "
+                                  f"{self._profile} [{tuple(lo)}, {tuple(hi)}]")
         if self._shapes.get(name) != shape:
             self._shape_version += 1
         self._shapes[name] = shape

@@ -1,0 +1,112 @@
+"""Optimization profiles per phase: cached decoders get a context profile (the prompt on an empty
+past) and a generation profile (one token on a growing past), each with its own opt shape; the
+runner selects a step's profile with set_optimization_profile_async, and the stand-in enforces
+the selected profile's bounds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import trt_standin
+from conftest import make_cfg
+from GPT2 import trt as gpt2_trt
+from GPT2.GPT2ModelConfig import GPT2_LAYOUT
+from NNDF.cli import parse_args
+from NNDF.decoder_only import decoder_spec
+from NNDF.decoder_only_backends import frameworks_backend
+from NNDF.encoder_decoder import Seq2SeqLayout, graph_specs
+from NNDF.errors import UsageError
+from NNDF.registry import get_family
+from NNDF.trt_build import optimization_profiles, profile_ranges
+
+
+def test_cached_decoders_get_a_context_and_a_generation_profile(workdir, gpt2_tiny):
+    cfg = make_cfg(workdir, "--use-cache", "--batch-size", "3", "--num-beams", "2", "--output-seq-len", "20",
+                   "--input-seq-len", "10", "--input-profile-max-len", "64", "--output-profile-max-len", "32")
+    context, generation = optimization_profiles(decoder_spec(gpt2_tiny.model, GPT2_LAYOUT, True), cfg, 128)
+    # context: the prompt on an empty past, tuned for --input-seq-len; scoring may keep every position
+    assert context == {"batch": (6, 6, 6), "seq": (1, 10, 64), "kept": (1, 1, 64), "past_len": (0, 0, 0),
+                       "total_len": (1, 10, 64)}
+    # generation: one token on a past of up to prompt max + output max - 1, tuned halfway through
+    assert generation == {"batch": (6, 6, 6), "seq": (1, 1, 1), "kept": (1, 1, 1), "past_len": (1, 19, 95),
+                          "total_len": (2, 20, 96)}
+    nocache_spec = decoder_spec(gpt2_tiny.model, GPT2_LAYOUT, False)
+    assert optimization_profiles(nocache_spec, cfg, 128) == (profile_ranges(nocache_spec, cfg, 128),)
+
+
+def test_encoder_decoder_decoders_get_two_profiles_and_encoders_one(workdir):
+    loaded = get_family("T5").load(parse_args(["run", "T5", "frameworks", "--working-dir", str(workdir.root)]))
+    specs = graph_specs(loaded.model, Seq2SeqLayout())
+    cfg = make_cfg(workdir, "--use-cache", "--output-seq-len", "12", "--input-profile-max-len", "40",
+                   "--output-profile-max-len", "16")
+    context, generation = optimization_profiles(specs["decoder"], cfg, 512)
+    assert context["past_len"] == (0, 0, 0) and context["seq"] == (1, 1, 16) and context["enc_seq"][2] == 40
+    assert generation["past_len"] == (1, 5, 15) and generation["seq"] == (1, 1, 1)
+    assert generation["enc_seq"] == context["enc_seq"]
+    assert len(optimization_profiles(specs["encoder"], cfg, 512)) == 1
+    assert len(optimization_profiles(specs["decoder_nocache"], cfg, 512)) == 1
+
+
+def test_the_runner_selects_the_profile_of_each_phase(standin, gpt2_tiny, workdir, prompts, monkeypatch):
+    cfg = make_cfg(workdir, "--use-cache", "--batch-size", "3", "--output-seq-len", "6", backends=("trt",))
+    backend = gpt2_trt.make_backend(gpt2_tiny, cfg, workdir)
+    session = backend.steps.session
+    header = trt_standin.plan_header(session.path)
+    assert len(header["profiles"]) == 2
+    context = session._context
+    selected, switches = [], []
+    original = type(context).set_optimization_profile_async
+
+    def switching(self, index, stream):
+        switches.append((index, stream))
+        return original(self, index, stream)
+
+    monkeypatch.setattr(type(context), "set_optimization_profile_async", switching)
+    enqueue = session._enqueue
+    monkeypatch.setattr(session, "_enqueue", lambda ctx: (selected.append(ctx.active_optimization_profile),
+                                                          enqueue(ctx))[1])
+    ids, mask = prompts
+    want = frameworks_backend(gpt2_tiny, make_cfg(workdir)).generate(ids, mask, cfg.generation).tokens
+    np.testing.assert_array_equal(backend.generate(ids, mask, cfg.generation).tokens, want)
+    assert selected == [0] + [1] * (len(selected) - 1) and len(selected) > 1       # prompt, then decode steps
+    # one switch to generation, on the session's own stream; the next generation switches back once
+    assert switches == [(1, session._stream.handle)]
+    backend.generate(ids, mask, cfg.generation)
+    assert [i for i, _ in switches] == [1, 0, 1]
+    assert standin._errors == [] and standin._warnings == []
+
+
+def test_standin_enforces_the_selected_profile(standin, gpt2_tiny, workdir):
+    session = gpt2_trt.make_backend(gpt2_tiny, make_cfg(workdir, "--use-cache", backends=("trt",)), workdir) \
+        .steps.session
+    engine = standin.Runtime(standin.Logger()).deserialize_cuda_engine(session.path.read_bytes())
+    context = engine.create_execution_context()
+    assert context.active_optimization_profile == 0
+    past = (1, 4, 5, 16)
+    assert not context.set_input_shape("past_key_values.0.key", past)          # context profile: past 0 only
+    assert "outside the selected profile 0" in standin._errors[-1]
+    assert context.set_optimization_profile_async(1, 1)
+    assert context.set_input_shape("past_key_values.0.key", past)
+    assert not context.set_input_shape("input_ids", (1, 3))                     # generation: one token
+    assert not context.set_optimization_profile_async(2, 1)                     # no such profile
+    standin._errors.clear()
+
+
+def test_an_engine_without_the_generation_phase_is_refused_at_load(standin, gpt2_tiny, workdir):
+    """An engine built with only the context profile cannot run decode steps: refused before any step."""
+    from pathlib import Path
+
+    from GPT2.GPT2ModelConfig import GPT2ModelConfig
+    from NNDF.pipeline import artifact_subdir
+    from NNDF.trt_build import engine_for
+    from NNDF.trt_session import TrtSession
+
+    cfg = make_cfg(workdir, "--use-cache", backends=("trt",))
+    spec = decoder_spec(gpt2_tiny.model, GPT2_LAYOUT, True)
+    context, generation = optimization_profiles(spec, cfg, gpt2_tiny.max_positions)
+    onnx_path = Path(trt_standin.plan_header(gpt2_trt.make_backend(gpt2_tiny, cfg, workdir).steps.session.path)["source"])
+    engine = engine_for(onnx_path, spec, (context,), cfg.trt, False, workdir,
+                        artifact_subdir(GPT2ModelConfig, gpt2_tiny))
+    with pytest.raises(UsageError, match="past_len"):
+        TrtSession(engine, spec, (context, generation), cfg.trt)
