@@ -67,7 +67,8 @@ def spec_axes(spec: GraphSpec) -> set[str]:
 
 
 def profile_ranges(spec: GraphSpec, settings: TrtSettings, run: RunSizes, max_positions: int) -> dict[str, Range]:
-    """min/opt/max of every dynamic axis `spec` uses, for one optimization profile.
+    """min/opt/max of every dynamic axis `spec` uses over a whole run: every size some step feeds.
+    `optimization_profiles` splits this into one profile per phase where phases differ.
 
     Rows fed to the engine are batch x beams. A prompt may be up to
     --input-profile-max-len tokens and --output-profile-max-len bounds the

@@ -11,6 +11,10 @@ output name, and the session's next run that does not read it writes over it:
 a step's presents survive the step that reads them as pasts, an encoder's output
 lasts until the encoder runs again. That is all the generation loops need.
 Without graphs an output lives as long as the caller keeps it.
+
+Engines of cached decoders have a profile per phase (trt_build.optimization_profiles);
+each step's profile is chosen from its shapes and selected on the context that runs it.
+All work is enqueued on one dedicated stream per device (trt_env.stream_for).
 """
 
 from __future__ import annotations

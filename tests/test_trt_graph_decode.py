@@ -83,8 +83,8 @@ def test_a_64_token_generation_replays_one_graph_for_its_decode_steps(standin, g
     assert standin._errors == [] and standin._warnings == []
 
 
-@pytest.mark.parametrize("arch", ["gpt2", *TINY])
-@pytest.mark.parametrize("num_beams", [1, 3], ids=["greedy", "beam3"])
+@pytest.mark.parametrize("arch,num_beams", [("gpt2", 1)] + [(arch, 3) for arch in ("gpt2", *TINY)],
+                         ids=lambda v: str(v) if isinstance(v, str) else f"beams{v}")
 def test_fixed_capacity_decoding_gives_frameworks_tokens(standin, workdir, gpt2_tiny, prompts, monkeypatch, arch,
                                                          num_beams):
     """Left-padded batch of 3, beams reordered inside the fixed buffers: positions come from the mask."""
