@@ -12,6 +12,7 @@ import trt_standin
 from conftest import make_cfg
 from GPT2 import trt as gpt2_trt
 from GPT2.GPT2ModelConfig import GPT2_LAYOUT
+from NNDF.axes import RunSizes
 from NNDF.cli import parse_args
 from NNDF.decoder_only import decoder_spec
 from NNDF.decoder_only_backends import frameworks_backend
@@ -24,7 +25,7 @@ from NNDF.trt_build import optimization_profiles, profile_ranges
 def test_cached_decoders_get_a_context_and_a_generation_profile(workdir, gpt2_tiny):
     cfg = make_cfg(workdir, "--use-cache", "--batch-size", "3", "--num-beams", "2", "--output-seq-len", "20",
                    "--input-seq-len", "10", "--input-profile-max-len", "64", "--output-profile-max-len", "32")
-    context, generation = optimization_profiles(decoder_spec(gpt2_tiny.model, GPT2_LAYOUT, True), cfg, 128)
+    context, generation = optimization_profiles(decoder_spec(gpt2_tiny.model, GPT2_LAYOUT, True), cfg.trt, RunSizes.of(cfg), 128)
     # context: the prompt on an empty past, tuned for --input-seq-len; scoring may keep every position
     assert context == {"batch": (6, 6, 6), "seq": (1, 10, 64), "kept": (1, 1, 64), "past_len": (0, 0, 0),
                        "total_len": (1, 10, 64)}
@@ -32,7 +33,7 @@ def test_cached_decoders_get_a_context_and_a_generation_profile(workdir, gpt2_ti
     assert generation == {"batch": (6, 6, 6), "seq": (1, 1, 1), "kept": (1, 1, 1), "past_len": (1, 19, 95),
                           "total_len": (2, 20, 96)}
     nocache_spec = decoder_spec(gpt2_tiny.model, GPT2_LAYOUT, False)
-    assert optimization_profiles(nocache_spec, cfg, 128) == (profile_ranges(nocache_spec, cfg, 128),)
+    assert optimization_profiles(nocache_spec, cfg.trt, RunSizes.of(cfg), 128) == (profile_ranges(nocache_spec, cfg.trt, RunSizes.of(cfg), 128),)
 
 
 def test_encoder_decoder_decoders_get_two_profiles_and_encoders_one(workdir):
@@ -40,12 +41,12 @@ def test_encoder_decoder_decoders_get_two_profiles_and_encoders_one(workdir):
     specs = graph_specs(loaded.model, Seq2SeqLayout())
     cfg = make_cfg(workdir, "--use-cache", "--output-seq-len", "12", "--input-profile-max-len", "40",
                    "--output-profile-max-len", "16")
-    context, generation = optimization_profiles(specs["decoder"], cfg, 512)
+    context, generation = optimization_profiles(specs["decoder"], cfg.trt, RunSizes.of(cfg), 512)
     assert context["past_len"] == (0, 0, 0) and context["seq"] == (1, 1, 16) and context["enc_seq"][2] == 40
     assert generation["past_len"] == (1, 5, 15) and generation["seq"] == (1, 1, 1)
     assert generation["enc_seq"] == context["enc_seq"]
-    assert len(optimization_profiles(specs["encoder"], cfg, 512)) == 1
-    assert len(optimization_profiles(specs["decoder_nocache"], cfg, 512)) == 1
+    assert len(optimization_profiles(specs["encoder"], cfg.trt, RunSizes.of(cfg), 512)) == 1
+    assert len(optimization_profiles(specs["decoder_nocache"], cfg.trt, RunSizes.of(cfg), 512)) == 1
 
 
 def test_the_runner_selects_the_profile_of_each_phase(standin, gpt2_tiny, workdir, prompts, monkeypatch):
@@ -104,7 +105,7 @@ def test_an_engine_without_the_generation_phase_is_refused_at_load(standin, gpt2
 
     cfg = make_cfg(workdir, "--use-cache", backends=("trt",))
     spec = decoder_spec(gpt2_tiny.model, GPT2_LAYOUT, True)
-    context, generation = optimization_profiles(spec, cfg, gpt2_tiny.max_positions)
+    context, generation = optimization_profiles(spec, cfg.trt, RunSizes.of(cfg), gpt2_tiny.max_positions)
     onnx_path = Path(trt_standin.plan_header(gpt2_trt.make_backend(gpt2_tiny, cfg, workdir).steps.session.path)["source"])
     engine = engine_for(onnx_path, spec, (context,), cfg.trt, False, workdir,
                         artifact_subdir(GPT2ModelConfig, gpt2_tiny))
