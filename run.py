@@ -76,6 +76,11 @@ def _main(argv: list[str]) -> int:
     cfg = parse_args(argv)
     if not cfg.verbose:
         _quiet_libraries()
+    if cfg.action == "list":   # nothing to load
+        from NNDF.actions import listing
+
+        save_json(cfg.save_output_fpath, listing.run(cfg.family))
+        return 0
     family, cfg = resolve(cfg)
     if cfg.action in ("serve", "export-triton"):   # long-running server / repository writer: own flows
         from NNDF import export_triton, serve

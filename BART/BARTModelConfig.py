@@ -40,4 +40,5 @@ BARTModelConfig = seq2seq_family(
     fallback_tokenizer=lambda: bart_style_tokenizer(512),
     max_positions=lambda config: config.max_position_embeddings,
     layouts={"default": Seq2SeqLayout()},
+    model_types=("bart", "mbart"),
 )

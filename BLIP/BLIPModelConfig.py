@@ -55,4 +55,5 @@ BLIPModelConfig = Vision2SeqFamily(
     fallback_tokenizer=wordpiece_tokenizer,
     max_positions=lambda config: config.text_config.max_position_embeddings,
     layouts={"default": BLIP_LAYOUT},
+    model_types=("blip",),
 )

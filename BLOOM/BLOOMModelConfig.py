@@ -40,4 +40,5 @@ BLOOMModelConfig = ModelFamily(
     fallback_tokenizer=lambda: gpt2_style_tokenizer(512),
     max_positions=lambda config: getattr(config, "seq_length", TRAINED_LENGTH),
     layouts={"default": BLOOM_LAYOUT},
+    model_types=("bloom",),
 )

@@ -74,4 +74,5 @@ GPT2ModelConfig = ModelFamily(
     fallback_tokenizer=lambda: gpt2_style_tokenizer(512),
     max_positions=lambda config: config.max_position_embeddings,
     layouts={"default": GPT2_LAYOUT, "gpt_neo": RELATIVE_LAYOUT, "gptj": RELATIVE_LAYOUT, "gpt_neox": RELATIVE_LAYOUT},
+    model_types=("gpt2", "gpt_neo", "gptj", "gpt_neox"),
 )

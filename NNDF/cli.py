@@ -13,25 +13,27 @@ from NNDF.config import GenerationSettings, QuantSettings, RunConfig, ServeSetti
 from NNDF.errors import UsageError
 from NNDF.preflight import check_output_path
 
-ACTIONS = ("accuracy", "benchmark", "chat", "run", "compare", "serve", "export-triton")
+ACTIONS = ("accuracy", "benchmark", "chat", "run", "compare", "list", "serve", "export-triton")
 BACKENDS = ("frameworks", "onnxrt", "trt")
 PREBUILT_GRAPHS = ("decoder", "encoder", "cache_generator")
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # argparse would print usage and exit; we want one line
+        if message.startswith("argument --compare/-c: expected"):
+            raise UsageError("--compare needs the backends to compare after it", "e.g. --compare frameworks onnxrt")
         raise UsageError(f"bad command line: {message}", "see `python run.py --help`")
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="run.py", description="Export HuggingFace models to ONNX / TensorRT, then measure and compare them.")
     p.add_argument("action", choices=ACTIONS)
-    p.add_argument("family", help="model family, e.g. GPT2, T5, BART")
+    p.add_argument("family", nargs="?", help="model family, e.g. GPT2, T5, BART (list: optional)")
     p.add_argument("backends", nargs="*", help=f"one or more of {', '.join(BACKENDS)} (default: frameworks)")
 
     g = p.add_argument_group("model")
-    g.add_argument("--variant", help="variant name (see --info); default: the family's tiny offline variant")
-    g.add_argument("--working-dir", default="./temp", help="where ONNX files and engines are cached")
+    g.add_argument("--variant", "-m", help="variant name (see --info); default: the family's tiny offline variant")
+    g.add_argument("--working-dir", "-wd", default="./temp", help="where ONNX files and engines are cached")
     g.add_argument("--torch-dir", type=Path, help="load a local HuggingFace checkpoint (config.json, weights, tokenizer)")
     g.add_argument("--random-weights", action="store_true", help="real architecture of --variant with seeded random weights (offline)")
     g.add_argument("--seed", type=int, default=0)
@@ -43,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--info", action="store_true", help="print the variant's architecture and artifact paths")
     g.add_argument("--verify", action="store_true",
                    help="check every cached file's SHA-256 (by default only files whose size or mtime changed)")
-    g.add_argument("--verbose", action="store_true")
+    g.add_argument("--verbose", "-v", action="store_true")
 
     g = p.add_argument_group("quantization (weight-only, onnxrt and trt)")
     g.add_argument("--quantize", metavar="{int8,int4}",
@@ -53,13 +55,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ONNX Runtime MatMulNBits accuracy level: 0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8 (default)")
 
     g = p.add_argument_group("generation")
-    g.add_argument("--batch-size", type=int, default=1)
-    g.add_argument("--use-cache", action="store_true", help="use the KV cache (past key/values)")
-    g.add_argument("--num-beams", type=int, default=1)
+    g.add_argument("--batch-size", "-b", type=int, default=1)
+    g.add_argument("--use-cache", "-kv", "--enable-kv-cache", dest="use_cache", action="store_true",
+                   help="use the KV cache (past key/values); --enable-kv-cache is the demo's old name")
+    g.add_argument("--num-beams", "-nb", type=int, default=1)
     g.add_argument("--use-mask", action="store_true", help="pad batched prompts on the left and pass an attention mask")
     g.add_argument("--input-seq-len", type=int, default=128, help="benchmark: prompt length")
     g.add_argument("--output-seq-len", type=int, default=None, help="new tokens to generate (benchmark: exactly this many)")
     g.add_argument("--min-output-len", type=int, default=0, help="new tokens to generate before EOS may stop a sequence")
+    g.add_argument("--n-positions", type=int,
+                   help="benchmark: give the model this many positions (added position rows are seeded random), "
+                        "for inputs longer than it was trained on, as the demo allowed")
 
     g = p.add_argument_group("accuracy")
     g.add_argument("--num-samples", type=int, default=20)
@@ -69,9 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = p.add_argument_group("run / compare / chat")
     g.add_argument("--checkpoint", type=Path, help="a checkpoint.toml of your own examples")
-    g.add_argument("--compare", action="store_true", help="chat: answer with every listed backend side by side")
+    g.add_argument("--compare", "-c", nargs="+", metavar="BACKEND",
+                   help="the backends to compare (chat, compare), as the demo took them; or list them after the family")
     g.add_argument("--image", type=Path, help="image file for image-to-text families")
-    g.add_argument("--save-output-fpath", help="write the result as JSON here")
+    g.add_argument("--save-output-fpath", "-o", help="write the result as JSON here")
 
     g = p.add_argument_group("timing")
     g.add_argument("--iterations", type=int, default=10)
@@ -157,9 +164,25 @@ def _positive(name: str, value: int | None, minimum: int = 1):
         raise UsageError(f"{name} must be at least {minimum}, got {value}")
 
 
+def _backends(a: argparse.Namespace) -> tuple[str, ...]:
+    """Positional backends or the demo's `--compare b1 b2`, never both (which one would be meant?)."""
+    if a.backends and a.compare:
+        raise UsageError(f"backends given twice: '{' '.join(a.backends)}' after the family and "
+                         f"'--compare {' '.join(a.compare)}'", "list them in one place")
+    return tuple(a.backends or a.compare or ()) or ("frameworks",)
+
+
 def parse_args(argv: list[str]) -> RunConfig:
-    a = build_parser().parse_args(argv)
-    backends = tuple(a.backends) or ("frameworks",)
+    # intermixed: the demo's users write flags and backends in either order
+    a = build_parser().parse_intermixed_args(argv)
+    if a.action == "list":
+        check_output_path(a.save_output_fpath)
+        return RunConfig(action="list", family=a.family or "", backends=(), variant="", working_dir=Path(a.working_dir),
+                         save_output_fpath=None if a.save_output_fpath is None else Path(a.save_output_fpath),
+                         verbose=a.verbose)
+    if a.family is None:
+        raise UsageError(f"the {a.action} action needs a model family", "e.g. `python run.py list` shows them")
+    backends = _backends(a)
     for b in backends:
         if b not in BACKENDS:
             raise UsageError(f"unknown backend '{b}'", f"choose from {', '.join(BACKENDS)}")
@@ -231,8 +254,13 @@ def parse_args(argv: list[str]) -> RunConfig:
     if a.checkpoint is not None and a.action not in ("run", "compare"):
         raise UsageError("--checkpoint is only read by the run and compare actions")
     check_output_path(a.save_output_fpath)   # a result we could not write must not cost a whole run
-    if a.compare and a.action != "chat":
-        raise UsageError("--compare belongs to the chat action", "use the compare action to compare run results")
+    if a.compare and a.action not in ("chat", "compare"):
+        raise UsageError(f"--compare belongs to the chat and compare actions, not {a.action}",
+                         "list the backends after the family instead")
+    if a.n_positions is not None:
+        if a.action != "benchmark":
+            raise UsageError("--n-positions only applies to benchmark", "drop it, or use the benchmark action")
+        _positive("--n-positions", a.n_positions)
     return RunConfig(
         action=a.action, family=a.family, backends=backends, variant=a.variant or "",
         working_dir=Path(a.working_dir), torch_dir=a.torch_dir, random_weights=a.random_weights, seed=a.seed,
@@ -241,7 +269,7 @@ def parse_args(argv: list[str]) -> RunConfig:
         save_output_fpath=None if a.save_output_fpath is None else Path(a.save_output_fpath), generation=generation, timing=timing, trt=trt,
         input_seq_len=a.input_seq_len, num_samples=a.num_samples, tokens_to_generate=a.tokens_to_generate,
         top_n=a.top_n, dataset_path=a.dataset_path, checkpoint=a.checkpoint, image=a.image,
-        chat_compare=a.compare, serve=serve, quantize=quantize,
+        chat_compare=len(backends) > 1, n_positions=a.n_positions, serve=serve, quantize=quantize,
     )
 
 

@@ -107,7 +107,8 @@ class RunConfig:
     dataset_path: Path | None = None
     checkpoint: Path | None = None
     image: Path | None = None
-    chat_compare: bool = False
+    chat_compare: bool = False        # several backends answer each chat line
+    n_positions: int | None = None    # benchmark: extend the model's positions to this many
     quantize: QuantSettings | None = None
 
     @property

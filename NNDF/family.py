@@ -7,7 +7,9 @@ architecture with random weights is the same for every family and lives here.
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -22,6 +24,9 @@ from NNDF.workdir import stable_hash
 # Models load in fp32 whatever dtype their config names (Llama, Mistral and Qwen2 checkpoints say
 # bfloat16, which transformers 5 would otherwise honour): export traces fp32 and --fp16 converts.
 HOST_DTYPE = torch.float32
+
+# HF config fields that hold a model's longest sequence (GPT2's n_positions is an alias of the first)
+POSITION_FIELDS = ("max_position_embeddings", "n_positions", "seq_length")
 
 
 @dataclass(frozen=True)
@@ -115,6 +120,9 @@ class ModelFamily:
     max_positions: Callable[[Any], int]                         # HF config -> longest sequence
     layouts: dict[str, Any] = field(default_factory=dict)      # arch -> graph layout, read by the family's code
     is_encoder_decoder: bool = False                            # known before loading (export-triton refuses these)
+    # HF config.model_type values this family's graphs fit: any hub id or --torch-dir of one of
+    # these types loads as this family (empty: not checked)
+    model_types: tuple[str, ...] = ()
 
     @property
     def tiny_variant(self) -> str:
@@ -136,6 +144,12 @@ class ModelFamily:
 
     # ---------------------------------------------------------------- loading
     def load(self, cfg: RunConfig) -> LoadedModel:
+        loaded = self._load(cfg)
+        if cfg.n_positions is not None:
+            loaded = self.with_positions(loaded, cfg.n_positions, cfg.seed)
+        return loaded
+
+    def _load(self, cfg: RunConfig) -> LoadedModel:
         if cfg.torch_dir is not None:
             return self._load_local(cfg.torch_dir, cfg.variant or cfg.torch_dir.name)
         variant = self.variant(cfg.variant or self.tiny_variant)
@@ -192,6 +206,34 @@ class ModelFamily:
         stamps = sorted((f.name, f.stat().st_size, int(f.stat().st_mtime)) for f in path.iterdir() if f.is_file())
         key = {"torch_dir": str(path.resolve()), "files": stable_hash(stamps)}
         return self._finish(Variant(name, arch=self.arch_of(model.config)), model, tokenizer, key)
+
+    def with_positions(self, loaded: LoadedModel, n: int, seed: int) -> LoadedModel:
+        """`loaded` with room for n positions (the demo's --n-positions, for long benchmark inputs).
+
+        The model is rebuilt from its config with the longer length; every weight is copied over,
+        and a position table keeps its trained rows, so the first max_positions positions compute
+        what they did. The added rows are seeded random (the demo re-initialised the whole table).
+        """
+        if n <= loaded.max_positions:
+            print(f"note: --n-positions {n} is not more than {loaded.variant}'s {loaded.max_positions} positions; "
+                  "keeping the model as it is", file=sys.stderr)
+            return loaded
+        config = copy.deepcopy(loaded.model.config)
+        for name in POSITION_FIELDS:
+            if name in config.to_dict() or hasattr(type(config), "attribute_map") and name in config.attribute_map:
+                setattr(config, name, n)
+        if self.max_positions(config) != n:
+            raise UsageError(f"--n-positions cannot lengthen {self.name} models", "drop --n-positions")
+        torch.manual_seed(seed)
+        model = self.model_class.from_config(config)
+        old = loaded.model.state_dict()
+        with torch.no_grad():
+            for key, new in model.state_dict().items():
+                if key in old:
+                    overlap = tuple(slice(0, min(a, b)) for a, b in zip(new.shape, old[key].shape))
+                    new[overlap] = old[key][overlap]
+        key = {**loaded.source_key, "n_positions": n, "seed_for_new_positions": seed}
+        return self._finish(Variant(loaded.variant, arch=loaded.arch), model, loaded.tokenizer, key)
 
     def arch_of(self, config) -> str:
         """A local checkpoint's layout, from its model_type (families with one layout use "default")."""

@@ -36,4 +36,5 @@ OPTModelConfig = ModelFamily(
     fallback_tokenizer=lambda: gpt2_style_tokenizer(512),
     max_positions=lambda config: config.max_position_embeddings,
     layouts={"default": OPT_LAYOUT},
+    model_types=("opt",),
 )

@@ -7,10 +7,11 @@ from NNDF.family import ModelFamily, Variant
 
 
 def seq2seq_family(name: str, package: str, variants: tuple[Variant, ...], fallback_tokenizer, max_positions,
-                   layouts: dict[str, Seq2SeqLayout], model_class=AutoModelForSeq2SeqLM) -> ModelFamily:
+                   layouts: dict[str, Seq2SeqLayout], model_class=AutoModelForSeq2SeqLM,
+                   model_types: tuple[str, ...] = ()) -> ModelFamily:
     return ModelFamily(name=name, package=package, variants=variants, model_class=model_class,
                        fallback_tokenizer=fallback_tokenizer, max_positions=max_positions, layouts=layouts,
-                       is_encoder_decoder=True)
+                       is_encoder_decoder=True, model_types=model_types)
 
 
 def decoder_start_id(loaded) -> int:

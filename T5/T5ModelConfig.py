@@ -45,4 +45,5 @@ T5ModelConfig = seq2seq_family(
     fallback_tokenizer=lambda: t5_style_tokenizer(512),
     max_positions=lambda config: getattr(config, "n_positions", None) or 512,
     layouts={"default": T5_LAYOUT},
+    model_types=("t5",),
 )

@@ -239,7 +239,7 @@ def test_run_and_compare(capsys, wd, tmp_path):
 def test_chat_with_an_image(capsys, wd, monkeypatch, tmp_path):
     monkeypatch.setattr("sys.stdin", io.StringIO("a red\n\nthe lighthouse\nexit\n"))
     out_file = tmp_path / "chat.json"
-    assert run_py.main(["chat", "BLIP", "frameworks", "onnxrt", "--compare", "--use-cache", "--working-dir", wd,
+    assert run_py.main(["chat", "BLIP", "frameworks", "onnxrt", "--use-cache", "--working-dir", wd,
                         "--image", str(IMAGES / "red_circle.png"), "--save-output-fpath", str(out_file)]) == 0
     turns = json.loads(out_file.read_text())["turns"]
     assert len(turns) == 3                                   # the empty line is a caption without prefix

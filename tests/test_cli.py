@@ -97,7 +97,7 @@ def test_chat_exit_eof_and_ctrl_c(wd, gpt2_tiny, workdir):
     from NNDF.pipeline import make_backends
     from NNDF.registry import get_family
 
-    cfg = parse_args(["chat", "GPT2", "frameworks", "onnxrt", "--compare", "--working-dir", wd, "--use-cache",
+    cfg = parse_args(["chat", "GPT2", "frameworks", "onnxrt", "--working-dir", wd, "--use-cache",
                       "--output-seq-len", "5"])
     backends = make_backends(get_family("GPT2"), gpt2_tiny, cfg, workdir)
     result = chat.run(cfg, gpt2_tiny, backends, stdin=io.StringIO("The lighthouse\n\nexit\nnever read\n"))

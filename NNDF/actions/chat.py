@@ -1,4 +1,4 @@
-"""Interactive prompts; with --compare every backend answers side by side."""
+"""Interactive prompts; with several backends (`--compare a b` or listed) each answers in turn."""
 
 from __future__ import annotations
 
@@ -35,8 +35,6 @@ def as_text(line: str | bytes) -> str:
 
 def run(cfg: RunConfig, loaded: LoadedModel, backends: list[Backend], stdin=None) -> dict:
     stdin = stdin or sys.stdin
-    if len(backends) > 1 and not cfg.chat_compare:
-        raise UsageError("chat with several backends needs --compare", "add --compare or list one backend")
     as_prompt = loaded.chat_prompt(cfg)   # e.g. image-to-text: a line is a caption prefix for --image
     print(f"chat with {loaded.variant} on {', '.join(b.name for b in backends)}; type 'exit' or press Ctrl-D to stop",
           flush=True)
