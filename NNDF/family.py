@@ -19,6 +19,7 @@ import torch
 
 from NNDF.config import RunConfig
 from NNDF.errors import UsageError
+from NNDF.hub import hub_reachable
 from NNDF.workdir import stable_hash
 
 # Models load in fp32 whatever dtype their config names (Llama, Mistral and Qwen2 checkpoints say
@@ -57,6 +58,11 @@ class LoadedModel:
     # How the actions' prompts become model inputs and outputs become text. These are the
     # text families' answers; image-to-text models (Vision2Seq) override them.
     @property
+    def teacher_forcing(self) -> bool:
+        """Whether the backends can score a given sequence (label perplexity, accuracy)."""
+        return True
+
+    @property
     def times_encoder(self) -> bool:
         """Whether the benchmark reports encoder latency (the generation loop's start step)."""
         return bool(self.model.config.is_encoder_decoder)
@@ -70,6 +76,9 @@ class LoadedModel:
         if 0 in lengths:
             raise UsageError("an empty prompt has nothing to continue", "type some text")
         longest = max(lengths)
+        if self.model.config.is_encoder_decoder and longest > self.max_positions:
+            raise UsageError(f"an input of {longest} tokens exceeds {self.variant}'s {self.max_positions} encoder "
+                             "positions", "shorten the input or use a variant with more positions")
         if not self.model.config.is_encoder_decoder and longest + max_new_tokens > self.max_positions:
             raise UsageError(f"prompt of {longest} tokens plus {max_new_tokens} new tokens exceeds the model's "
                              f"{self.max_positions} positions", "shorten the prompt or lower --output-seq-len")
@@ -132,12 +141,27 @@ class ModelFamily:
     def layout(self, loaded: "LoadedModel"):
         return self.layouts[loaded.arch]
 
+    def find_variant(self, name: str) -> Variant | None:
+        """A listed variant, by its name or hub id (exactly); None for anything else."""
+        return next((v for v in self.variants if v.name == name or (v.hub_id is not None and v.hub_id == name)), None)
+
     def variant(self, name: str) -> Variant:
-        for v in self.variants:
-            if v.name == name or (v.hub_id is not None and v.hub_id == name):
-                return v
-        known = ", ".join(v.name for v in self.variants)
-        raise UsageError(f"unknown {self.name} variant '{name}'", f"choose one of: {known}")
+        found = self.find_variant(name)
+        if found is None:
+            raise UsageError(f"unknown {self.name} variant '{name}'",
+                             f"choose one of: {', '.join(v.name for v in self.variants)}")
+        return found
+
+    def check_model_type(self, config, what: str) -> None:
+        """One line when a checkpoint's architecture is not one this family's graphs fit."""
+        if not self.model_types or config.model_type in self.model_types:
+            return
+        from NNDF.registry import family_for_model_type
+
+        other = family_for_model_type(config.model_type)
+        raise UsageError(f"{what} is a '{config.model_type}' model, not one of the {self.name} family's types "
+                         f"({', '.join(self.model_types)})",
+                         f"run it as `{other}`" if other else "this toolkit has no family for that architecture")
 
     def config_dir(self) -> Path:
         return Path(__import__(self.package).__file__).parent / "configs"
@@ -152,7 +176,9 @@ class ModelFamily:
     def _load(self, cfg: RunConfig) -> LoadedModel:
         if cfg.torch_dir is not None:
             return self._load_local(cfg.torch_dir, cfg.variant or cfg.torch_dir.name)
-        variant = self.variant(cfg.variant or self.tiny_variant)
+        variant = self.find_variant(cfg.variant or self.tiny_variant)
+        if variant is None:   # not listed: any hub model id of an architecture this family fits
+            return self._load_any_id(cfg.variant, cfg.random_weights, cfg.seed)
         if variant.build_tiny is not None:
             torch.manual_seed(cfg.seed)
             model, tokenizer = variant.build_tiny(cfg.seed)
@@ -170,31 +196,57 @@ class ModelFamily:
         if not variant.config_file or not path.is_file():
             raise UsageError(f"no shipped config for {variant.name}, so --random-weights cannot build it offline",
                              "use a variant listed by --info")
-        config = AutoConfig.from_pretrained(str(path))
+        return self._random_from_config(variant, AutoConfig.from_pretrained(str(path)), seed)
+
+    def _random_from_config(self, variant: Variant, config, seed: int) -> LoadedModel:
         torch.manual_seed(seed)
         model = self.model_class.from_config(config, dtype=HOST_DTYPE)
         tokenizer = self._cached_tokenizer(variant.hub_id) or self.fallback_tokenizer()
         key = {"variant": variant.name, "seed": seed, "weights": "random", "config": stable_hash(config.to_dict())}
         return self._finish(variant, model, tokenizer, key)
 
+    def _load_any_id(self, hub_id: str, random_weights: bool, seed: int) -> LoadedModel:
+        """A model id the family does not list (`distilgpt2`, `org/a-gpt2-finetune`): its config,
+        from the hub or the local HF cache, decides whether it fits; then it loads like a listed one."""
+        from transformers import AutoConfig
+
+        local_only = not hub_reachable()
+        try:
+            config = AutoConfig.from_pretrained(hub_id, local_files_only=local_only)
+        except Exception as e:  # unreachable, not cached, no such repo: all mean "not loadable as an id"
+            why = "the hub is unreachable and it is not in the local HF cache" if local_only else _first_line(e)
+            raise UsageError(f"unknown {self.name} variant '{hub_id}', and it does not load as a HuggingFace "
+                             f"model id ({why})",
+                             f"pass --torch-dir DIR (a local copy), or --random-weights with a listed variant "
+                             f"(`python run.py list {self.name}`)") from None
+        self.check_model_type(config, f"'{hub_id}'")
+        variant = Variant(hub_id, hub_id, arch=self.arch_of(config))
+        return self._random_from_config(variant, config, seed) if random_weights else self._load_hub(variant)
+
     def _load_hub(self, variant: Variant) -> LoadedModel:
         from transformers import AutoTokenizer
 
+        local_only = not hub_reachable()
         try:
-            model = self.model_class.from_pretrained(variant.hub_id, dtype=HOST_DTYPE)
-            tokenizer = AutoTokenizer.from_pretrained(variant.hub_id)
+            model = self.model_class.from_pretrained(variant.hub_id, dtype=HOST_DTYPE, local_files_only=local_only)
+            tokenizer = AutoTokenizer.from_pretrained(variant.hub_id, local_files_only=local_only)
         except Exception as e:  # offline, unknown repo, gated model...: the user's fix is the same
-            raise UsageError(f"could not load '{variant.hub_id}' from the HuggingFace hub ({_first_line(e)})",
+            why = "the hub is unreachable and it is not in the local HF cache" if local_only else _first_line(e)
+            raise UsageError(f"could not load '{variant.hub_id}' from the HuggingFace hub ({why})",
                              f"check the network, pass --torch-dir DIR, or use --random-weights / --variant {self.tiny_variant}"
                              ) from None
+        self.check_model_type(model.config, f"'{variant.hub_id}'")
         key = {"hub_id": variant.hub_id, "revision": getattr(model.config, "_commit_hash", None)}
         return self._finish(variant, model, tokenizer, key)
 
     def _load_local(self, path: Path, name: str) -> LoadedModel:
-        from transformers import AutoTokenizer
+        from transformers import AutoConfig, AutoTokenizer
 
         try:
+            self.check_model_type(AutoConfig.from_pretrained(str(path)), f"--torch-dir {path}")
             model = self.model_class.from_pretrained(str(path), dtype=HOST_DTYPE)
+        except UsageError:
+            raise
         except Exception as e:  # user files fail in many library-specific ways; all mean "not loadable"
             raise UsageError(f"could not load a {self.name} model from --torch-dir {path}: {_first_line(e)}",
                              "the folder needs config.json and model weights saved by save_pretrained") from None

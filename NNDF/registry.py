@@ -29,12 +29,15 @@ def get_family(name: str) -> ModelFamily:
     return getattr(importlib.import_module(module), attr)
 
 
+def family_for_model_type(model_type: str) -> str | None:
+    """The family whose graphs fit an HF config.model_type, if any."""
+    return next((name for name in FAMILIES if model_type in get_family(name).model_types), None)
+
+
 def resolve(cfg: RunConfig) -> tuple[ModelFamily, RunConfig]:
     """The family, and cfg with its canonical family name and a concrete variant
-    (the family's default tiny one, or the --torch-dir folder's name); an unknown
-    variant fails here, before any work."""
+    (the family's default tiny one, or the --torch-dir folder's name). A variant the
+    family does not list is taken as a hub model id when the model is loaded."""
     family = get_family(cfg.family)
     variant = cfg.variant or (cfg.torch_dir.name if cfg.torch_dir else family.tiny_variant)
-    if cfg.torch_dir is None:
-        family.variant(variant)
     return family, replace(cfg, family=family.name, variant=variant)
