@@ -33,6 +33,13 @@ class Backend(ABC):
                decoder_ids: np.ndarray | None = None) -> np.ndarray:
         """Teacher-forced logits (batch, positions, vocab): every position sees the true previous tokens."""
 
+    def cached_logits(self, input_ids: np.ndarray, attention_mask: np.ndarray, first_step: int,
+                      decoder_ids: np.ndarray | None = None) -> np.ndarray:
+        """Teacher-forced logits as generation computes them with the KV cache: the (decoder)
+        sequence before `first_step` in one prefill pass, each later position as a one-token
+        step on the cache. Equal to `logits` up to float error, which is what it checks."""
+        raise NotImplementedError(f"{self.name} cannot score through its KV cache")
+
 
 @contextlib.contextmanager
 def torch_threads(n: int):

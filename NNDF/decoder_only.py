@@ -184,14 +184,19 @@ class DecoderOnlySteps:
             return host["logits"][:, -1]
         if self.capacity is not None and state["seen"]:
             return self._fixed_step(state, decoder_ids, attention_mask)
-        feed = self._feed(decoder_ids, attention_mask, state["seen"])
+        logits = self._advance(state, decoder_ids, attention_mask)
+        if self.capacity is not None:      # the prompt's presents go into the fixed buffers before the next step
+            state["pending"] = state["cache"]
+        return logits[:, -1]
+
+    def _advance(self, state, ids, mask, all_logits: bool = False) -> np.ndarray:
+        """Feed the tokens of `ids` not yet seen on top of the cache; their logits (or the last one's)."""
+        feed = self._feed(ids, mask, state["seen"], all_logits)
         feed.update(zip(self.past, state["cache"]))
         host, device = self.session.run(feed, ["logits"], self.present)
         state["cache"] = [device[n] for n in self.present]
-        state["seen"] = decoder_ids.shape[1]
-        if self.capacity is not None:      # the prompt's presents go into the fixed buffers before the next step
-            state["pending"] = state["cache"]
-        return host["logits"][:, -1]
+        state["seen"] = ids.shape[1]
+        return host["logits"]
 
     def _fixed_step(self, state, decoder_ids, attention_mask):
         """One token on the fixed-capacity past: same shapes and addresses at every decode step."""
@@ -235,6 +240,16 @@ class DecoderOnlySteps:
         host, _ = self.session.run(feed, ["logits"])
         return host["logits"]
 
+    def cached_logits(self, input_ids, attention_mask, first_step):
+        """Prefill up to first_step, then one token at a time, as generation feeds the cache."""
+        length = input_ids.shape[1]
+        self.plan(input_ids.shape[0], first_step, length - first_step + 1)
+        state, ids, mask = self.start(input_ids, attention_mask)
+        parts = [self._advance(state, ids[:, :first_step], mask[:, :first_step], all_logits=True)]
+        for t in range(first_step + 1, length + 1):
+            parts.append(self._advance(state, ids[:, :t], mask[:, :t], all_logits=True))
+        return np.concatenate(parts, axis=1)
+
 
 class CompiledDecoderOnly(Backend):
     """A decoder-only model on a compiled session; `name` is onnxrt or trt."""
@@ -254,6 +269,12 @@ class CompiledDecoderOnly(Backend):
         with torch_threads(self._torch_threads):
             return self.steps.full_logits(input_ids, attention_mask).astype(np.float32)
 
+    def cached_logits(self, input_ids, attention_mask, first_step, decoder_ids=None):
+        if not self.steps.with_cache:   # this backend's graph has no cache: its one pass is what generation runs
+            return self.logits(input_ids, attention_mask)
+        with torch_threads(self._torch_threads):
+            return self.steps.cached_logits(input_ids, attention_mask, first_step).astype(np.float32)
+
 
 # --------------------------------------------------------------------------- PyTorch reference
 class TorchDecoderOnly(TorchBackend):
@@ -266,11 +287,26 @@ class TorchDecoderOnly(TorchBackend):
             logits_processor=LogitsProcessorList([clock]), generation_config=config))
         return GenerationOutput(out[:, input_ids.shape[1]:].numpy(), steps)
 
-    def logits(self, input_ids, attention_mask, decoder_ids=None):
+    def _forward(self, ids: np.ndarray, mask: np.ndarray, positions: np.ndarray, past=None):
         kwargs = {}
         if "position_ids" in inspect.signature(self.model.forward).parameters:
-            kwargs["position_ids"] = self.placement.tensor(positions_from_mask(attention_mask))
+            kwargs["position_ids"] = self.placement.tensor(positions)
+        return self.model(input_ids=self.placement.tensor(ids), attention_mask=self.placement.tensor(mask),
+                          past_key_values=past, use_cache=past is not None, **kwargs)
+
+    def logits(self, input_ids, attention_mask, decoder_ids=None):
         with torch.inference_mode():
-            out = self.model(input_ids=self.placement.tensor(input_ids),
-                             attention_mask=self.placement.tensor(attention_mask), use_cache=False, **kwargs)
+            out = self._forward(input_ids, attention_mask, positions_from_mask(attention_mask))
         return out.logits.float().cpu().numpy()
+
+    def cached_logits(self, input_ids, attention_mask, first_step, decoder_ids=None):
+        """HF's own cache: the prompt part in one pass, then one token per forward, as generate runs."""
+        positions = positions_from_mask(attention_mask)
+        parts = []
+        with torch.inference_mode():
+            past = DynamicCache(config=self.model.config)
+            for start, stop in [(0, first_step)] + [(t, t + 1) for t in range(first_step, input_ids.shape[1])]:
+                out = self._forward(input_ids[:, start:stop], attention_mask[:, :stop], positions[:, start:stop], past)
+                past = out.past_key_values
+                parts.append(out.logits.float().cpu().numpy())
+        return np.concatenate(parts, axis=1)

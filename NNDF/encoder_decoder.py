@@ -248,6 +248,13 @@ class Seq2SeqSteps:
         state, _, _ = self.start(input_ids, attention_mask)
         return self._logits(state, decoder_ids)
 
+    def cached_logits(self, input_ids, attention_mask, decoder_ids, first_step):
+        """The decoder sequence up to first_step in one pass on the cache, then one token at a time."""
+        self.plan(input_ids.shape[0], input_ids.shape[1], decoder_ids.shape[1])
+        state, _, _ = self.start(input_ids, attention_mask)
+        stops = [first_step] + list(range(first_step + 1, decoder_ids.shape[1] + 1))
+        return np.concatenate([self._logits(state, decoder_ids[:, :stop]) for stop in stops], axis=1)
+
 
 class CompiledSeq2Seq(Backend):
     def __init__(self, name: str, sessions: dict[str, Session], specs: dict[str, GraphSpec], with_cache: bool,
@@ -263,6 +270,12 @@ class CompiledSeq2Seq(Backend):
     def logits(self, input_ids, attention_mask, decoder_ids=None):
         with torch_threads(1):
             return self.steps.full_logits(input_ids, attention_mask, decoder_ids).astype(np.float32)
+
+    def cached_logits(self, input_ids, attention_mask, first_step, decoder_ids=None):
+        if not self.steps.with_cache:   # no cache graphs: the one pass is what generation runs
+            return self.logits(input_ids, attention_mask, decoder_ids)
+        with torch_threads(1):
+            return self.steps.cached_logits(input_ids, attention_mask, decoder_ids, first_step).astype(np.float32)
 
 
 # --------------------------------------------------------------------------- PyTorch reference
@@ -286,6 +299,20 @@ class TorchSeq2Seq(TorchBackend):
                              attention_mask=self.placement.tensor(attention_mask),
                              decoder_input_ids=self.placement.tensor(decoder_ids), use_cache=False)
         return out.logits.float().cpu().numpy()
+
+    def cached_logits(self, input_ids, attention_mask, first_step, decoder_ids=None):
+        """The encoder once, then HF's decoder cache: up to first_step in one pass, then one token per forward."""
+        mask = self.placement.tensor(attention_mask)
+        parts = []
+        with torch.inference_mode():
+            encoded = self.model.get_encoder()(input_ids=self.placement.tensor(input_ids), attention_mask=mask)
+            past = EncoderDecoderCache(DynamicCache(config=self.model.config), DynamicCache(config=self.model.config))
+            for start, stop in [(0, first_step)] + [(t, t + 1) for t in range(first_step, decoder_ids.shape[1])]:
+                out = self.model(encoder_outputs=encoded, attention_mask=mask, past_key_values=past, use_cache=True,
+                                 decoder_input_ids=self.placement.tensor(decoder_ids[:, start:stop]))
+                past = out.past_key_values
+                parts.append(out.logits.float().cpu().numpy())
+        return np.concatenate(parts, axis=1)
 
 
 def encoder_timer(encoder: torch.nn.Module, placement: Placement) -> list[float]:

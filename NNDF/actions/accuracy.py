@@ -1,21 +1,31 @@
 """LAMBADA top-N accuracy and perplexity, with the original demo's definitions.
 
-Per sample the last N tokens are targets and the rest is context; logits are
-teacher-forced. Top-n accuracy averages over samples and tokens; token and
-sequence perplexity are exp of the mean over samples of the mean cross-entropy
-over targets / over every position after the first.
+Samples: rows drawn as the demo drew them (seed 42, with replacement, curly quotes
+straightened) from LAMBADA's validation split or a --dataset-path file. Per sample the
+last N tokens are targets and the rest is context; logits are teacher-forced. Top-n
+accuracy averages over samples and tokens; token and sequence perplexity are exp of the
+mean over samples of the mean cross-entropy over targets / over every position after the
+first, each sample's capped at 12 as the demo capped it.
 
 One departure from the demo, on purpose: a text longer than the model's
 positions loses its beginning, not its end (the demo's `truncation=True` kept
 the first positions, so the "last N tokens" came from the middle of the text).
 How many samples were cut is printed and saved as `truncated_samples`.
+
+Samples are scored --batch-size at a time (right-padded; each row repeated --num-beams
+times, as the demo fed its beams, so a TensorRT profile built for batch x beams rows fits),
+and with --use-cache through the decoder generation uses: the context in one prefill, then
+each target as a one-token step on the KV cache.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from NNDF.actions.common import identity, label
 from NNDF.backends import Backend
@@ -24,27 +34,57 @@ from NNDF.data_checks import jsonl_texts
 from NNDF.errors import UsageError
 from NNDF.family import LoadedModel
 from NNDF.generation import log_softmax
+from NNDF.hub import hub_reachable
 from NNDF.progress import progress
+from NNDF.text import normalize_text
 from NNDF.tokenizer import DATA_DIR
 
 SHIPPED_SAMPLE = DATA_DIR / "lambada_sample.jsonl"
+MAX_LOG_PPL = 12.0     # the demo's cap on one sample's mean cross-entropy
+MAX_PPL = 1e5          # and on a reported perplexity
+SAMPLE_SEED = 42       # the demo's RANDOM_SEED
 
 
-def load_texts(path: Path | None, num_samples: int) -> list[str]:
-    if path is None:
-        return _hub_lambada(num_samples)
-    return jsonl_texts(path)[:num_samples]
+def load_texts(path: Path | None, num_samples: int, cache_dir: Path | None = None) -> list[str]:
+    """num_samples texts drawn as the demo drew them, from --dataset-path or the hub's
+    LAMBADA validation split (kept in cache_dir after the first download)."""
+    rows = jsonl_texts(path) if path is not None else _hub_lambada(cache_dir)
+    return demo_sample(rows, num_samples)
 
 
-def _hub_lambada(num_samples: int) -> list[str]:
+def demo_sample(rows: list[str], num_samples: int) -> list[str]:
+    """The demo's selection: torch.randint(0, rows, (num_samples,), generator=torch.manual_seed(42)),
+    with replacement (a fresh generator with that seed gives the same indices without
+    reseeding the caller's global RNG), each text normalised."""
+    index = torch.randint(0, len(rows), (num_samples,), generator=torch.Generator().manual_seed(SAMPLE_SEED))
+    return [normalize_text(rows[i]) for i in index.tolist()]
+
+
+def _hub_lambada(cache_dir: Path | None) -> list[str]:
+    """LAMBADA's validation split (the demo's), saved with save_to_disk after the first download."""
+    offline_fix = f"pass --dataset-path (a sample ships at {SHIPPED_SAMPLE})"
     try:
-        from datasets import load_dataset
-
-        data = load_dataset("lambada", split="test")
-        return [row["text"] for row in data.select(range(min(num_samples, len(data))))]
-    except Exception:  # no datasets package, no network, or no hub: all mean the same to the user
-        raise UsageError("could not load LAMBADA from the HuggingFace hub",
-                         f"pass --dataset-path (a sample ships at {SHIPPED_SAMPLE})") from None
+        import datasets
+    except ImportError:
+        raise UsageError("LAMBADA from the hub needs the datasets package",
+                         f"pip install -e \".[data]\", or {offline_fix}") from None
+    if cache_dir is not None and cache_dir.is_dir():
+        try:
+            return list(datasets.load_from_disk(str(cache_dir))["text"])
+        except Exception:  # a damaged copy in any of several ways: fetch it again
+            shutil.rmtree(cache_dir, ignore_errors=True)
+    if not hub_reachable():
+        raise UsageError("could not load LAMBADA: the HuggingFace hub is unreachable and no copy is cached",
+                         offline_fix)
+    try:
+        data = datasets.load_dataset("lambada", split="validation")
+    except Exception:  # no hub, no such dataset: all mean the same to the user
+        raise UsageError("could not load LAMBADA from the HuggingFace hub", offline_fix) from None
+    if cache_dir is not None:   # written aside and renamed, so a half-written copy is never read
+        partial = cache_dir.with_name(f"{cache_dir.name}.partial-{os.getpid()}")
+        data.save_to_disk(str(partial))
+        os.replace(partial, cache_dir)
+    return list(data["text"])
 
 
 def kept_tokens(loaded: LoadedModel, text: str) -> tuple[list[int], bool]:
@@ -82,39 +122,81 @@ def teacher_forced_sequence(loaded: LoadedModel, text: str, n_targets: int) -> t
 
 
 def score_sample(logits: np.ndarray, seq: np.ndarray, n_targets: int, top_ns: list[int]) -> dict:
-    """logits[k] predicts seq[k + 1]."""
+    """logits[k] predicts seq[k + 1]. Mean cross-entropies are capped at MAX_LOG_PPL, as the demo did."""
     logp = log_softmax(logits[:-1])
     nll = -logp[np.arange(len(seq) - 1), seq[1:]]
     predicted = logits[len(seq) - 1 - n_targets: len(seq) - 1]
     targets = seq[-n_targets:]
     ranks = (predicted > predicted[np.arange(n_targets), targets][:, None]).sum(axis=1)  # 0 = best
     return {"hits": {n: float(np.mean(ranks < n)) for n in top_ns},
-            "target_nll": float(nll[-n_targets:].mean()), "seq_nll": float(nll.mean())}
+            "target_nll": min(float(nll[-n_targets:].mean()), MAX_LOG_PPL),
+            "seq_nll": min(float(nll.mean()), MAX_LOG_PPL)}
 
 
-def evaluate(backend: Backend, loaded: LoadedModel, texts: list[str], n_targets: int, top_ns: list[int]) -> dict:
-    per_sample = []
-    for text in progress(texts, f"accuracy [{backend.name}]"):
-        seq, encoder = teacher_forced_sequence(loaded, text, n_targets)
-        if encoder is None:
-            logits = backend.logits(seq[None], np.ones((1, len(seq)), np.int64))[0]
-        else:
-            logits = backend.logits(encoder[None], np.ones((1, len(encoder)), np.int64), seq[None])[0]
-        per_sample.append(score_sample(logits, seq, n_targets, top_ns))
+def _right_padded(rows: list[np.ndarray], pad: int) -> tuple[np.ndarray, np.ndarray]:
+    width = max(len(r) for r in rows)
+    ids = np.full((len(rows), width), pad, np.int64)
+    mask = np.zeros((len(rows), width), np.int64)
+    for i, r in enumerate(rows):
+        ids[i, :len(r)], mask[i, :len(r)] = r, 1
+    return ids, mask
+
+
+def batch_logits(backend: Backend, loaded: LoadedModel, batch: list[tuple[np.ndarray, np.ndarray | None]],
+                 n_targets: int, num_beams: int, use_cache: bool) -> list[np.ndarray]:
+    """Teacher-forced logits of each (sequence, encoder input) in one batch, trimmed to its length.
+
+    Rows are right-padded, so each sequence keeps positions 0..len-1 and no real token sees
+    a pad. With use_cache everything from the earliest target on is computed by one-token
+    steps on the cache (some rows then step through context too: the same logits).
+    """
+    pad = loaded.generation_defaults["pad_token_id"] or 0
+    seqs = [np.repeat(seq[None], num_beams, axis=0) for seq, _ in batch]
+    ids, mask = _right_padded([row for s in seqs for row in s], pad)
+    first_step = min(len(seq) for seq, _ in batch) - n_targets
+    if batch[0][1] is None:
+        logits = (backend.cached_logits(ids, mask, first_step) if use_cache else backend.logits(ids, mask))
+    else:
+        enc_ids, enc_mask = _right_padded([enc for _, enc in batch for _ in range(num_beams)], pad)
+        logits = (backend.cached_logits(enc_ids, enc_mask, first_step, decoder_ids=ids) if use_cache
+                  else backend.logits(enc_ids, enc_mask, ids))
+    return [logits[i * num_beams, :len(seq)] for i, (seq, _) in enumerate(batch)]
+
+
+def score_all(backend: Backend, loaded: LoadedModel, texts: list[str], n_targets: int, top_ns: list[int],
+              batch_size: int = 1, num_beams: int = 1, use_cache: bool = False) -> list[dict]:
+    """score_sample for every text, fed batch_size at a time. A short last batch is filled up with
+    copies of its last sample (and their scores dropped), so every batch has the same rows."""
+    samples = [teacher_forced_sequence(loaded, text, n_targets) for text in texts]
+    scores = []
+    for start in progress(range(0, len(samples), batch_size), f"accuracy [{backend.name}]"):
+        batch = samples[start:start + batch_size]
+        filled = batch + [batch[-1]] * (batch_size - len(batch))
+        logits = batch_logits(backend, loaded, filled, n_targets, num_beams, use_cache)
+        scores += [score_sample(lg, seq, n_targets, top_ns) for lg, (seq, _) in zip(logits, batch)]
+    return scores
+
+
+def evaluate(backend: Backend, loaded: LoadedModel, texts: list[str], n_targets: int, top_ns: list[int],
+             batch_size: int = 1, num_beams: int = 1, use_cache: bool = False) -> dict:
+    per_sample = score_all(backend, loaded, texts, n_targets, top_ns, batch_size, num_beams, use_cache)
     return {
         "top_n": {str(n): float(np.mean([s["hits"][n] for s in per_sample])) for n in top_ns},
-        "token_perplexity": float(np.exp(np.mean([s["target_nll"] for s in per_sample]))),
-        "seq_perplexity": float(np.exp(np.mean([s["seq_nll"] for s in per_sample]))),
+        "token_perplexity": min(float(np.exp(np.mean([s["target_nll"] for s in per_sample]))), MAX_PPL),
+        "seq_perplexity": min(float(np.exp(np.mean([s["seq_nll"] for s in per_sample]))), MAX_PPL),
         "num_samples": len(per_sample),
         "truncated_samples": sum(kept_tokens(loaded, text)[1] for text in texts),
     }
 
 
 def run(cfg: RunConfig, loaded: LoadedModel, backends: list[Backend]) -> dict:
-    texts = load_texts(cfg.dataset_path, cfg.num_samples)
+    texts = load_texts(cfg.dataset_path, cfg.num_samples, Path(cfg.working_dir) / "lambada")
     top_ns = sorted({1, 10, cfg.top_n})
-    results = {b.name: {**identity(b), **evaluate(b, loaded, texts, cfg.tokens_to_generate, top_ns)} for b in backends}
-    print(f"LAMBADA accuracy, {len(texts)} samples, last {cfg.tokens_to_generate} tokens as targets")
+    gen = cfg.generation
+    results = {b.name: {**identity(b), **evaluate(b, loaded, texts, cfg.tokens_to_generate, top_ns, cfg.batch_size,
+                                                  gen.num_beams, gen.use_cache)} for b in backends}
+    print(f"LAMBADA accuracy, {len(texts)} samples, last {cfg.tokens_to_generate} tokens as targets"
+          + (", scored through the KV cache" if gen.use_cache else ""))
     cut = next(iter(results.values()))["truncated_samples"]
     if cut:
         print(f"  {cut} of {len(texts)} samples are longer than the model's {loaded.max_positions} positions: "
@@ -137,4 +219,5 @@ def run(cfg: RunConfig, loaded: LoadedModel, backends: list[Backend]) -> dict:
                 print(f"  {label(b):<26} {describe(r['delta_to_fp32'])}  {'within' if r['within_gate'] else 'OUTSIDE'} "
                       f"the {cfg.quantize.scheme} gate")
     return {"action": "accuracy", "num_samples": len(texts), "tokens_to_generate": cfg.tokens_to_generate,
+            "batch_size": cfg.batch_size, "num_beams": gen.num_beams, "use_cache": gen.use_cache,
             "truncated_samples": cut, "results": results}
