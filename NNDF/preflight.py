@@ -48,19 +48,20 @@ def check_output_path(path: Path | None) -> None:
 
 
 def _variant_name(cfg: RunConfig, family: ModelFamily) -> str:
-    return cfg.variant if cfg.torch_dir is not None else family.variant(cfg.variant).name
+    listed = None if cfg.torch_dir is not None else family.find_variant(cfg.variant)
+    return cfg.variant if listed is None else listed.name   # unlisted: a hub model id
 
 
 def check_inputs(cfg: RunConfig, family: ModelFamily) -> None:
     """Read and validate the data files the action will read."""
     if cfg.action == "accuracy":
-        from NNDF.actions.accuracy import load_texts
+        from NNDF.actions.accuracy import lambada_cache, load_texts
 
-        load_texts(cfg.dataset_path, cfg.num_samples)
+        load_texts(cfg.dataset_path, cfg.num_samples, lambada_cache(cfg))
     elif cfg.action in ("run", "compare"):
-        from NNDF.actions.run_examples import checkpoint_path, load_examples
+        from NNDF.actions.run_examples import all_prompts
 
-        load_examples(checkpoint_path(cfg, family), family.name, _variant_name(cfg, family))
+        all_prompts(cfg, family, _variant_name(cfg, family))
 
 
 def check_loaded(cfg: RunConfig, family: ModelFamily, loaded: LoadedModel) -> memory.MemoryEstimate:
@@ -70,13 +71,14 @@ def check_loaded(cfg: RunConfig, family: ModelFamily, loaded: LoadedModel) -> me
     if cfg.action == "benchmark":
         loaded.random_prompts(cfg)
     elif cfg.action in ("run", "compare"):
-        prompts = _example_prompts(cfg, family, loaded)
-        for i in range(0, len(prompts), cfg.batch_size):
-            loaded.encode_prompts(prompts[i:i + cfg.batch_size], cfg.use_mask, cfg.generation.max_new_tokens)
-    elif cfg.action == "accuracy":
-        from NNDF.actions.accuracy import load_texts, teacher_forced_sequence
+        from NNDF.actions.run_examples import all_prompts
 
-        for text in load_texts(cfg.dataset_path, cfg.num_samples):
+        for batch in all_prompts(cfg, family, loaded.variant):   # each example is one batch
+            loaded.encode_prompts(batch, cfg.use_mask, cfg.generation.max_new_tokens)
+    elif cfg.action == "accuracy":
+        from NNDF.actions.accuracy import lambada_cache, load_texts, teacher_forced_sequence
+
+        for text in load_texts(cfg.dataset_path, cfg.num_samples, lambada_cache(cfg)):
             teacher_forced_sequence(loaded, text, cfg.tokens_to_generate)
     return est
 
@@ -86,11 +88,8 @@ def run_memory(cfg: RunConfig, family: ModelFamily, loaded: LoadedModel) -> memo
     if cfg.action == "benchmark":
         prompt_len = cfg.input_seq_len
     elif cfg.action in ("run", "compare"):
-        prompt_len = max(len(loaded.tokenizer(p)["input_ids"]) for p in _example_prompts(cfg, family, loaded))
+        from NNDF.actions.run_examples import all_prompts
+
+        prompt_len = max(len(loaded.tokenizer(p)["input_ids"]) for batch in all_prompts(cfg, family, loaded.variant)
+                         for p in batch)
     return memory.estimate(cfg, loaded, prompt_len)
-
-
-def _example_prompts(cfg: RunConfig, family: ModelFamily, loaded: LoadedModel) -> list[str]:
-    from NNDF.actions.run_examples import checkpoint_path, load_examples
-
-    return [ex["input"] for ex in load_examples(checkpoint_path(cfg, family), family.name, loaded.variant).values()]

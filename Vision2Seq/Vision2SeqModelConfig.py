@@ -75,6 +75,10 @@ class ImageTextModel(LoadedModel):
 
     # ------------------------------------------------------------------ LoadedModel's prompt methods
     @property
+    def teacher_forcing(self) -> bool:
+        return False   # the compiled image backends only generate
+
+    @property
     def times_encoder(self) -> bool:
         return True   # the vision encoder
     def encode_prompts(self, prompts: list[str], use_mask: bool, max_new_tokens: int) -> tuple[ImagePrompts, np.ndarray]:

@@ -55,7 +55,7 @@ def test_run_and_compare_agree_with_frameworks(standin, capsys, wd, tmp_path, fa
     code, out, err = call(capsys, "compare", family, "frameworks", "trt", "--working-dir", wd, "--use-cache",
                           "--iterations", "1")
     assert code == 0, err
-    assert "median ms" in out and "DIFFERS" not in out
+    assert "full (s)" in out and "DIFFERS" not in out
 
 
 def test_chat_answers_like_frameworks(standin, wd, gpt2_tiny, workdir):

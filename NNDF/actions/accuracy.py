@@ -52,6 +52,11 @@ def load_texts(path: Path | None, num_samples: int, cache_dir: Path | None = Non
     return demo_sample(rows, num_samples)
 
 
+def lambada_cache(cfg: RunConfig) -> Path:
+    """Where the hub's LAMBADA is kept after its first download (the demo's place)."""
+    return Path(cfg.working_dir) / "lambada"
+
+
 def demo_sample(rows: list[str], num_samples: int) -> list[str]:
     """The demo's selection: torch.randint(0, rows, (num_samples,), generator=torch.manual_seed(42)),
     with replacement (a fresh generator with that seed gives the same indices without
@@ -190,7 +195,7 @@ def evaluate(backend: Backend, loaded: LoadedModel, texts: list[str], n_targets:
 
 
 def run(cfg: RunConfig, loaded: LoadedModel, backends: list[Backend]) -> dict:
-    texts = load_texts(cfg.dataset_path, cfg.num_samples, Path(cfg.working_dir) / "lambada")
+    texts = load_texts(cfg.dataset_path, cfg.num_samples, lambada_cache(cfg))
     top_ns = sorted({1, 10, cfg.top_n})
     gen = cfg.generation
     results = {b.name: {**identity(b), **evaluate(b, loaded, texts, cfg.tokens_to_generate, top_ns, cfg.batch_size,

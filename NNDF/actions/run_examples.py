@@ -1,45 +1,31 @@
-"""`run`: the family's checkpoint.toml examples (or the user's), scored against their labels.
+"""`run` and `compare`: the checkpoint.toml examples, reported as the original demo did.
 
-Format: `[FAMILY.all.VARIANT.all.NAME]` tables with `input` and `label`;
-VARIANT `default` applies to every variant and a variant's own entry of the
-same NAME overrides it. An output matches when it starts with the label
-(surrounding whitespace ignored): decoder-only outputs include the prompt.
+Per example and backend: the output, whether it matches the label exactly (the demo's rule,
+newlines aside), the label's perplexity under teacher forcing (where the model can be
+teacher-forced), and encoder / decoder / full latency at --percentile, measured with
+--warmup/--number/--iterations/--duration. Each example is one batch of --batch-size rows
+(a list input is cycled to it, as the demo did). The file format is in NNDF/checkpoint.py.
 """
 
 from __future__ import annotations
 
-import statistics
-import time
+import math
 from pathlib import Path
 
-import toml
+import numpy as np
 
+from NNDF.actions.accuracy import MAX_LOG_PPL, MAX_PPL
+from NNDF.actions.benchmark import summarize
 from NNDF.actions.common import identity, label, table
 from NNDF.backends import Backend
+from NNDF.checkpoint import Example, load_examples, outputs_match
 from NNDF.config import RunConfig
-from NNDF.data_checks import read_text, toml_table, toml_text
-from NNDF.errors import UsageError
 from NNDF.family import LoadedModel, ModelFamily
+from NNDF.generation import log_softmax
+from NNDF.progress import progress
+from NNDF.timing import measure
 
-
-def load_examples(path: Path, family: str, variant: str) -> dict[str, dict]:
-    try:
-        data = toml.loads(read_text(path, "checkpoint file"))
-    except toml.TomlDecodeError as e:
-        raise UsageError(f"checkpoint file {path} is not valid TOML ({e})", "fix its syntax") from None
-    tree = toml_table(toml_table(data.get(family, {}), family, path).get("all", {}), f"{family}.all", path)
-    examples: dict[str, dict] = {}
-    for scope in ("default", variant):
-        where = f"{family}.all.{scope}"
-        for name, ex in toml_table(toml_table(tree.get(scope, {}), where, path).get("all", {}),
-                                   f"{where}.all", path).items():
-            table = f"{where}.all.{name}"
-            ex = toml_table(ex, table, path)
-            examples[name] = {"input": toml_text(ex, "input", table, path), "label": toml_text(ex, "label", table, path)}
-    if not examples:
-        raise UsageError(f"{path} has no examples for {family} {variant}",
-                         f"add tables named [{family}.all.default.all.NAME] or [{family}.all.{variant}.all.NAME]")
-    return examples
+LATENCY_KEYS = ("full_latency_s", "decoder_latency_s", "encoder_latency_s")
 
 
 def checkpoint_path(cfg: RunConfig, family: ModelFamily) -> Path:
@@ -48,63 +34,159 @@ def checkpoint_path(cfg: RunConfig, family: ModelFamily) -> Path:
     return Path(__import__(family.package).__file__).parent / "checkpoint.toml"
 
 
-def run_backend(backend: Backend, loaded: LoadedModel, cfg: RunConfig, examples: dict[str, dict]) -> dict:
-    names = list(examples)
-    outputs, times = {}, []
-    for i in range(0, len(names), cfg.batch_size):
-        group = names[i:i + cfg.batch_size]
-        prompts = [examples[n]["input"] for n in group]
-        ids, mask = loaded.encode_prompts(prompts, cfg.use_mask, cfg.generation.max_new_tokens)
-        runs = []
-        for _ in range(max(1, cfg.timing.iterations)):
-            start = time.perf_counter()
-            out = backend.generate(ids, mask, cfg.generation)
-            runs.append(time.perf_counter() - start)
-        times.append(statistics.median(runs))
-        for row, name in enumerate(group):
-            text = loaded.output_text(examples[name]["input"], out.tokens[row])
-            label = examples[name]["label"]
-            outputs[name] = {"input": examples[name]["input"], "output": text, "label": label,
-                             "match": text.strip().startswith(label.strip())}
-    accuracy = sum(o["match"] for o in outputs.values()) / len(outputs)
-    return {"examples": outputs, "accuracy": accuracy, "median_runtime_s": statistics.median(times)}
+def examples_for(cfg: RunConfig, family: ModelFamily, variant: str, backend: str, precision: str) -> dict[str, Example]:
+    """The examples one backend runs: the checkpoint's tables for its framework, this variant
+    (by name or hub id) and its precision."""
+    listed = family.find_variant(variant)
+    names = (variant, listed.hub_id if listed is not None else None)
+    return load_examples(checkpoint_path(cfg, family), family.name, backend, names, precision)
+
+
+def all_prompts(cfg: RunConfig, family: ModelFamily, variant: str) -> list[list[str]]:
+    """Every batch of prompts the run will generate from, for checks made before any backend exists."""
+    return [ex.rows(cfg.batch_size)[0] for backend in cfg.backends
+            for ex in examples_for(cfg, family, variant, backend, cfg.graph_precision).values()]
+
+
+def label_log_perplexity(backend: Backend, loaded: LoadedModel, prompt: str, label: str) -> float | None:
+    """Mean cross-entropy of the label's tokens after the first, teacher-forced, capped as the demo
+    capped it. Encoder-decoders read the prompt and are scored on start token + label (no final EOS)."""
+    tok = loaded.tokenizer
+    ids = list(tok(label, truncation=True, max_length=loaded.max_positions)["input_ids"])
+    if loaded.model.config.is_encoder_decoder:
+        eos = loaded.generation_defaults["eos_token_id"]
+        if ids and ids[-1] == eos:
+            ids = ids[:-1]
+        seq = np.asarray([loaded.generation_defaults["decoder_start_token_id"]] + ids, np.int64)
+        encoder = np.asarray(tok(prompt)["input_ids"], np.int64)
+        if len(seq) < 2:
+            return None
+        logits = backend.logits(encoder[None], np.ones((1, len(encoder)), np.int64), seq[None])[0]
+    else:
+        seq = np.asarray(ids, np.int64)
+        if len(seq) < 2:
+            return None
+        logits = backend.logits(seq[None], np.ones((1, len(seq)), np.int64))[0]
+    nll = -log_softmax(logits[:-1])[np.arange(len(seq) - 1), seq[1:]]
+    return min(float(nll.mean()), MAX_LOG_PPL)
+
+
+def run_example(backend: Backend, loaded: LoadedModel, cfg: RunConfig, example: Example) -> dict:
+    prompts, labels = example.rows(cfg.batch_size)
+    ids, mask = loaded.encode_prompts(prompts, cfg.use_mask, cfg.generation.max_new_tokens)
+    latencies, outs = measure(lambda: backend.generate(ids, mask, cfg.generation), cfg.timing)
+    texts = [loaded.output_text(p, outs[-1].tokens[row]) for row, p in enumerate(prompts)]
+    scored = example.labels != ()
+    matches = [outputs_match(t, lab) for t, lab in zip(texts, labels)] if scored else []
+    log_ppls = ([label_log_perplexity(backend, loaded, p, lab) for p, lab in zip(prompts, labels)]
+                if scored and loaded.teacher_forcing else [])
+    log_ppls = [x for x in log_ppls if x is not None]
+    timing = summarize(latencies, outs, cfg, [o.start_s for o in outs] if loaded.times_encoder else [])
+    one = (lambda rows: rows) if example.is_batch else (lambda rows: rows[0])
+    log_ppl = float(np.mean(log_ppls)) if log_ppls else None
+    return {"input": one(prompts), "output": one(texts), "label": one(labels), "match": all(matches) if scored else None,
+            "accuracy": float(np.mean(matches)) if scored else None, "log_perplexity": log_ppl,
+            "label_perplexity": None if log_ppl is None else min(math.exp(log_ppl), MAX_PPL), **timing}
+
+
+def run_backend(backend: Backend, loaded: LoadedModel, cfg: RunConfig, family: ModelFamily) -> dict:
+    examples = examples_for(cfg, family, loaded.variant, backend.name, identity(backend)["precision"])
+    results = {name: run_example(backend, loaded, cfg, ex)
+               for name, ex in progress(list(examples.items()), f"run [{backend.name}]")}
+    log_ppls = [r["log_perplexity"] for r in results.values() if r["log_perplexity"] is not None]
+    latency = {k: float(np.mean([r[k] for r in results.values()])) for k in LATENCY_KEYS
+               if all(k in r for r in results.values())}
+    accuracies = [r["accuracy"] for r in results.values() if r["accuracy"] is not None]
+    return {**identity(backend), "examples": results,
+            "accuracy": float(np.mean(accuracies)) if accuracies else None,   # over the labelled examples
+            # the demo's summary: exp of the mean log-perplexity, capped
+            "label_perplexity": min(math.exp(np.mean(log_ppls)), MAX_PPL) if log_ppls else None,
+            "percentile": cfg.timing.percentiles[0], **latency}
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1e3:.2f}"
+
+
+def _ppl(value: float | None) -> str:
+    return _num(value, ".4g")
+
+
+def _num(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _said(match: bool | None) -> str:
+    return "no label" if match is None else ("match" if match else "MISS")
+
+
+def _short(text, limit: int = 40) -> str:
+    text = " | ".join(text) if isinstance(text, list) else text
+    text = text.replace("\n", "\\n")
+    return text if len(text) <= limit else text[: limit // 2 - 2] + " ... " + text[-(limit // 2 - 3):]
 
 
 def run(cfg: RunConfig, loaded: LoadedModel, backends: list[Backend], family: ModelFamily) -> dict:
-    examples = load_examples(checkpoint_path(cfg, family), family.name, loaded.variant)
-    results = {b.name: {**identity(b), **run_backend(b, loaded, cfg, examples)} for b in backends}
+    results = {b.name: run_backend(b, loaded, cfg, family) for b in backends}
+    p = cfg.timing.percentiles[0]
     for b in backends:
         r = results[b.name]
-        print(f"[{label(b)}] accuracy {r['accuracy']:.2f} over {len(examples)} examples, "
-              f"median runtime {r['median_runtime_s'] * 1e3:.1f} ms per batch")
+        enc = f", encoder {_ms(r['encoder_latency_s'])} ms" if "encoder_latency_s" in r else ""
+        print(f"[{label(b)}] accuracy {_num(r['accuracy'], '.2f')} over {len(r['examples'])} examples, label perplexity "
+              f"{_ppl(r['label_perplexity'])}; p{p} full {_ms(r['full_latency_s'])} ms, decoder step "
+              f"{_ms(r['decoder_latency_s'])} ms{enc}")
         for ex_name, ex in r["examples"].items():
-            print(f"  {ex_name}: {'ok ' if ex['match'] else 'MISS'} {ex['output']!r}")
+            print(f"  {ex_name}: {_said(ex['match']):<8} ppl={_ppl(ex['label_perplexity'])} "
+                  f"full={_ms(ex['full_latency_s'])} ms  {ex['output']!r}")
     return {"action": "run", "results": results}
 
 
 def compare(cfg: RunConfig, loaded: LoadedModel, backends: list[Backend], family: ModelFamily) -> dict:
-    examples = load_examples(checkpoint_path(cfg, family), family.name, loaded.variant)
-    results = {b.name: {**identity(b), **run_backend(b, loaded, cfg, examples)} for b in backends}
+    results = {b.name: run_backend(b, loaded, cfg, family) for b in backends}
     first = backends[0].name
-    headers = ["example"] + [label(b) for b in backends]
+    has_encoder = all("encoder_latency_s" in r for r in results.values())
+    p = cfg.timing.percentiles[0]
+
+    # per example, one row per backend (the demo's per-input table)
+    headers = ["example", "backend", "match", "label ppl", f"full p{p} (ms)", "decoder step (ms)"]
+    headers += ["encoder (ms)"] if has_encoder else []
+    headers += ["output", f"same as {first}"]
     rows = []
-    for ex in examples:
-        ref = results[first]["examples"][ex]["output"]
-        cells = []
+    names = list(dict.fromkeys(n for r in results.values() for n in r["examples"]))
+    for ex_name in names:
+        reference = results[first]["examples"].get(ex_name, {}).get("output")
         for b in backends:
-            o = results[b.name]["examples"][ex]
-            same = "" if b.name == first else (" =" if o["output"] == ref else " DIFFERS")
-            cells.append(("match" if o["match"] else "miss") + same)
-        rows.append([ex] + cells)
-    rows.append(["accuracy"] + [f"{results[b.name]['accuracy']:.2f}" for b in backends])
-    rows.append(["median ms"] + [f"{results[b.name]['median_runtime_s'] * 1e3:.1f}" for b in backends])
+            ex = results[b.name]["examples"].get(ex_name)
+            if ex is None:   # a framework-specific table can add an example for one backend only
+                continue
+            row = [ex_name, b.name, _said(ex["match"]), _ppl(ex["label_perplexity"]),
+                   _ms(ex["full_latency_s"]), _ms(ex["decoder_latency_s"])]
+            row += [_ms(ex.get("encoder_latency_s"))] if has_encoder else []
+            row += [_short(ex["output"]), "-" if b.name == first else ("yes" if ex["output"] == reference else "DIFFERS")]
+            rows.append(row)
     print(table(headers, rows))
+    print()
+
+    # the latency summary across backends (the demo's mean over examples of each part)
+    headers = ["backend", "device", "precision", "accuracy", "label ppl", "full (s)", "decoder step (s)"]
+    headers += ["encoder (s)"] if has_encoder else []
+    summary = []
+    for name, r in results.items():
+        row = [name, r["device"], r["precision"], _num(r["accuracy"], ".2f"), _ppl(r["label_perplexity"]),
+               f"{r['full_latency_s']:.4f}", f"{r['decoder_latency_s']:.5f}"]
+        row += [f"{r['encoder_latency_s']:.5f}"] if has_encoder else []
+        summary.append(row)
+    print(table(headers, summary))
+    for name, r in list(results.items())[1:]:
+        print(f"{name} is {results[first]['full_latency_s'] / r['full_latency_s']:.2f}x {first} end to end")
     if cfg.quantize is not None and first == "frameworks":
         for b in backends[1:]:
-            same = sum(results[b.name]["examples"][ex]["output"] == results[first]["examples"][ex]["output"]
-                       for ex in examples)
-            delta = results[b.name]["accuracy"] - results[first]["accuracy"]
+            shared = [n for n in names if n in results[b.name]["examples"] and n in results[first]["examples"]]
+            same = sum(results[b.name]["examples"][n]["output"] == results[first]["examples"][n]["output"]
+                       for n in shared)
+            acc, ref = results[b.name]["accuracy"], results[first]["accuracy"]
+            delta = None if acc is None or ref is None else acc - ref
             results[b.name]["delta_to_fp32"] = {"same_outputs": same, "accuracy_delta": delta}
             print(f"{b.name} {cfg.quantize.scheme} against frameworks ({results[first]['precision']}): "
-                  f"{same}/{len(examples)} outputs identical, accuracy {delta:+.2f}")
+                  f"{same}/{len(shared)} outputs identical" + ("" if delta is None else f", accuracy {delta:+.2f}"))
     return {"action": "compare", "results": results}
