@@ -133,6 +133,7 @@ def _bad(capsys, *argv, match: str):
     lines = [l for l in err.splitlines() if l.startswith("error:")]
     assert len(lines) == 1 and match in lines[0], err
     assert "Traceback" not in err
+    return lines[0]
 
 
 def test_bad_inputs_are_one_line_errors(capsys, wd, tmp_path):

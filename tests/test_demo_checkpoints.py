@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-import run as run_py
+from test_cli import _bad as bad, call
 from conftest import ROOT
 from NNDF.checkpoint import load_examples, outputs_match
 from NNDF.errors import UsageError
@@ -21,18 +21,6 @@ from NNDF.errors import UsageError
 DEMO = ROOT / "tests" / "fixtures" / "demo_checkpoints"
 
 
-def call(capsys, *argv):
-    code = run_py.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def bad(capsys, *argv, match: str):
-    code, out, err = call(capsys, *argv)
-    assert code == 2, (out, err)
-    lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and match in lines[0], err
-    assert "Traceback" not in err
 
 
 # ------------------------------------------------------------------ the format, without a model

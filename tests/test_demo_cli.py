@@ -6,23 +6,11 @@ import json
 
 import pytest
 
-import run as run_py
+from test_cli import _bad as bad, call
 from NNDF.cli import parse_args
 from NNDF.errors import UsageError
 
 
-def call(capsys, *argv):
-    code = run_py.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def bad(capsys, *argv, match: str):
-    code, out, err = call(capsys, *argv)
-    assert code == 2, (out, err)
-    lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and match in lines[0], err
-    assert "Traceback" not in err
 
 
 def test_short_flags_mean_the_long_ones():

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-import run as run_py
+from test_cli import _bad as bad, call
 from NNDF import hub
 from NNDF.registry import get_family
 
@@ -43,18 +43,6 @@ def mocked_hub(tmp_path, monkeypatch, gpt2_tiny, workdir):
     hub.hub_reachable.cache_clear()
 
 
-def call(capsys, *argv):
-    code = run_py.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def bad(capsys, *argv, match: str):
-    code, out, err = call(capsys, *argv)
-    assert code == 2, (out, err)
-    lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and match in lines[0], err
-    return lines[0]
 
 
 @pytest.mark.parametrize("model_id", ["some-org/a-gpt2-finetune", "distilgpt2"])
