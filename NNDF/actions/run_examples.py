@@ -14,14 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from NNDF.actions.accuracy import MAX_LOG_PPL, MAX_PPL
+from NNDF.actions.accuracy import MAX_PPL, batch_logits, score_sample
 from NNDF.actions.benchmark import summarize
 from NNDF.actions.common import identity, label, table
 from NNDF.backends import Backend
 from NNDF.checkpoint import Example, load_examples, outputs_match
 from NNDF.config import RunConfig
 from NNDF.family import LoadedModel, ModelFamily
-from NNDF.generation import log_softmax
 from NNDF.progress import progress
 from NNDF.timing import measure
 
@@ -48,27 +47,29 @@ def all_prompts(cfg: RunConfig, family: ModelFamily, variant: str) -> list[list[
             for ex in examples_for(cfg, family, variant, backend, cfg.graph_precision).values()]
 
 
-def label_log_perplexity(backend: Backend, loaded: LoadedModel, prompt: str, label: str) -> float | None:
-    """Mean cross-entropy of the label's tokens after the first, teacher-forced, capped as the demo
-    capped it. Encoder-decoders read the prompt and are scored on start token + label (no final EOS)."""
+def label_sequence(loaded: LoadedModel, prompt: str, label: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """(sequence to score, encoder input or None) for a label, as the demo scored labels: a
+    decoder-only model reads the label (which starts with the prompt); an encoder-decoder reads
+    the prompt and is scored on start token + label, its final EOS left out."""
     tok = loaded.tokenizer
     ids = list(tok(label, truncation=True, max_length=loaded.max_positions)["input_ids"])
-    if loaded.model.config.is_encoder_decoder:
-        eos = loaded.generation_defaults["eos_token_id"]
-        if ids and ids[-1] == eos:
-            ids = ids[:-1]
-        seq = np.asarray([loaded.generation_defaults["decoder_start_token_id"]] + ids, np.int64)
-        encoder = np.asarray(tok(prompt)["input_ids"], np.int64)
-        if len(seq) < 2:
-            return None
-        logits = backend.logits(encoder[None], np.ones((1, len(encoder)), np.int64), seq[None])[0]
-    else:
-        seq = np.asarray(ids, np.int64)
-        if len(seq) < 2:
-            return None
-        logits = backend.logits(seq[None], np.ones((1, len(seq)), np.int64))[0]
-    nll = -log_softmax(logits[:-1])[np.arange(len(seq) - 1), seq[1:]]
-    return min(float(nll.mean()), MAX_LOG_PPL)
+    if not loaded.model.config.is_encoder_decoder:
+        return np.asarray(ids, np.int64), None
+    if ids and ids[-1] == loaded.generation_defaults["eos_token_id"]:
+        ids = ids[:-1]
+    start = loaded.generation_defaults["decoder_start_token_id"]
+    return np.asarray([start] + ids, np.int64), np.asarray(tok(prompt)["input_ids"], np.int64)
+
+
+def label_log_perplexities(backend: Backend, loaded: LoadedModel, cfg: RunConfig, prompts: list[str],
+                           labels: list[str]) -> list[float]:
+    """Each row's mean cross-entropy over its label's tokens after the first, capped as the demo
+    capped it; the rows go in as one batch (x beams), the shape the backend was built for."""
+    pairs = [label_sequence(loaded, p, lab) for p, lab in zip(prompts, labels)]
+    if any(len(seq) < 2 for seq, _ in pairs):
+        return []   # a one-token label has nothing to predict
+    logits = batch_logits(backend, loaded, pairs, 1, cfg.generation.num_beams, use_cache=False)
+    return [score_sample(lg, seq, 1, [1])["seq_nll"] for lg, (seq, _) in zip(logits, pairs)]
 
 
 def run_example(backend: Backend, loaded: LoadedModel, cfg: RunConfig, example: Example) -> dict:
@@ -78,9 +79,7 @@ def run_example(backend: Backend, loaded: LoadedModel, cfg: RunConfig, example: 
     texts = [loaded.output_text(p, outs[-1].tokens[row]) for row, p in enumerate(prompts)]
     scored = example.labels != ()
     matches = [outputs_match(t, lab) for t, lab in zip(texts, labels)] if scored else []
-    log_ppls = ([label_log_perplexity(backend, loaded, p, lab) for p, lab in zip(prompts, labels)]
-                if scored and loaded.teacher_forcing else [])
-    log_ppls = [x for x in log_ppls if x is not None]
+    log_ppls = label_log_perplexities(backend, loaded, cfg, prompts, labels) if scored and loaded.teacher_forcing else []
     timing = summarize(latencies, outs, cfg, [o.start_s for o in outs] if loaded.times_encoder else [])
     one = (lambda rows: rows) if example.is_batch else (lambda rows: rows[0])
     log_ppl = float(np.mean(log_ppls)) if log_ppls else None
