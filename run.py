@@ -35,9 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _main(sys.argv[1:] if argv is None else argv)
     except UsageError as e:
-        # Drop the frames first: a progress bar the error interrupted then closes and clears its
-        # line, so the error is a line of its own.
-        e.__traceback__ = None
+        from NNDF.progress import close_bars
+
+        close_bars()   # a progress bar the error interrupted would share the error's line
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:

@@ -16,6 +16,12 @@ def progress(items: Iterable[T], desc: str, total: int | None = None) -> Iterato
     yield from tqdm(items, desc=desc, total=total, file=sys.stderr, leave=False, dynamic_ncols=True)
 
 
+def close_bars() -> None:
+    """Close (and so clear) every open bar, e.g. one an error left mid-loop, before printing more."""
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+
+
 @contextlib.contextmanager
 def status(message: str):
     """Print `message ...` before slow work and its duration after it, on stderr."""

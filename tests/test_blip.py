@@ -200,9 +200,11 @@ def test_bad_images_are_one_line_errors(capsys, wd, tmp_path):
         ck = _checkpoint(tmp_path, str(tmp_path / name))
         _bad(capsys, "run", "BLIP", "--working-dir", wd, "--checkpoint", ck, "--iterations", "1", match=match)
     _bad(capsys, "run", "BLIP", "--working-dir", wd, "--checkpoint", _checkpoint(tmp_path, " | a red"), match="names no image")
+    batch = tmp_path / "batch.toml"   # a list input is one batch, as in the demo's files
+    batch.write_text('[BLIP.all.default.all.two]\ninput = ["images/red_circle.png | a red", "images/red_circle.png"]\n'
+                     'label = ["a", "b"]\n')
     _bad(capsys, "run", "BLIP", "--working-dir", wd, "--batch-size", "2", "--iterations", "1",
-         "--checkpoint", _checkpoint(tmp_path, "images/red_circle.png | a red", "images/red_circle.png"),
-         match="add --use-mask")
+         "--checkpoint", str(batch), match="add --use-mask")
     _bad(capsys, "chat", "BLIP", "--working-dir", wd, match="needs an image")
     _bad(capsys, "chat", "BLIP", "--working-dir", wd, "--image", str(tmp_path / "huge.png"), match="megapixel limit")
     assert Image.open(tmp_path / "huge.png").size[0] * 7000 > MAX_PIXELS
