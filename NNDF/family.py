@@ -277,7 +277,7 @@ class ModelFamily:
         if self.max_positions(config) != n:
             raise UsageError(f"--n-positions cannot lengthen {self.name} models", "drop --n-positions")
         torch.manual_seed(seed)
-        model = self.model_class.from_config(config)
+        model = self.model_class.from_config(config, dtype=HOST_DTYPE)
         old = loaded.model.state_dict()
         with torch.no_grad():
             for key, new in model.state_dict().items():
