@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from transformers import LogitsProcessorList
+from transformers import DynamicCache, LogitsProcessorList
 
 from NNDF.axes import BATCH, KEPT, PAST, SEQ, TOTAL, kv_names, largest_sizes, run_description
 from NNDF.backends import Backend, TorchBackend, hf_generation_config, positions_from_mask, torch_threads

@@ -141,7 +141,7 @@ def test_compare_and_chat_agree(capsys, wd, workdir):
     out = capsys.readouterr().out
     assert code == 0 and "accuracy" in out and "DIFFERS" not in out
     tiny = get_tiny("llama", workdir)
-    cfg = parse_args(["chat", "LLAMA", "frameworks", "onnxrt", "--compare", "--variant", "llama-tiny",
+    cfg = parse_args(["chat", "LLAMA", "--compare", "frameworks", "onnxrt", "--variant", "llama-tiny",
                       "--working-dir", wd, "--use-cache", "--output-seq-len", "6"])
     backends = make_backends(LLAMA, tiny.loaded, cfg, workdir)
     turn, = chat.run(cfg, tiny.loaded, backends, stdin=io.StringIO("The lighthouse\nexit\n"))["turns"]

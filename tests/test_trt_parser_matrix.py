@@ -26,7 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_MATRIX = ROOT.parent / "shared" / "reference" / "tensorrt10-onnx-operators.tsv"
 VARIANTS = [("GPT2", "gpt2-tiny"), ("GPT2", "gpt-neo-tiny"), ("GPT2", "gptj-tiny"), ("GPT2", "gpt-neox-tiny"),
             ("OPT", "opt-tiny"), ("BLOOM", "bloom-tiny"), ("T5", "t5-tiny"), ("T5", "flan-t5-tiny"),
-            ("BART", "bart-tiny"), ("BART", "mbart-tiny"), ("BLIP", "blip-tiny")]
+            ("BART", "bart-tiny"), ("BART", "mbart-tiny"), ("BLIP", "blip-tiny"),
+            ("LLAMA", "llama-tiny"), ("LLAMA", "qwen2-tiny"), ("LLAMA", "mistral-tiny")]
 
 
 def trt_graph_specs(family, loaded, use_cache: bool) -> dict:
