@@ -93,6 +93,8 @@ def _main(argv: list[str]) -> int:
         return 0
     if cfg.generation.num_beams > 1 and cfg.action == "accuracy":
         print("note: accuracy is teacher-forced, so --num-beams does not change it", file=sys.stderr)
+    if cfg.generation.do_sample and cfg.action == "accuracy":
+        print("note: accuracy is teacher-forced, so --do-sample does not change it", file=sys.stderr)
     workdir = WorkingDir(cfg.working_dir, verify=cfg.verify)
     check_inputs(cfg, family)               # the data files, before any training or export
     with status(f"loading {family.name} {cfg.variant}"):

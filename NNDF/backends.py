@@ -10,9 +10,10 @@ from typing import Callable
 import numpy as np
 import torch
 from transformers import GenerationConfig, LogitsProcessor
+from transformers.generation.streamers import BaseStreamer
 
 from NNDF.config import GenerationSettings
-from NNDF.generation import GenerationOutput, TokenIds
+from NNDF.generation import GenerationOutput, OnStep, TokenIds
 from NNDF.torch_placement import Placement
 
 
@@ -26,7 +27,8 @@ class Backend(ABC):
 
     @abstractmethod
     def generate(self, input_ids: np.ndarray, attention_mask: np.ndarray,
-                 settings: GenerationSettings) -> GenerationOutput: ...
+                 settings: GenerationSettings, on_step: OnStep | None = None) -> GenerationOutput:
+        """New tokens for each row; `on_step` (greedy and sampling) sees each step's tokens as they are chosen."""
 
     @abstractmethod
     def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray,
@@ -89,22 +91,56 @@ class TorchBackend(Backend):
         self.placement = placement
         self.model = placement.place(model)
 
-    def _timed(self, generate: Callable[[StepClock], torch.Tensor]) -> tuple[torch.Tensor, list[float]]:
-        """Run `generate(clock)` and return its output on the host and each step's seconds."""
+    def _timed(self, generate: Callable[[StepClock, dict], torch.Tensor], settings: GenerationSettings,
+               on_step: OnStep | None) -> tuple[torch.Tensor, list[float]]:
+        """Run `generate(clock, extras)` (extras: keyword arguments for HF generate) and return its
+        output on the host and each step's seconds; sampling draws from torch's generator seeded
+        with settings.seed."""
         clock = StepClock(self.placement.synchronize)
         self.placement.synchronize()
         start = time.perf_counter()
-        with torch.inference_mode():
-            out = generate(clock)
+        with torch.inference_mode(), hf_generate_extras(settings, on_step) as extras:
+            out = generate(clock, extras)
         return out.cpu(), list(np.diff([start] + clock.stamps))
+
+
+class StepStreamer(BaseStreamer):
+    """A transformers streamer feeding `on_step`: HF puts the prompt first, then each step's tokens."""
+
+    def __init__(self, on_step: OnStep):
+        self.on_step, self.prompt_seen = on_step, False
+
+    def put(self, value):
+        if self.prompt_seen:
+            self.on_step(value.reshape(-1).cpu().numpy())
+        self.prompt_seen = True
+
+    def end(self):
+        pass
+
+
+@contextlib.contextmanager
+def hf_generate_extras(settings: GenerationSettings, on_step: OnStep | None):
+    """Keyword arguments for HF generate that stream to `on_step`, and torch's generators seeded
+    with --seed while it runs when sampling (restored after, so nothing else's randomness moves).
+    HF refuses streamers in beam search, which has no final tokens until it ends."""
+    kwargs = {"streamer": StepStreamer(on_step)} if on_step is not None and settings.num_beams == 1 else {}
+    if not settings.do_sample:
+        yield kwargs
+        return
+    with torch.random.fork_rng():
+        torch.manual_seed(settings.seed)
+        yield kwargs
 
 
 def hf_generation_config(settings: GenerationSettings, ids: TokenIds, start_id: int | None = None) -> GenerationConfig:
     """Exactly the settings our loop implements (including the checkpoint's forced first/last
-    tokens) and nothing else of the checkpoint's defaults (no n-gram blocking or sampling),
-    so the PyTorch reference and every compiled backend run the same search."""
+    tokens) and nothing else of the checkpoint's defaults (no n-gram blocking, no sampling
+    unless asked for), so the PyTorch reference and every compiled backend run the same search."""
     return GenerationConfig(max_new_tokens=settings.max_new_tokens, min_new_tokens=settings.min_new_tokens or None,
-                            num_beams=settings.num_beams, do_sample=False, use_cache=settings.use_cache,
+                            num_beams=settings.num_beams, use_cache=settings.use_cache,
+                            do_sample=settings.do_sample, temperature=settings.temperature, top_k=settings.top_k,
+                            top_p=settings.top_p, repetition_penalty=settings.repetition_penalty,
                             eos_token_id=ids.eos, pad_token_id=ids.pad if ids.pad is not None else ids.eos,
                             decoder_start_token_id=start_id, early_stopping=ids.early_stopping,
                             length_penalty=ids.length_penalty, num_return_sequences=1,

@@ -67,6 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="benchmark: give the model this many positions (added position rows are seeded random), "
                         "for inputs longer than it was trained on, as the demo allowed")
 
+    g = p.add_argument_group("sampling (HuggingFace's meaning; onnxrt and trt draw the same tokens for one --seed)")
+    g.add_argument("--do-sample", action="store_true", help="sample the next token instead of taking the most likely")
+    g.add_argument("--temperature", type=float, help="divide the scores by this before sampling (default 1.0)")
+    g.add_argument("--top-k", type=int, help="sample among the k most likely tokens; 0 for all (default 50)")
+    g.add_argument("--top-p", type=float, help="sample among the most likely tokens whose probabilities add up to p (default 1.0)")
+    g.add_argument("--repetition-penalty", type=float, default=1.0,
+                   help="make tokens already in the text less likely (> 1); also applies without --do-sample")
+
     g = p.add_argument_group("accuracy")
     g.add_argument("--num-samples", type=int, default=20)
     g.add_argument("--tokens-to-generate", type=int, default=5)
@@ -172,6 +180,32 @@ def _backends(a: argparse.Namespace) -> tuple[str, ...]:
     return tuple(a.backends or a.compare or ()) or ("frameworks",)
 
 
+def _sampling_settings(a: argparse.Namespace) -> dict:
+    """GenerationSettings fields for sampling, refused in one line when out of range or
+    meaningless (a sampling value without --do-sample is ignored by HF with a warning)."""
+    given = [f"--{n.replace('_', '-')}" for n in ("temperature", "top_k", "top_p") if getattr(a, n) is not None]
+    if given and not a.do_sample:
+        raise UsageError(f"{', '.join(given)} only shape sampling", "add --do-sample (or drop them for greedy/beam search)")
+    if a.temperature is not None and not a.temperature > 0:
+        raise UsageError(f"--temperature must be greater than 0, got {a.temperature}",
+                         "use a small value such as 0.1 for nearly greedy choices, or drop --do-sample")
+    if a.top_k is not None and a.top_k < 0:
+        raise UsageError(f"--top-k must be 0 (no limit) or more, got {a.top_k}")
+    if a.top_p is not None and not 0 < a.top_p <= 1:
+        raise UsageError(f"--top-p must be within (0, 1], got {a.top_p}")
+    if not a.repetition_penalty > 0:
+        raise UsageError(f"--repetition-penalty must be greater than 0, got {a.repetition_penalty}",
+                         "1.0 means no penalty, above 1 discourages repeats")
+    if a.do_sample and a.num_beams > 1:
+        # HF would run beam sampling; our shared loop ports HF's deterministic beam search only,
+        # and a seeded beam sample could not be checked against anything, so say so instead.
+        raise UsageError("--do-sample with --num-beams above 1 (beam sampling) is not supported",
+                         "sample with --num-beams 1, or drop --do-sample for beam search")
+    return {"do_sample": a.do_sample, "temperature": 1.0 if a.temperature is None else a.temperature,
+            "top_k": 50 if a.top_k is None else a.top_k, "top_p": 1.0 if a.top_p is None else a.top_p,
+            "repetition_penalty": a.repetition_penalty, "seed": a.seed}
+
+
 def parse_args(argv: list[str]) -> RunConfig:
     # intermixed: the demo's users write flags and backends in either order
     a = build_parser().parse_intermixed_args(argv)
@@ -238,6 +272,7 @@ def parse_args(argv: list[str]) -> RunConfig:
         min_new_tokens=max_new if is_benchmark else a.min_output_len,
         num_beams=a.num_beams,
         use_cache=a.use_cache,
+        **_sampling_settings(a),
     )
     timing = TimingSettings(a.iterations, a.number, a.warmup, a.duration, tuple(a.percentile))
     trt = TrtSettings(

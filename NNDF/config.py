@@ -14,6 +14,14 @@ class GenerationSettings:
     min_new_tokens: int = 0           # EOS is forbidden before this many; benchmark sets it to max
     num_beams: int = 1
     use_cache: bool = True
+    # Sampling, with HuggingFace's meaning and defaults (its GenerationConfig's). The repetition
+    # penalty also applies to greedy and beam search, as in HF; the rest needs do_sample.
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_k: int = 50                   # 0: no top-k filter
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+    seed: int = 0                     # each generate call starts its sampler from this seed
 
 
 @dataclass(frozen=True)

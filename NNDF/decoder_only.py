@@ -261,9 +261,9 @@ class CompiledDecoderOnly(Backend):
         self.steps = DecoderOnlySteps(session, spec, with_cache)
         self._torch_threads = torch_threads_while_running
 
-    def generate(self, input_ids, attention_mask, settings: GenerationSettings) -> GenerationOutput:
+    def generate(self, input_ids, attention_mask, settings: GenerationSettings, on_step=None) -> GenerationOutput:
         with torch_threads(self._torch_threads):
-            return generate(self.steps, input_ids, attention_mask, settings, self.token_ids)
+            return generate(self.steps, input_ids, attention_mask, settings, self.token_ids, on_step)
 
     def logits(self, input_ids, attention_mask, decoder_ids=None):
         with torch_threads(self._torch_threads):
@@ -280,11 +280,11 @@ class CompiledDecoderOnly(Backend):
 class TorchDecoderOnly(TorchBackend):
     """HuggingFace generate on the PyTorch model: the reference every other backend must match."""
 
-    def generate(self, input_ids, attention_mask, settings):
+    def generate(self, input_ids, attention_mask, settings, on_step=None):
         config = hf_generation_config(settings, self.token_ids)
-        out, steps = self._timed(lambda clock: self.model.generate(
+        out, steps = self._timed(lambda clock, extras: self.model.generate(
             input_ids=self.placement.tensor(input_ids), attention_mask=self.placement.tensor(attention_mask),
-            logits_processor=LogitsProcessorList([clock]), generation_config=config))
+            logits_processor=LogitsProcessorList([clock]), generation_config=config, **extras), settings, on_step)
         return GenerationOutput(out[:, input_ids.shape[1]:].numpy(), steps)
 
     def _forward(self, ids: np.ndarray, mask: np.ndarray, positions: np.ndarray, past=None):

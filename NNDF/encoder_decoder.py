@@ -263,9 +263,9 @@ class CompiledSeq2Seq(Backend):
         self.name = name
         self.steps = Seq2SeqSteps(sessions, specs, with_cache, start_id)
 
-    def generate(self, input_ids, attention_mask, settings: GenerationSettings) -> GenerationOutput:
+    def generate(self, input_ids, attention_mask, settings: GenerationSettings, on_step=None) -> GenerationOutput:
         with torch_threads(1):
-            return generate(self.steps, input_ids, attention_mask, settings, self.token_ids)
+            return generate(self.steps, input_ids, attention_mask, settings, self.token_ids, on_step)
 
     def logits(self, input_ids, attention_mask, decoder_ids=None):
         with torch_threads(1):
@@ -285,12 +285,12 @@ class TorchSeq2Seq(TorchBackend):
         self.start_id = start_id
         self._encoder_times = encoder_timer(self.model.get_encoder(), placement)
 
-    def generate(self, input_ids, attention_mask, settings):
+    def generate(self, input_ids, attention_mask, settings, on_step=None):
         config = hf_generation_config(settings, self.token_ids, self.start_id)
         self._encoder_times.clear()
-        out, steps = self._timed(lambda clock: self.model.generate(
+        out, steps = self._timed(lambda clock, extras: self.model.generate(
             input_ids=self.placement.tensor(input_ids), attention_mask=self.placement.tensor(attention_mask),
-            generation_config=config, logits_processor=LogitsProcessorList([clock])))
+            generation_config=config, logits_processor=LogitsProcessorList([clock]), **extras), settings, on_step)
         return GenerationOutput(out[:, 1:].numpy(), steps, start_s=sum(self._encoder_times))
 
     def logits(self, input_ids, attention_mask, decoder_ids=None):

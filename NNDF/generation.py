@@ -1,17 +1,20 @@
 """One generation loop for every compiled backend.
 
-The loop owns token bookkeeping (greedy and beam search, EOS, min/max new
-tokens); a `StepModel` owns the model (prefill, cache, encoder). Greedy and
-beam search follow HuggingFace `generate` step for step (same scores, same
-tie-free choices, same stopping rules), so the same settings give the same
-tokens on every backend, which is what the tests check.
+The loop owns token bookkeeping (greedy, sampling and beam search, EOS,
+min/max new tokens); a `StepModel` owns the model (prefill, cache, encoder).
+Greedy and beam search follow HuggingFace `generate` step for step (same
+scores, same tie-free choices, same stopping rules), so the same settings give
+the same tokens on every backend, which is what the tests check. Sampling
+applies HF's logits processors in HF's order and draws with one seeded numpy
+generator, so onnxrt and trt give the same tokens for the same seed (PyTorch
+draws with torch's generator, so its samples differ).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
@@ -83,12 +86,18 @@ def _gather_beams(x: np.ndarray, idx: np.ndarray) -> np.ndarray:
     return np.take_along_axis(x, idx.reshape(idx.shape + (1,) * (x.ndim - 2)), axis=1)
 
 
+# Called once per step of greedy search or sampling with that step's new token of every row
+# (finished rows get the pad token, as in the returned tokens). Beam search has no final
+# tokens until it ends, so it does not stream.
+OnStep = Callable[[np.ndarray], None]
+
+
 def generate(model: StepModel, input_ids: np.ndarray, attention_mask: np.ndarray,
-             settings: GenerationSettings, ids: TokenIds) -> GenerationOutput:
+             settings: GenerationSettings, ids: TokenIds, on_step: OnStep | None = None) -> GenerationOutput:
     model.plan(input_ids.shape[0] * settings.num_beams, input_ids.shape[1], settings.max_new_tokens)
     if settings.num_beams > 1:
         return _beam_search(model, input_ids, attention_mask, settings, ids)
-    return _greedy(model, input_ids, attention_mask, settings, ids)
+    return _greedy_or_sample(model, input_ids, attention_mask, settings, ids, on_step)
 
 
 class _Timer:
@@ -102,10 +111,32 @@ class _Timer:
         return out
 
 
-def _process_scores(scores: np.ndarray, cur_len: int, prompt_len: int, settings: GenerationSettings,
-                    ids: TokenIds) -> None:
-    """HF's logits processors that our settings can switch on, in HF's order: EOS held back
-    until min_new_tokens, then the forced first and last tokens (which win over it)."""
+def leading_pads(mask: np.ndarray) -> np.ndarray:
+    """Per row, the number of left-padding positions (HF's repetition penalty ignores them)."""
+    return (mask != 0).argmax(axis=1)
+
+
+def apply_repetition_penalty(scores: np.ndarray, seqs: np.ndarray, pads: np.ndarray, penalty: float) -> None:
+    """HF's RepetitionPenaltyLogitsProcessor, in place: every token already in a row (its prompt
+    after the left padding, and what was generated) is made less likely: a positive score is
+    divided by the penalty, a negative one multiplied."""
+    rows, vocab = scores.shape
+    seen_ids = np.where(np.arange(seqs.shape[1])[None, :] < pads[:, None], vocab, np.minimum(seqs, vocab))
+    seen = np.zeros((rows, vocab + 1), bool)   # column `vocab` absorbs padding and ids beyond the logits
+    seen[np.arange(rows)[:, None], seen_ids] = True
+    p = np.float32(penalty)
+    penalised = np.where(scores < 0, scores * p, scores / p)
+    scores[...] = np.where(seen[:, :vocab], penalised, scores)
+
+
+def process_scores(scores: np.ndarray, seqs: np.ndarray, pads: np.ndarray, prompt_len: int,
+                    settings: GenerationSettings, ids: TokenIds) -> None:
+    """HF's logits processors that our settings can switch on, in HF's order: the repetition
+    penalty, EOS held back until min_new_tokens, then the forced first and last tokens (which
+    win over it). `seqs` are all tokens so far, (rows, cur_len)."""
+    cur_len = seqs.shape[1]
+    if settings.repetition_penalty != 1.0:
+        apply_repetition_penalty(scores, seqs, pads, settings.repetition_penalty)
     if ids.eos is not None and cur_len - prompt_len < settings.min_new_tokens:
         scores[..., ids.eos] = -np.inf
     forced = ids.forced_bos if cur_len == 1 else None
@@ -116,22 +147,73 @@ def _process_scores(scores: np.ndarray, cur_len: int, prompt_len: int, settings:
         scores[..., forced] = 0.0
 
 
-def _greedy(model, input_ids, attention_mask, settings, ids) -> GenerationOutput:
+def warp_for_sampling(scores: np.ndarray, settings: GenerationSettings, min_keep: int = 1) -> np.ndarray:
+    """HF's sampling warpers in HF's order: temperature, top-k, top-p (each only when it changes
+    something, as HF adds them). Filtered tokens get -inf."""
+    vocab = scores.shape[-1]
+    if settings.temperature != 1.0:
+        scores = scores / np.float32(settings.temperature)
+    if settings.top_k != 0:
+        k = min(max(settings.top_k, min_keep), vocab)
+        kth = top_k(scores, k)[0][..., -1:]
+        scores = np.where(scores < kth, -np.inf, scores).astype(np.float32)
+    if settings.top_p < 1.0:
+        order = np.argsort(scores, axis=-1, kind="stable")                 # ascending, as HF sorts
+        ascending = np.take_along_axis(scores, order, axis=-1)
+        cumulative = np.cumsum(softmax(ascending), axis=-1, dtype=np.float32)
+        drop_sorted = cumulative <= np.float32(1 - settings.top_p)
+        drop_sorted[..., -min_keep:] = False
+        drop = np.zeros_like(drop_sorted)
+        np.put_along_axis(drop, order, drop_sorted, axis=-1)
+        scores = np.where(drop, -np.inf, scores).astype(np.float32)
+    return scores
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float32, copy=False)
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+class Sampler:
+    """Draws one token per row from softmax(scores) with a seeded numpy generator.
+
+    Inverse-CDF draws in float64: one uniform number per row and step, so two backends
+    whose logits agree draw the same tokens; a token of probability 0 is never drawn."""
+
+    def __init__(self, seed: int):
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, scores: np.ndarray) -> np.ndarray:
+        shifted = scores.astype(np.float64) - scores.max(axis=-1, keepdims=True)
+        cdf = np.cumsum(np.exp(shifted), axis=-1)
+        u = self.rng.random(scores.shape[0]) * cdf[:, -1]
+        return np.minimum((cdf <= u[:, None]).sum(axis=-1), scores.shape[-1] - 1).astype(np.int64)
+
+
+def _greedy_or_sample(model, input_ids, attention_mask, settings, ids, on_step: OnStep | None) -> GenerationOutput:
     timer = _Timer()
     state, seq, mask = timer.call(model.start, input_ids, attention_mask)
     start_s = timer.times.pop()
     batch, prompt_len = seq.shape
+    pads = leading_pads(mask)
+    sampler = Sampler(settings.seed) if settings.do_sample else None
     unfinished = np.ones(batch, dtype=bool)
     pad = ids.pad if ids.pad is not None else ids.eos
     new = []
     for step in range(settings.max_new_tokens):
         logits = timer.call(model.step, state, seq, mask).astype(np.float32, copy=True)
-        _process_scores(logits, seq.shape[1], prompt_len, settings, ids)
-        nxt = logits.argmax(axis=-1).astype(np.int64)
+        process_scores(logits, seq, pads, prompt_len, settings, ids)
+        if sampler is not None:
+            nxt = sampler(warp_for_sampling(logits, settings))
+        else:
+            nxt = logits.argmax(axis=-1).astype(np.int64)
         if ids.eos is not None:
             nxt = np.where(unfinished, nxt, pad)
             unfinished &= nxt != ids.eos
         new.append(nxt)
+        if on_step is not None:
+            on_step(nxt)
         seq = np.concatenate([seq, nxt[:, None]], axis=1)
         mask = np.concatenate([mask, np.ones((batch, 1), mask.dtype)], axis=1)
         if not unfinished.any():
@@ -153,6 +235,7 @@ def _beam_search(model, input_ids, attention_mask, settings, ids) -> GenerationO
     keep = max(2, 1 + (eos is not None)) * nb
     fill = (ids.pad or eos) if eos is not None else -1
     top_beams = np.arange(keep) < nb
+    pads = leading_pads(mask)
 
     running = np.full((batch, nb, max_length), fill, np.int64)
     running[:, :, :cur_len] = seq.reshape(batch, nb, cur_len)
@@ -170,7 +253,7 @@ def _beam_search(model, input_ids, attention_mask, settings, ids) -> GenerationO
         flat = running[:, :, :cur_len].reshape(batch * nb, cur_len)
         logits = timer.call(model.step, state, flat, mask)
         log_probs = log_softmax(logits)
-        _process_scores(log_probs, cur_len, prompt_len, settings, ids)
+        process_scores(log_probs, flat, pads, prompt_len, settings, ids)
         vocab = log_probs.shape[-1]
         scores = (log_probs.reshape(batch, nb, vocab) + running_scores[:, :, None]).reshape(batch, nb * vocab)
 

@@ -92,10 +92,11 @@ class CompiledVision2Seq(Backend):
         super().__init__(token_ids, sessions["encoder"].device_name, precision)
         self.name, self.sessions, self.specs, self.with_cache = name, sessions, specs, with_cache
 
-    def generate(self, prompts: ImagePrompts, attention_mask, settings: GenerationSettings) -> GenerationOutput:
+    def generate(self, prompts: ImagePrompts, attention_mask, settings: GenerationSettings,
+                 on_step=None) -> GenerationOutput:
         steps = ImageSteps(self.sessions, self.specs, self.with_cache, prompts.pixel_values)
         with torch_threads(1):
-            return generate(steps, prompts.input_ids, attention_mask, settings, self.token_ids)
+            return generate(steps, prompts.input_ids, attention_mask, settings, self.token_ids, on_step)
 
     def logits(self, input_ids, attention_mask, decoder_ids=None):
         raise _no_teacher_forcing()
@@ -109,13 +110,14 @@ class TorchVision2Seq(TorchBackend):
         self.layout = layout
         self._encoder_times = encoder_timer(layout.vision_model(self.model), placement)
 
-    def generate(self, prompts: ImagePrompts, attention_mask, settings: GenerationSettings) -> GenerationOutput:
+    def generate(self, prompts: ImagePrompts, attention_mask, settings: GenerationSettings,
+                 on_step=None) -> GenerationOutput:
         config = hf_generation_config(settings, self.token_ids)
         pixels = torch.from_numpy(prompts.pixel_values).to(self.placement.device, self.placement.dtype)
         self._encoder_times.clear()
-        out, steps = self._timed(lambda clock: self.layout.hf_generate(
+        out, steps = self._timed(lambda clock, extras: self.layout.hf_generate(
             self.model, pixels, self.placement.tensor(prompts.input_ids), self.placement.tensor(attention_mask),
-            generation_config=config, logits_processor=LogitsProcessorList([clock])))
+            generation_config=config, logits_processor=LogitsProcessorList([clock]), **extras), settings, on_step)
         return GenerationOutput(out[:, prompts.input_ids.shape[1]:].numpy(), steps, start_s=sum(self._encoder_times))
 
     def logits(self, input_ids, attention_mask, decoder_ids=None):

@@ -65,6 +65,9 @@ def run(cfg: RunConfig, loaded: LoadedModel, backends: list[Backend]) -> dict:
             row.insert(4, f"{r.get('encoder_latency_s', float('nan')) * 1e3:.2f}")
         rows.append(row)
     print(table(headers, rows))
+    if cfg.generation.do_sample and "frameworks" in results and len(results) > 1:
+        print("note: frameworks samples with torch's generator, so its tokens differ; onnxrt and trt share "
+              "one seeded sampler and agree with each other")
     if len(results) > 1:
         base = results[backends[0].name]["full_latency_s"]
         for name, r in list(results.items())[1:]:

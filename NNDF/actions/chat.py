@@ -1,4 +1,6 @@
-"""Interactive prompts; with several backends (`--compare a b` or listed) each answers in turn."""
+"""Interactive prompts. Answers stream as they are generated (greedy and sampling; beam
+search prints its answer when it ends); with several backends (`--compare a b` or listed)
+every backend answers in turn, each with its time."""
 
 from __future__ import annotations
 
@@ -33,15 +35,57 @@ def as_text(line: str | bytes) -> str:
     return line
 
 
-def run(cfg: RunConfig, loaded: LoadedModel, backends: list[Backend], stdin=None) -> dict:
-    stdin = stdin or sys.stdin
+class TextStream:
+    """Prints a growing answer piece by piece as tokens arrive.
+
+    The whole answer is decoded again at every step and only what was added is printed: byte-level
+    tokenizers can need several tokens for one character, and a decoder may rewrite the end of the
+    text (an incomplete character shows as U+FFFD until its last byte arrives), so text is held
+    back until it stops changing."""
+
+    def __init__(self, loaded: LoadedModel, prompt: str, out):
+        self.loaded, self.prompt, self.out = loaded, prompt, out
+        self.tokens: list[int] = []
+        self.printed = ""
+
+    def on_step(self, tokens) -> None:
+        self.tokens.append(int(tokens[0]))
+        self._show(self.loaded.output_text(self.prompt, self.tokens).rstrip("\ufffd"))
+
+    def finish(self, text: str, suffix: str = "") -> None:
+        self._show(text)
+        if not text.startswith(self.printed):   # the final decode changed what was shown: show it whole
+            print(f"\n{text}", end="", file=self.out)
+        print(suffix, file=self.out, flush=True)
+
+    def _show(self, text: str) -> None:
+        if text.startswith(self.printed) and len(text) > len(self.printed):
+            print(text[len(self.printed):], end="", file=self.out, flush=True)
+            self.printed = text
+
+
+def answer(backend: Backend, loaded: LoadedModel, cfg: RunConfig, prompt: str, encoded, with_time: bool, out) -> dict:
+    """One backend's streamed answer to one prompt; with --compare its name comes first and its time last."""
+    if with_time:
+        print(f"[{label(backend)}] ", end="", file=out, flush=True)
+    stream = TextStream(loaded, prompt, out)
+    start = time.perf_counter()
+    result = backend.generate(*encoded, cfg.generation, on_step=stream.on_step)
+    seconds = time.perf_counter() - start
+    text = loaded.output_text(prompt, result.tokens[0])
+    stream.finish(text, f"  ({seconds * 1e3:.0f} ms)" if with_time else "")
+    return {"output": text, "seconds": seconds, **identity(backend)}
+
+
+def run(cfg: RunConfig, loaded: LoadedModel, backends: list[Backend], stdin=None, out=None) -> dict:
+    stdin, out = stdin or sys.stdin, out or sys.stdout
     as_prompt = loaded.chat_prompt(cfg)   # e.g. image-to-text: a line is a caption prefix for --image
     print(f"chat with {loaded.variant} on {', '.join(b.name for b in backends)}; type 'exit' or press Ctrl-D to stop",
-          flush=True)
+          file=out, flush=True)
     turns = []
     try:
         while True:
-            print("> ", end="", flush=True)
+            print("> ", end="", file=out, flush=True)
             line = read_line(stdin)
             if not line or (isinstance(line, str) and line.strip().lower() in EXIT_WORDS):
                 break
@@ -49,26 +93,20 @@ def run(cfg: RunConfig, loaded: LoadedModel, backends: list[Backend], stdin=None
                 prompt = as_prompt(as_text(line).rstrip("\n"))
                 if prompt is None:
                     continue
-                ids, mask = loaded.encode_prompts([prompt], False, cfg.generation.max_new_tokens)
+                encoded = loaded.encode_prompts([prompt], False, cfg.generation.max_new_tokens)
             except UsageError as e:
-                print(f"error: {e}", flush=True)
+                print(f"error: {e}", file=out, flush=True)
                 continue
             except Exception as e:  # tokenizers raise their own types for input they cannot take
                 print(f"error: the tokenizer cannot encode this line ({type(e).__name__}: "
                       f"{str(e).strip().splitlines()[0][:120] if str(e).strip() else 'no detail'}); "
-                      "type another line", flush=True)
+                      "type another line", file=out, flush=True)
                 continue
             turn = {"input": prompt, "outputs": {}}
             for backend in backends:
-                start = time.perf_counter()
-                out = backend.generate(ids, mask, cfg.generation)
-                seconds = time.perf_counter() - start
-                text = loaded.output_text(prompt, out.tokens[0])
-                turn["outputs"][backend.name] = {"output": text, "seconds": seconds, **identity(backend)}
-                prefix = f"[{label(backend)} {seconds * 1e3:.0f} ms] " if len(backends) > 1 else ""
-                print(f"{prefix}{text}", flush=True)
+                turn["outputs"][backend.name] = answer(backend, loaded, cfg, prompt, encoded, len(backends) > 1, out)
             turns.append(turn)
     except KeyboardInterrupt:
-        print("", flush=True)
-    print("bye", flush=True)
+        print("", file=out, flush=True)
+    print("bye", file=out, flush=True)
     return {"action": "chat", "turns": turns}

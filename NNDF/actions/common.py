@@ -36,7 +36,17 @@ def settings_dict(cfg: RunConfig) -> dict:
     g = cfg.generation
     return {"family": cfg.family, "variant": cfg.variant, "backends": list(cfg.backends), "batch_size": cfg.batch_size,
             "use_cache": g.use_cache, "num_beams": g.num_beams, "fp16": cfg.fp16, "use_mask": cfg.use_mask,
-            "max_new_tokens": g.max_new_tokens, "min_new_tokens": g.min_new_tokens}
+            "max_new_tokens": g.max_new_tokens, "min_new_tokens": g.min_new_tokens, **sampling_dict(g)}
+
+
+def sampling_dict(g) -> dict:
+    """The sampling settings a result depends on (only those in effect)."""
+    out = {"do_sample": g.do_sample}
+    if g.do_sample:
+        out.update(seed=g.seed, temperature=g.temperature, top_k=g.top_k, top_p=g.top_p)
+    if g.repetition_penalty != 1.0:
+        out["repetition_penalty"] = g.repetition_penalty
+    return out
 
 
 def table(headers: list[str], rows: list[list[str]]) -> str:
