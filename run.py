@@ -62,7 +62,7 @@ def _quiet_libraries() -> None:
 
 
 def _main(argv: list[str]) -> int:
-    from NNDF.actions import accuracy, benchmark, chat, run_examples
+    from NNDF.actions import perform
     from NNDF.actions.common import save_json
     from NNDF.cli import parse_args
     from NNDF.pipeline import artifact_subdir, graph_sizes, make_backends
@@ -115,18 +115,7 @@ def _main(argv: list[str]) -> int:
         for name, size in graph_sizes(workdir, artifact_subdir(family, loaded)):
             print(f"graph {name}: {size / 1e6:.2f} MB")
 
-    if cfg.action == "accuracy":
-        result = accuracy.run(cfg, loaded, backends)
-    elif cfg.action == "benchmark":
-        result = benchmark.run(cfg, loaded, backends)
-    elif cfg.action == "chat":
-        result = chat.run(cfg, loaded, backends)
-    elif cfg.action == "run":
-        result = run_examples.run(cfg, loaded, backends, family)
-    else:
-        result = run_examples.compare(cfg, loaded, backends, family)
-    result = {"family": family.name, "variant": loaded.variant, **result}
-    save_json(cfg.save_output_fpath, result)
+    save_json(cfg.save_output_fpath, perform(cfg, family, loaded, backends))
     return 0
 
 

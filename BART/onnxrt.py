@@ -1,5 +1,6 @@
 """BART on ONNX Runtime."""
 
+from NNDF.api import Model
 import Seq2Seq.onnxrt
 
 from BART.BARTModelConfig import BARTModelConfig
@@ -7,3 +8,7 @@ from BART.BARTModelConfig import BARTModelConfig
 
 def make_backend(loaded, cfg, workdir):
     return Seq2Seq.onnxrt.make_backend(BARTModelConfig, loaded, cfg, workdir)
+
+
+class BARTOnnxRT(Model, family="BART", backend="onnxrt"):
+    """BART and mBART on ONNX Runtime; the Python API for scripts and notebooks (NNDF.api)."""

@@ -1,5 +1,6 @@
 """BART on TensorRT."""
 
+from NNDF.api import Model
 import Seq2Seq.trt
 
 from BART.BARTModelConfig import BARTModelConfig
@@ -7,3 +8,7 @@ from BART.BARTModelConfig import BARTModelConfig
 
 def make_backend(loaded, cfg, workdir):
     return Seq2Seq.trt.make_backend(BARTModelConfig, loaded, cfg, workdir)
+
+
+class BARTTRT(Model, family="BART", backend="trt"):
+    """BART and mBART on TensorRT; the Python API for scripts and notebooks (NNDF.api)."""

@@ -1,5 +1,6 @@
 """BLIP on PyTorch (HF generate)."""
 
+from NNDF.api import Model
 import Vision2Seq.frameworks
 
 from BLIP.BLIPModelConfig import BLIPModelConfig
@@ -7,3 +8,8 @@ from BLIP.BLIPModelConfig import BLIPModelConfig
 
 def make_backend(loaded, cfg, workdir):
     return Vision2Seq.frameworks.make_backend(BLIPModelConfig, loaded, cfg, workdir)
+
+
+class BLIPHF(Model, family="BLIP", backend="frameworks"):
+    """BLIP on PyTorch (HF generate), for scripts and notebooks; a prompt is `IMAGE` or `IMAGE | caption prefix`
+    (keyword arguments are run.py's flags; see NNDF.api)."""

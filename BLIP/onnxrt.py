@@ -1,5 +1,6 @@
 """BLIP on ONNX Runtime."""
 
+from NNDF.api import Model
 import Vision2Seq.onnxrt
 
 from BLIP.BLIPModelConfig import BLIPModelConfig
@@ -7,3 +8,8 @@ from BLIP.BLIPModelConfig import BLIPModelConfig
 
 def make_backend(loaded, cfg, workdir):
     return Vision2Seq.onnxrt.make_backend(BLIPModelConfig, loaded, cfg, workdir)
+
+
+class BLIPOnnxRT(Model, family="BLIP", backend="onnxrt"):
+    """BLIP on ONNX Runtime, for scripts and notebooks; a prompt is `IMAGE` or `IMAGE | caption prefix`
+    (keyword arguments are run.py's flags; see NNDF.api)."""

@@ -1,5 +1,6 @@
 """BLIP on TensorRT."""
 
+from NNDF.api import Model
 import Vision2Seq.trt
 
 from BLIP.BLIPModelConfig import BLIPModelConfig
@@ -7,3 +8,8 @@ from BLIP.BLIPModelConfig import BLIPModelConfig
 
 def make_backend(loaded, cfg, workdir):
     return Vision2Seq.trt.make_backend(BLIPModelConfig, loaded, cfg, workdir)
+
+
+class BLIPTRT(Model, family="BLIP", backend="trt"):
+    """BLIP on TensorRT, for scripts and notebooks; a prompt is `IMAGE` or `IMAGE | caption prefix`
+    (keyword arguments are run.py's flags; see NNDF.api)."""

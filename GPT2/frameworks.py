@@ -1,7 +1,13 @@
 """GPT2 on PyTorch (HuggingFace generate): the reference backend."""
 
+from NNDF.api import Model
 from NNDF.decoder_only_backends import frameworks_backend
 
 
 def make_backend(loaded, cfg, workdir):
     return frameworks_backend(loaded, cfg)
+
+
+class GPT2HF(Model, family="GPT2", backend="frameworks"):
+    """GPT2 (and GPT-Neo, GPT-J, GPT-NeoX, Cerebras-GPT) on PyTorch (HuggingFace generate), for scripts and notebooks
+    (keyword arguments are run.py's flags; see NNDF.api)."""

@@ -1,5 +1,6 @@
 """T5 on ONNX Runtime."""
 
+from NNDF.api import Model
 import Seq2Seq.onnxrt
 
 from T5.T5ModelConfig import T5ModelConfig
@@ -7,3 +8,7 @@ from T5.T5ModelConfig import T5ModelConfig
 
 def make_backend(loaded, cfg, workdir):
     return Seq2Seq.onnxrt.make_backend(T5ModelConfig, loaded, cfg, workdir)
+
+
+class T5OnnxRT(Model, family="T5", backend="onnxrt"):
+    """T5 and Flan-T5 on ONNX Runtime; the Python API for scripts and notebooks (NNDF.api)."""

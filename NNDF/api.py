@@ -1,0 +1,164 @@
+"""The Python API in the original demo's shape: one class per family and backend.
+
+    from GPT2.onnxrt import GPT2OnnxRT
+
+    gpt2 = GPT2OnnxRT(variant="gpt2-tiny", use_cache=True, working_dir="models")
+    gpt2.generate(input="The lighthouse keeper")                 # -> text
+    gpt2.benchmark(input_seq_len=32)["results"]["onnxrt"]        # -> the dict the JSON holds
+
+Keyword arguments are run.py's flags with underscores for dashes (`use_cache=True` is
+`--use-cache`, `percentile=[50, 90]` is `--percentile 50 90`), and they go through the same
+parser and checks as the command line, so a bad value or an unknown keyword raises the same
+one-line UsageError. Those given to the constructor hold for every call; a call may add or
+override any of them for itself (`generate(input=..., do_sample=True, top_p=0.9)`).
+
+The model is loaded, exported and its session opened (engines built) when the object is made.
+A call whose flags would change the session (fp16, use_cache, batch size, TensorRT settings...)
+opens a new one; lengths and sampling settings never do (TensorRT profiles span the model's
+positions unless --input/--output-profile-max-len narrow them). The weights are those of the
+constructor's flags: a call's `seed` seeds its sampling and benchmark prompts only.
+
+Family classes are declarations, e.g. in GPT2/trt.py:
+
+    class GPT2TRT(Model, family="GPT2", backend="trt"):
+        "GPT2 on TensorRT."
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import replace
+
+from NNDF.cli import build_parser, parse_args
+from NNDF.config import GenerationSettings, RunConfig, TimingSettings
+from NNDF.errors import UsageError
+
+
+def flags_to_argv(flags: dict) -> list[str]:
+    """{"use_cache": True, "variant": "gpt2", "percentile": [50, 90]} -> ["--use-cache", "--variant", "gpt2", ...]."""
+    options = {a.dest: a for a in build_parser()._actions if a.option_strings}
+    argv: list[str] = []
+    for name, value in flags.items():
+        action = options.get(name)
+        if action is None:
+            close = difflib.get_close_matches(name, list(options), n=1)
+            raise UsageError(f"unknown keyword argument {name}=", f"did you mean {close[0]}=?" if close else
+                             "use run.py's flag names with underscores for dashes, e.g. use_cache=True for --use-cache")
+        flag = max(action.option_strings, key=len)   # the long form
+        if value is None:
+            continue
+        if action.nargs == 0:                         # an on/off switch
+            if not isinstance(value, bool):
+                raise UsageError(f"{name}= takes True or False, got {value!r}")
+            argv += [flag] if value else []
+        elif action.nargs in ("+", "*"):
+            values = value if isinstance(value, (list, tuple)) else [value]
+            argv += [flag, *map(str, values)]
+        else:
+            argv += [flag, str(value)]
+    return argv
+
+
+def _session_key(cfg: RunConfig) -> RunConfig:
+    """cfg without what only one call uses (action, lengths, sampling, timing, files, the weights'
+    seed), so two calls with equal keys can share one backend. A flag not listed here counts as
+    changing the session, so a new flag is safe by default."""
+    g = cfg.generation
+    return replace(cfg, action="run", seed=0, input_seq_len=0, num_samples=0, tokens_to_generate=0, top_n=0,
+                   dataset_path=None, checkpoint=None, image=None, save_output_fpath=None, chat_compare=False,
+                   info=False, verbose=False, cleanup=False, timing=TimingSettings(),
+                   generation=GenerationSettings(use_cache=g.use_cache, num_beams=g.num_beams))
+
+
+class Model:
+    """One family on one backend; subclasses declare which (`family=`, `backend=` class keywords)."""
+
+    family_name: str = ""
+    backend_name: str = ""
+
+    def __init_subclass__(cls, family: str | None = None, backend: str | None = None, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if family is not None:
+            cls.family_name, cls.backend_name = family, backend
+
+    def __init__(self, **flags):
+        from NNDF.pipeline import artifact_subdir
+        from NNDF.registry import resolve
+        from NNDF.workdir import WorkingDir
+
+        if not self.family_name:
+            raise TypeError("Model is abstract: use a family's class, e.g. GPT2.onnxrt.GPT2OnnxRT")
+        self.flags = dict(flags)
+        self.family, self.config = resolve(self._parse("run", {}))
+        self.workdir = WorkingDir(self.config.working_dir)
+        self.loaded = self.family.load(self.config)
+        if self.config.cleanup:
+            self.workdir.cleanup(*artifact_subdir(self.family, self.loaded))
+        self._backend, self._backend_key = None, None
+        self._backend_for(self.config)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(variant={self.loaded.variant!r}, backend={self.backend_name!r})"
+
+    @property
+    def tokenizer(self):
+        return self.loaded.tokenizer
+
+    @property
+    def backend(self):
+        """The NNDF Backend (generate / logits on token ids) behind this object."""
+        return self._backend
+
+    # ------------------------------------------------------------------ the demo's methods
+    def generate(self, input: str | list[str], **flags) -> str | list[str]:
+        """The model's text for one prompt (or a list, one batch: different lengths need use_mask=True).
+        Decoder-only models return the prompt and its continuation, as the demo did."""
+        cfg = self._config("run", flags)
+        prompts = [input] if isinstance(input, str) else list(input)
+        ids, mask = self.loaded.encode_prompts(prompts, cfg.use_mask, cfg.generation.max_new_tokens)
+        tokens = self._backend_for(cfg).generate(ids, mask, cfg.generation).tokens
+        texts = [self.loaded.output_text(p, tokens[row]) for row, p in enumerate(prompts)]
+        return texts[0] if isinstance(input, str) else texts
+
+    def benchmark(self, **flags) -> dict:
+        """`run.py benchmark`: latency and tokens/s; returns what its --save-output-fpath JSON holds."""
+        return self._perform("benchmark", flags)
+
+    def accuracy(self, **flags) -> dict:
+        """`run.py accuracy`: LAMBADA top-N and perplexity (dataset_path= for a local file)."""
+        return self._perform("accuracy", flags)
+
+    def run(self, **flags) -> dict:
+        """`run.py run`: the family's checkpoint.toml examples (checkpoint= for your own)."""
+        return self._perform("run", flags)
+
+    # ------------------------------------------------------------------ machinery
+    def _parse(self, action: str, flags: dict) -> RunConfig:
+        argv = flags_to_argv({**self.flags, **flags})
+        return parse_args([action, self.family_name, self.backend_name, *argv])
+
+    def _config(self, action: str, flags: dict) -> RunConfig:
+        cfg = self._parse(action, flags)
+        if (cfg.variant or self.config.variant) != self.config.variant or cfg.torch_dir != self.config.torch_dir \
+                or cfg.random_weights != self.config.random_weights:
+            raise UsageError("variant, torch_dir and random_weights are fixed when the object is made",
+                             f"make a new {type(self).__name__}(...) for another model")
+        return replace(cfg, family=self.family.name, variant=self.config.variant)
+
+    def _backend_for(self, cfg: RunConfig):
+        from NNDF.pipeline import make_backends
+
+        key = _session_key(cfg)
+        if self._backend is None or key != self._backend_key:
+            self._backend, = make_backends(self.family, self.loaded, cfg, self.workdir)
+            self._backend_key = key
+        return self._backend
+
+    def _perform(self, action: str, flags: dict) -> dict:
+        from NNDF.actions import perform
+        from NNDF.actions.common import save_json
+
+        cfg = self._config(action, flags)
+        result = perform(cfg, self.family, self.loaded, [self._backend_for(cfg)])
+        save_json(cfg.save_output_fpath, result)
+        return result
