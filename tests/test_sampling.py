@@ -22,8 +22,9 @@ from NNDF.pipeline import token_ids
 SAMPLING = ["--do-sample", "--temperature", "0.7", "--top-k", "20", "--top-p", "0.9", "--repetition-penalty", "1.3"]
 
 
-def hf_processors(model, ids, mask, settings, tok_ids):
-    """The processor list HF's own generate builds for these settings (captured from a real call)."""
+def hf_processors(model, ids, mask, settings, tok_ids, names: list | None = None):
+    """The processors HF's own generate builds for these settings (captured from a real call), as one
+    function of host tensors; `names` receives their class names in order."""
     captured = []
     original = model._get_logits_processor
 
@@ -31,13 +32,16 @@ def hf_processors(model, ids, mask, settings, tok_ids):
         captured.append(original(*args, **kwargs))
         return captured[-1]
 
+    device = next(model.parameters()).device          # the frameworks backend may have moved it to a GPU
     model._get_logits_processor = capture
     try:
-        model.generate(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask),
+        model.generate(input_ids=torch.from_numpy(ids).to(device), attention_mask=torch.from_numpy(mask).to(device),
                        generation_config=hf_generation_config(dataclasses.replace(settings, max_new_tokens=1), tok_ids))
     finally:
         del model._get_logits_processor
-    return captured[0]
+    if names is not None:
+        names += [type(p).__name__ for p in captured[0]]
+    return lambda seqs, scores: captured[0](seqs.to(device), scores.to(device)).cpu()
 
 
 @pytest.mark.parametrize("flags", [
@@ -71,7 +75,8 @@ def test_processors_equal_hf_processors_in_hf_order(gpt2_tiny, workdir, prompts,
 def test_hf_processor_order_is_penalty_then_temperature_top_k_top_p(gpt2_tiny, workdir, prompts):
     cfg = make_cfg(workdir, "--min-output-len", "2", *SAMPLING)
     ids, mask = prompts
-    names = [type(p).__name__ for p in hf_processors(gpt2_tiny.model, ids, mask, cfg.generation, token_ids(gpt2_tiny))]
+    names = []
+    hf_processors(gpt2_tiny.model, ids, mask, cfg.generation, token_ids(gpt2_tiny), names)
     # the penalty first, then HF's min-length (EOS) rules, then the warpers: what process_scores
     # then warp_for_sampling do
     assert names[0] == "RepetitionPenaltyLogitsProcessor"
