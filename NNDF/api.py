@@ -83,6 +83,7 @@ class Model:
 
     def __init__(self, **flags):
         from NNDF.pipeline import artifact_subdir
+        from NNDF.preflight import check_inputs, check_loaded
         from NNDF.registry import resolve
         from NNDF.workdir import WorkingDir
 
@@ -90,10 +91,12 @@ class Model:
             raise TypeError("Model is abstract: use a family's class, e.g. GPT2.onnxrt.GPT2OnnxRT")
         self.flags = dict(flags)
         self.family, self.config = resolve(self._parse("run", {}))
-        self.workdir = WorkingDir(self.config.working_dir)
+        self.workdir = WorkingDir(self.config.working_dir, verify=self.config.verify)
+        check_inputs(self.config, self.family)   # as run.py: refuse before training, export or engine builds
         self.loaded = self.family.load(self.config)
         if self.config.cleanup:
             self.workdir.cleanup(*artifact_subdir(self.family, self.loaded))
+        check_loaded(self.config, self.family, self.loaded)
         self._backend, self._backend_key = None, None
         self._backend_for(self.config)
 
@@ -157,8 +160,11 @@ class Model:
     def _perform(self, action: str, flags: dict) -> dict:
         from NNDF.actions import perform
         from NNDF.actions.common import save_json
+        from NNDF.preflight import check_inputs, check_loaded
 
         cfg = self._config(action, flags)
+        check_inputs(cfg, self.family)
+        check_loaded(cfg, self.family, self.loaded)
         result = perform(cfg, self.family, self.loaded, [self._backend_for(cfg)])
         save_json(cfg.save_output_fpath, result)
         return result
