@@ -180,7 +180,7 @@ def test_chat_streams_and_compares_with_times(gpt2_tiny, workdir):
     from NNDF.pipeline import make_backends
     from NNDF.registry import get_family
 
-    cfg = make_cfg(workdir, "--use-cache", "--output-seq-len", "6", "--compare", *SAMPLING, action="chat",
+    cfg = make_cfg(workdir, "--use-cache", "--output-seq-len", "6", *SAMPLING, action="chat",
                    backends=("frameworks", "onnxrt"))
     backends = make_backends(get_family("GPT2"), gpt2_tiny, cfg, workdir)
 
