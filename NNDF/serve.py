@@ -6,9 +6,9 @@ manages the server process. The served models are Triton Python-backend models
 Python-backend model answers each request of a batch on its own: a bad request
 gets its error and the others in the same batch still get their text.
 
-Models: `generate` (dynamic batching, NNDF/serve_requests.py) and, for decoder-only
-models on onnxrt/trt, `generate_stream` (decoupled: one response per new piece of
-text, for gRPC streaming clients). Health, readiness and metrics are Triton's own.
+Models: `generate` (dynamic batching, NNDF/serve_requests.py) and `generate_stream`
+(decoupled: one response per new piece of text, for gRPC streaming clients; every
+family and backend, through the generation's on_step). Health, readiness and metrics are Triton's own.
 """
 
 from __future__ import annotations
@@ -76,14 +76,13 @@ def python_backend_env() -> dict[str, str]:
     return env
 
 
-def write_serving_repository(repo: Path, cfg: RunConfig, argv: list[str], stream: bool) -> None:
+def write_serving_repository(repo: Path, cfg: RunConfig, argv: list[str]) -> None:
     source = {"kind": "command", "argv": list(argv), "cwd": os.getcwd()}
     s = cfg.serve
     write_model(repo, GENERATE, python_model_config(GENERATE, source, s.max_batch_size, s.instances, "KIND_CPU",
                                                     s.max_queue_delay_ms))
-    if stream:
-        write_model(repo, GENERATE_STREAM, python_model_config(GENERATE_STREAM, source, s.max_batch_size, 1,
-                                                               "KIND_CPU", None, decoupled=True))
+    write_model(repo, GENERATE_STREAM, python_model_config(GENERATE_STREAM, source, s.max_batch_size, 1,
+                                                           "KIND_CPU", None, decoupled=True))
 
 
 def start_triton(repo: Path, s: ServeSettings, log_file: Path | None, every_model_required: bool = True):
@@ -125,10 +124,7 @@ def run(cfg: RunConfig, argv: list[str]) -> dict:
 
     # Export (or find) the graphs and prove the backend opens here, where an error is one
     # line; the model instances then open the same cached files. Free this copy first.
-    from NNDF.serve_requests import can_stream
-
     family, loaded, backend = open_backend(cfg)
-    stream = can_stream(backend) and not loaded.model.config.is_encoder_decoder
     del family, loaded, backend
     gc.collect()
 
@@ -136,7 +132,7 @@ def run(cfg: RunConfig, argv: list[str]) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     log_file = (workdir / f"triton-serve-{s.http_port}.log").resolve()
     with tempfile.TemporaryDirectory(prefix="triton-repo-", dir=workdir) as repo:
-        write_serving_repository(Path(repo), cfg, argv, stream)
+        write_serving_repository(Path(repo), cfg, argv)
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
@@ -149,8 +145,8 @@ def run(cfg: RunConfig, argv: list[str]) -> dict:
             except Exception as e:  # the server or a model failed to start; its log says why
                 first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
                 raise UsageError(f"Triton did not start ({first})", f"see {log_file} (or rerun with --verbose)") from None
-            models = GENERATE + (f" and {GENERATE_STREAM} (gRPC streaming)" if stream else "")
-            print(f"serving {models}: HTTP {s.host}:{s.http_port}, gRPC {s.host}:{s.grpc_port}, "
+            print(f"serving {GENERATE} and {GENERATE_STREAM} (gRPC streaming): HTTP {s.host}:{s.http_port}, "
+                  f"gRPC {s.host}:{s.grpc_port}, "
                   f"metrics http://{s.host}:{s.metrics_port}/metrics; SIGTERM or Ctrl-C stops after in-flight requests",
                   flush=True)
             while not stop.wait(1.0):
@@ -160,4 +156,4 @@ def run(cfg: RunConfig, argv: list[str]) -> dict:
             if triton is not None:
                 triton.stop()   # SIGINT to the server: it stops taking requests and drains in-flight ones
     print("stopped", flush=True)
-    return {"action": "serve", "streaming": stream}
+    return {"action": "serve", "streaming": True}

@@ -17,29 +17,44 @@ import numpy as np
 
 from NNDF.backends import Backend
 from NNDF.config import GenerationSettings
-from NNDF.decoder_only import CompiledDecoderOnly
 from NNDF.errors import UsageError
 from NNDF.family import LoadedModel
+from NNDF.text_stream import TextStream
 
 
 @dataclass(frozen=True)
 class RequestInput:
-    """An optional request input and the generation setting it sets."""
+    """An optional request input, the generation setting it sets, and the values it accepts."""
 
     name: str
     triton_type: str          # KServe v2 datatype, e.g. "INT32"
     dtype: type
     setting: str              # GenerationSettings field
-    minimum: float
+    minimum: float = 0
+    maximum: float | None = None
+    above_minimum: bool = False   # the minimum itself is refused (a temperature of 0)
+
+    def check(self, number) -> None:
+        low = number <= self.minimum if self.above_minimum else number < self.minimum
+        if low:
+            bound = f"above {self.minimum:g}" if self.above_minimum else f"at least {self.minimum:g}"
+            raise UsageError(f"{self.name} must be {bound}, got {number}")
+        if self.maximum is not None and number > self.maximum:
+            raise UsageError(f"{self.name} must be at most {self.maximum:g}, got {number}")
 
 
-# Optional inputs beside `text`. Sampling settings (temperature, top_k, ...) join this table
-# once GenerationSettings has them; config.pbtxt and request checks are generated from it.
+# Optional inputs beside `text`, with HuggingFace's meaning (GenerationSettings); config.pbtxt,
+# the client's inputs and the request checks are generated from this table.
 OPTIONAL_INPUTS = (
     RequestInput("max_new_tokens", "INT32", np.int32, "max_new_tokens", 1),
-    RequestInput("num_beams", "INT32", np.int32, "num_beams", 1),
+    RequestInput("num_beams", "INT32", np.int32, "num_beams", 1, 16),
+    RequestInput("do_sample", "BOOL", np.bool_, "do_sample"),
+    RequestInput("temperature", "FP32", np.float32, "temperature", 0, above_minimum=True),
+    RequestInput("top_k", "INT32", np.int32, "top_k", 0),
+    RequestInput("top_p", "FP32", np.float32, "top_p", 0, 1, above_minimum=True),
+    RequestInput("repetition_penalty", "FP32", np.float32, "repetition_penalty", 0, above_minimum=True),
+    RequestInput("seed", "INT64", np.int64, "seed", 0, 2**63 - 1),
 )
-MAX_BEAMS = 16
 
 
 @dataclass(frozen=True)
@@ -71,11 +86,11 @@ def parse_request(inputs: dict[str, np.ndarray], loaded: LoadedModel, defaults: 
         if value.size != 1:
             raise UsageError(f"'{spec.name}' holds {value.size} values", "send one value")
         number = value.reshape(-1)[0].item()
-        if number < spec.minimum:
-            raise UsageError(f"{spec.name} must be at least {spec.minimum:g}, got {number}")
+        spec.check(number)
         settings = replace(settings, **{spec.setting: number})
-    if settings.num_beams > MAX_BEAMS:
-        raise UsageError(f"num_beams must be at most {MAX_BEAMS}, got {settings.num_beams}")
+    if settings.do_sample and settings.num_beams > 1:
+        raise UsageError("do_sample with num_beams above 1 would be beam sampling, which is not implemented",
+                         "send num_beams 1 to sample, or do_sample false for beam search")
     try:
         ids, _ = loaded.encode_prompts([prompt], False, settings.max_new_tokens)
     except UsageError as e:   # empty, or too long for the model's positions; the fix is in the request
@@ -91,8 +106,13 @@ def batch_key(request: TextRequest, loaded: LoadedModel) -> tuple:
     requests differing only in max_new_tokens share a batch. Beam search stops by length, so
     its requests batch only with equal settings. Encoder-decoders batch only prompts of equal
     length: a left-padded encoder input would move learned absolute positions (BART).
+    A sampled request is generated alone: the sampler draws one number per row and step from
+    the request's seed, so in a batch its draws would depend on the other rows, and one seed
+    would no longer give one answer.
     """
     settings = request.settings
+    if settings.do_sample:
+        return settings, id(request)
     length_free = (settings.num_beams == 1 and settings.min_new_tokens == 0
                    and loaded.generation_defaults.get("forced_eos_token_id") is None)
     if length_free:
@@ -127,67 +147,14 @@ def answer_all(requests: list[TextRequest], loaded: LoadedModel, backend: Backen
 
 
 # ----------------------------------------------------------------------------- streaming
-def can_stream(backend: Backend) -> bool:
-    """Streaming watches the shared generation loop, which the compiled decoder-only backends (onnxrt, trt) run."""
-    return isinstance(backend, CompiledDecoderOnly)
-
-
-class _WatchedSteps:
-    """Passes the generation loop's calls to a StepModel and reports each token the loop chose.
-
-    The loop feeds every step all tokens so far, so the token chosen by step k is the last
-    column of step k+1's input: reporting it there needs no change to the loop itself.
-    """
-
-    def __init__(self, inner, on_token: Callable[[int], None]):
-        self.inner, self.on_token = inner, on_token
-        self.prompt_len = 0
-
-    def plan(self, rows, prompt_len, new_tokens):
-        self.inner.plan(rows, prompt_len, new_tokens)
-
-    def start(self, input_ids, attention_mask):
-        state, seq, mask = self.inner.start(input_ids, attention_mask)
-        self.prompt_len = seq.shape[1]
-        return state, seq, mask
-
-    def step(self, state, decoder_ids, attention_mask):
-        if decoder_ids.shape[1] > self.prompt_len:
-            self.on_token(int(decoder_ids[0, -1]))
-        return self.inner.step(state, decoder_ids, attention_mask)
-
-    def reorder(self, state, beam_idx):
-        self.inner.reorder(state, beam_idx)
-
-
 def stream_answer(request: TextRequest, loaded: LoadedModel, backend: Backend, emit: Callable[[str], None]) -> None:
-    """Greedy generation of one request, calling emit(piece) as text becomes final; the pieces joined
-    are exactly the continuation the non-streaming answer adds to the prompt."""
+    """Generate one request (greedy or sampled), calling emit(piece) as text becomes final; the
+    pieces joined are exactly what the non-streaming answer adds to the prompt (decoder-only
+    models) or the answer itself (encoder-decoders)."""
     if request.settings.num_beams != 1:
-        raise UsageError("streaming is greedy only", "send num_beams 1, or use the generate model for beam search")
-    if loaded.model.config.is_encoder_decoder or not can_stream(backend):
-        raise UsageError("streaming needs a decoder-only model on the onnxrt or trt backend")
-    tokens: list[int] = []
-    sent = ""
-
-    def flush(final: bool) -> None:
-        nonlocal sent
-        text = loaded.output_text(request.prompt, tokens)[len(request.prompt):]
-        # A byte-level token can end inside a UTF-8 character; wait for the rest before sending.
-        if text.startswith(sent) and len(text) > len(sent) and (final or not text.endswith("\ufffd")):
-            emit(text[len(sent):])
-            sent = text
-
-    def on_token(token: int) -> None:
-        tokens.append(token)
-        flush(final=False)
-
+        raise UsageError("streaming needs num_beams 1: beam search has no final tokens until it ends",
+                         "use the generate model for beam search")
     ids, mask = loaded.encode_prompts([request.prompt], False, request.settings.max_new_tokens)
-    steps = backend.steps
-    backend.steps = _WatchedSteps(steps, on_token)   # a model instance runs one request at a time
-    try:
-        out = backend.generate(ids, mask, request.settings)
-    finally:
-        backend.steps = steps
-    tokens[:] = [int(t) for t in out.tokens[0]]   # the last token is never fed back to a step
-    flush(final=True)
+    stream = TextStream(loaded, request.prompt, emit, after_prompt=True)
+    out = backend.generate(ids, mask, request.settings, on_step=stream.on_step)
+    stream.finish(loaded.output_text(request.prompt, out.tokens[0]))

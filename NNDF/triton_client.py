@@ -94,32 +94,40 @@ def serve_argv(workdir: str, http_port: int, grpc_port: int, metrics_port: int, 
             "--metrics-port", str(metrics_port), *flags]
 
 
-def text_inputs(module, prompt: str, max_new_tokens: int | None = None, num_beams: int | None = None):
-    """KServe v2 inputs for `generate`, built with tritonclient.http or tritonclient.grpc (`module`)."""
+def text_inputs(module, prompt: str, max_new_tokens: int | None = None, num_beams: int | None = None, **settings):
+    """KServe v2 inputs for `generate`, built with tritonclient.http or tritonclient.grpc (`module`);
+    `settings` are the other optional inputs by name (do_sample, temperature, top_k, top_p,
+    repetition_penalty, seed), each sent with the type the served model declares."""
+    from NNDF.serve_requests import OPTIONAL_INPUTS
+
     text = module.InferInput("text", [1, 1], "BYTES")
     text.set_data_from_numpy(np.array([[prompt.encode()]], dtype=np.object_))
     inputs = [text]
-    for name, value in (("max_new_tokens", max_new_tokens), ("num_beams", num_beams)):
-        if value is not None:
-            x = module.InferInput(name, [1, 1], "INT32")
-            x.set_data_from_numpy(np.array([[value]], dtype=np.int32))
+    values = {"max_new_tokens": max_new_tokens, "num_beams": num_beams, **settings}
+    unknown = set(values) - {spec.name for spec in OPTIONAL_INPUTS}
+    if unknown:
+        raise ValueError(f"the generate model has no input {', '.join(sorted(unknown))}")
+    for spec in OPTIONAL_INPUTS:
+        if values.get(spec.name) is not None:
+            x = module.InferInput(spec.name, [1, 1], spec.triton_type)
+            x.set_data_from_numpy(np.array([[values[spec.name]]], dtype=spec.dtype))
             inputs.append(x)
     return inputs
 
 
 def generate_http(url: str, prompt: str, max_new_tokens: int | None = None, num_beams: int | None = None,
-                  model: str = "generate") -> str:
+                  model: str = "generate", **settings) -> str:
     import tritonclient.http as http
 
     client = http.InferenceServerClient(url, network_timeout=120)
     try:
-        result = client.infer(model, text_inputs(http, prompt, max_new_tokens, num_beams))
+        result = client.infer(model, text_inputs(http, prompt, max_new_tokens, num_beams, **settings))
         return result.as_numpy("text").reshape(-1)[0].decode()
     finally:
         client.close()
 
 
-def stream_grpc(url: str, prompt: str, max_new_tokens: int, timeout: float = 60) -> list[str]:
+def stream_grpc(url: str, prompt: str, max_new_tokens: int, timeout: float = 60, **settings) -> list[str]:
     """The pieces a gRPC stream client receives from generate_stream, in order."""
     import tritonclient.grpc as grpc
 
@@ -127,7 +135,7 @@ def stream_grpc(url: str, prompt: str, max_new_tokens: int, timeout: float = 60)
     client = grpc.InferenceServerClient(url)
     try:
         client.start_stream(callback=lambda result, error: received.put((result, error)))
-        client.async_stream_infer("generate_stream", text_inputs(grpc, prompt, max_new_tokens),
+        client.async_stream_infer("generate_stream", text_inputs(grpc, prompt, max_new_tokens, **settings),
                                   enable_empty_final_response=True)
         pieces = []
         while True:

@@ -67,7 +67,7 @@ def _burst(url: str, jobs: list[tuple]) -> list:
     def send(i, job):
         start.wait()
         try:
-            results[i] = generate_http(url, *job)
+            results[i] = generate_http(url, **job) if isinstance(job, dict) else generate_http(url, *job)
         except Exception as e:  # the test inspects it
             results[i] = e
 
@@ -84,7 +84,10 @@ def test_health_readiness_and_metrics_are_tritons(server, alone):
     try:
         assert client.is_server_live() and client.is_server_ready()
         meta = client.get_model_metadata("generate")
-        assert [i["name"] for i in meta["inputs"]] == ["text", "max_new_tokens", "num_beams"]
+        assert [(i["name"], i["datatype"]) for i in meta["inputs"]] == [
+            ("text", "BYTES"), ("max_new_tokens", "INT32"), ("num_beams", "INT32"), ("do_sample", "BOOL"),
+            ("temperature", "FP32"), ("top_k", "INT32"), ("top_p", "FP32"), ("repetition_penalty", "FP32"),
+            ("seed", "INT64")]
         assert [(o["name"], o["datatype"]) for o in meta["outputs"]] == [("text", "BYTES")]
     finally:
         client.close()
@@ -132,6 +135,18 @@ def test_grpc_stream_adds_up_to_the_plain_answer(server, alone):
         pieces = stream_grpc(server.grpc_url, prompt, 10)
         assert len(pieces) > 1
         assert prompt + "".join(pieces) == alone[(prompt, 10)]
+
+
+def test_sampled_requests_keep_their_seeds_answer_in_a_burst_and_stream(server, alone):
+    def sampled(seed: int) -> dict:
+        return dict(do_sample=True, temperature=1.5, top_k=0, top_p=0.95, seed=seed)
+
+    first = {s: generate_http(server.http_url, PROMPTS[1], 10, **sampled(s)) for s in (1, 2, 3)}
+    assert len(set(first.values())) > 1 and alone[(PROMPTS[1], 10)] not in first.values()   # really sampled
+    jobs = [dict(prompt=PROMPTS[1], max_new_tokens=10, **sampled(s)) for s in (1, 2, 3, 1)] + [(PROMPTS[0], 10)]
+    assert _burst(server.http_url, jobs) == [first[1], first[2], first[3], first[1], alone[(PROMPTS[0], 10)]]
+    pieces = stream_grpc(server.grpc_url, PROMPTS[1], 10, **sampled(2))
+    assert len(pieces) > 1 and PROMPTS[1] + "".join(pieces) == first[2]
 
 
 def _server_rss_mib(pid: int) -> float:

@@ -12,6 +12,7 @@ from NNDF.backends import Backend
 from NNDF.config import RunConfig
 from NNDF.errors import UsageError
 from NNDF.family import LoadedModel
+from NNDF.text_stream import TextStream
 
 EXIT_WORDS = {"exit", "quit"}
 
@@ -35,45 +36,18 @@ def as_text(line: str | bytes) -> str:
     return line
 
 
-class TextStream:
-    """Prints a growing answer piece by piece as tokens arrive.
-
-    The whole answer is decoded again at every step and only what was added is printed: byte-level
-    tokenizers can need several tokens for one character, and a decoder may rewrite the end of the
-    text (an incomplete character shows as U+FFFD until its last byte arrives), so text is held
-    back until it stops changing."""
-
-    def __init__(self, loaded: LoadedModel, prompt: str, out):
-        self.loaded, self.prompt, self.out = loaded, prompt, out
-        self.tokens: list[int] = []
-        self.printed = ""
-
-    def on_step(self, tokens) -> None:
-        self.tokens.append(int(tokens[0]))
-        self._show(self.loaded.output_text(self.prompt, self.tokens).rstrip("\ufffd"))
-
-    def finish(self, text: str, suffix: str = "") -> None:
-        self._show(text)
-        if not text.startswith(self.printed):   # the final decode changed what was shown: show it whole
-            print(f"\n{text}", end="", file=self.out)
-        print(suffix, file=self.out, flush=True)
-
-    def _show(self, text: str) -> None:
-        if text.startswith(self.printed) and len(text) > len(self.printed):
-            print(text[len(self.printed):], end="", file=self.out, flush=True)
-            self.printed = text
-
-
 def answer(backend: Backend, loaded: LoadedModel, cfg: RunConfig, prompt: str, encoded, with_time: bool, out) -> dict:
     """One backend's streamed answer to one prompt; with --compare its name comes first and its time last."""
     if with_time:
         print(f"[{label(backend)}] ", end="", file=out, flush=True)
-    stream = TextStream(loaded, prompt, out)
+    stream = TextStream(loaded, prompt, lambda piece: print(piece, end="", file=out, flush=True))
     start = time.perf_counter()
     result = backend.generate(*encoded, cfg.generation, on_step=stream.on_step)
     seconds = time.perf_counter() - start
     text = loaded.output_text(prompt, result.tokens[0])
-    stream.finish(text, f"  ({seconds * 1e3:.0f} ms)" if with_time else "")
+    if not stream.finish(text):   # the final decode changed what was shown: show it whole
+        print(f"\n{text}", end="", file=out)
+    print(f"  ({seconds * 1e3:.0f} ms)" if with_time else "", file=out, flush=True)
     return {"output": text, "seconds": seconds, **identity(backend)}
 
 
