@@ -50,8 +50,9 @@ def max_positions(config) -> int:
 
 # HF computes RMSNorm's variance, the rotary angles and the attention softmax in fp32 whatever the
 # model's dtype; an fp16 graph keeps those nodes (named by their module paths) in fp32 too. ONNX
-# Runtime's GPT2 pass fuses RMSNorm with its residual add (SkipSimplifiedLayerNormalization).
-LLAMA_LAYOUT = DecoderOnlyLayout(fp16_keep_fp32_ops=("Softmax",), ort_fusions="gpt2",
+# Runtime's GPT2 pass fuses RMSNorm with its residual add (SkipSimplifiedLayerNormalization);
+# rotary embeddings become RotaryEmbedding nodes on the model's own cos/sin table.
+LLAMA_LAYOUT = DecoderOnlyLayout(fp16_keep_fp32_ops=("Softmax",), ort_fusions="gpt2", ort_rotary=True,
                                  fp16_keep_fp32_node_patterns=("layernorm/", "/norm/", "/rotary_emb/"))
 
 LLAMAModelConfig = ModelFamily(

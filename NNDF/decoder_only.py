@@ -34,6 +34,7 @@ class DecoderOnlyLayout:
     fp16_keep_fp32_ops: tuple[str, ...] = ()
     fp16_keep_fp32_node_patterns: tuple[str, ...] = ()   # substrings of ONNX node names kept in fp32 (GraphSpec)
     ort_fusions: str | None = None      # onnxruntime.transformers model_type whose fusions onnxrt applies
+    ort_rotary: bool = False            # onnxrt fuses rotary embeddings with the model's cos/sin table
 
     def num_layers(self, config) -> int:
         return config.num_hidden_layers

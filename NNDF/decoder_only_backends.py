@@ -7,6 +7,7 @@ from NNDF.config import RunConfig
 from NNDF.decoder_only import CompiledDecoderOnly, TorchDecoderOnly, decoder_spec
 from NNDF.family import LoadedModel, ModelFamily
 from NNDF.onnx_export import ort_optimized
+from NNDF.onnx_rotary import rotary_tables
 from NNDF.ort_session import OrtSession
 from NNDF.torch_placement import framework_placement
 from NNDF.pipeline import artifact_subdir, onnx_path, token_ids
@@ -22,7 +23,8 @@ def onnxrt_backend(family: ModelFamily, loaded: LoadedModel, cfg: RunConfig, wor
     spec = decoder_spec(loaded.model, layout, with_cache=cfg.generation.use_cache)
     path = onnx_path(spec, loaded, family, cfg, workdir)
     if layout.ort_fusions and not cfg.fp16 and "decoder" not in cfg.trt.prebuilt_onnx:
-        path = ort_optimized(path, layout.ort_fusions, loaded.model.config, workdir)
+        rotary = rotary_tables(loaded.model, loaded.max_positions) if layout.ort_rotary else None
+        path = ort_optimized(path, layout.ort_fusions, loaded.model.config, workdir, rotary)
     session = OrtSession(path, allow_cuda=not cfg.cpu)
     return CompiledDecoderOnly("onnxrt", session, spec, cfg.generation.use_cache, token_ids(loaded), cfg.graph_precision)
 

@@ -24,6 +24,8 @@ import torch
 
 from NNDF.errors import UsageError
 from NNDF.onnx_fold import parser_clean
+from NNDF.onnx_rotary import fuse_rotary
+from NNDF.onnx_shapes import fold_shape_arithmetic
 from NNDF.progress import status
 from NNDF.workdir import MANIFEST, Artifact, WorkingDir, file_digest, stable_hash
 
@@ -244,15 +246,20 @@ def exported(workdir: WorkingDir, subdir: tuple[str, ...], model: torch.nn.Modul
     return artifact
 
 
-def ort_optimized(source: Path, model_type: str, config, workdir) -> Path:
+def ort_optimized(source: Path, model_type: str, config, workdir, rotary: tuple | None = None) -> Path:
     """ONNX Runtime's transformer fusions (SkipLayerNormalization, FastGelu, ...) applied to an
-    exported graph, cached beside it. Only ONNX Runtime runs the result: the fused ops are its
-    own contrib ops, so TensorRT keeps the plain export."""
+    exported graph, its shape arithmetic folded (NNDF/onnx_shapes.py) and, given the model's
+    rotary (cos, sin) tables, its rotary embeddings fused (NNDF/onnx_rotary.py); cached beside
+    it. Only ONNX Runtime runs the result: the fused ops are its own contrib ops, so TensorRT
+    keeps the plain export."""
+    import hashlib
+
     import onnxruntime as ort
 
     source = Path(source)
     key = {"source": file_digest(source.parent / MANIFEST) if (source.parent / MANIFEST).is_file() else file_digest(source),
-           "model_type": model_type, "onnxruntime": ort.__version__}
+           "model_type": model_type, "onnxruntime": ort.__version__, "shape_arithmetic": "folded",
+           "rotary": hashlib.sha256(b"".join(t.tobytes() for t in rotary)).hexdigest() if rotary else None}
     target = source.parent.with_name(source.parent.name + "-ort")
 
     def produce(tmp: Path) -> dict:
@@ -262,11 +269,14 @@ def ort_optimized(source: Path, model_type: str, config, workdir) -> Path:
             heads = config.num_attention_heads
             optimized = optimize_model(str(source), model_type=model_type, num_heads=heads,
                                        hidden_size=config.hidden_size, opt_level=0)
+            folded = fold_shape_arithmetic(optimized.model)
+            rotated = fuse_rotary(optimized.model, *rotary) if rotary else 0
             optimized.save_model_to_file(str(tmp / MODEL_FILE), use_external_data_format=True,
                                          all_tensors_to_one_file=True)
         described = json.loads((source.parent / MANIFEST).read_text()) if (source.parent / MANIFEST).is_file() else {}
         return {"graph": f"{described.get('graph', source.stem)} (onnxrt-fused)",
                 "inputs": described.get("inputs", []), "outputs": described.get("outputs", []),
-                "fusions": {k: v for k, v in optimized.get_fused_operator_statistics().items() if v}}
+                "fusions": {k: v for k, v in optimized.get_fused_operator_statistics().items() if v},
+                "shape_inputs_folded": folded, "rotary_embeddings_fused": rotated}
 
     return workdir.build(target, key, (MODEL_FILE,), produce).file(MODEL_FILE)
