@@ -96,7 +96,8 @@ def _rotated_input(g: _Graph, add, half: int) -> str | None:
 
 def fuse_rotary(model: onnx.ModelProto, cos: np.ndarray, sin: np.ndarray, positions: str = "position_ids") -> int:
     """Replace every rotary application in `model` (in place) by a RotaryEmbedding node reading
-    the graph input `positions`; the number replaced."""
+    the graph input `positions`; the number replaced. Run it after fold_shape_arithmetic: a traced
+    rotate_half computes its slice bounds from the head size, and only constant bounds match."""
     if positions not in {i.name for i in model.graph.input}:
         return 0
     g = _Graph(model.graph)
