@@ -1,9 +1,10 @@
 """`run.py export-triton`: a Triton model repository for NVIDIA's Triton container on GPU nodes.
 
     <output>/
-      decoder/config.pbtxt            the graph as a Triton model: onnxruntime_onnx, or tensorrt_plan
+      decoder/config.pbtxt            each graph as a Triton model: onnxruntime_onnx, or tensorrt_plan
       decoder/1/model.onnx(.data)     with one plan per GPU kind (`cc_model_filenames`, keyed like
         or <gpu>-sm86-trt11.4.plan    the engine cache: GPU name, compute capability, TensorRT version)
+      encoder/, cache_generator/      the same, for encoder-decoders (T5, BART)
       generate/config.pbtxt           Python backend: dynamic batching, one instance per GPU
       generate/1/model.py             NNDF/triton_model.py: this project's generation loop
       generate/1/serving.json         what the generation loop needs: graph IO, token ids, positions
@@ -32,7 +33,6 @@ from NNDF.errors import UsageError
 from NNDF.family import LoadedModel, ModelFamily
 from NNDF.triton_repo import GENERATE, GENERATE_STREAM, python_model_config, write_model
 
-GRAPH_MODEL = "decoder"
 MANIFEST = "serving.json"
 
 
@@ -40,9 +40,6 @@ def run(cfg: RunConfig, family: ModelFamily) -> dict:
     from NNDF.serve import open_backend
 
     s = cfg.serve
-    if family.is_encoder_decoder:
-        raise UsageError(f"export-triton writes decoder-only families for now, not {family.name}",
-                         "export GPT2, OPT or BLOOM, or serve this family with run.py serve")
     if s.export_backend == "trt" and not (cfg.trt.dynamic_batch and (cfg.trt.max_dynamic_batch or 0)
                                           >= s.max_batch_size * cfg.generation.num_beams):
         raise UsageError(f"a served TensorRT engine must take batches of 1 to --max-batch-size {s.max_batch_size} rows",
@@ -71,35 +68,55 @@ def run(cfg: RunConfig, family: ModelFamily) -> dict:
         shutil.rmtree(retired)
     else:
         staging.rename(out)
-    print(f"wrote a Triton model repository to {out}: {GRAPH_MODEL} ({s.export_backend}), {GENERATE}, {GENERATE_STREAM}")
+    graphs = ", ".join(_graphs(family, loaded, cfg, backend))
+    print(f"wrote a Triton model repository to {out}: {graphs} ({s.export_backend}), {GENERATE}, {GENERATE_STREAM}")
     return {"action": "export-triton", "output": str(out), "backend": s.export_backend}
+
+
+def _graphs(family: ModelFamily, loaded: LoadedModel, cfg: RunConfig, backend) -> dict:
+    """Graph name -> (session, spec) of what the backend runs: a decoder-only model's decoder, or an
+    encoder-decoder's encoder, cache generator and decoder."""
+    if not loaded.config.is_encoder_decoder:
+        return {backend.steps.spec.name: (backend.steps.session, backend.steps.spec)}
+    from Seq2Seq.export import specs_for
+
+    specs = specs_for(family, loaded, cfg.generation.use_cache)
+    return {name: (backend.steps.sessions[name], spec) for name, spec in specs.items()}
+
+
+def _write_graph(staging: Path, earlier: Path | None, name: str, session, spec, cfg: RunConfig,
+                 loaded: LoadedModel) -> dict:
+    """One graph as a Triton model folder; what the manifest records of it."""
+    s = cfg.serve
+    graph_dir = staging / name / "1"
+    graph_dir.mkdir(parents=True)
+    if earlier is not None and s.export_backend == "trt":   # keep the plans other GPU kinds added
+        for plan in (earlier / name / "1").glob("*.plan"):
+            shutil.copyfile(plan, graph_dir / plan.name)
+    if s.export_backend == "onnxrt":
+        for f in _onnx_files(Path(session.path)):
+            shutil.copyfile(f, graph_dir / f.name)
+        graph = {"onnx": Path(session.path).name}
+        config = _graph_config(name, "onnxruntime_onnx", {"model.onnx": Path(session.path).name}, s.instances)
+    else:
+        plans = _add_plan(graph_dir, Path(session.path))
+        graph = {"plans": plans, "ranges": _ranges_for(spec, cfg, loaded)}
+        config = _graph_config(name, "tensorrt_plan", plans, s.instances)
+    (staging / name / "config.pbtxt").write_text(config)
+    return {**graph, "spec": {"name": spec.name, "inputs": spec.inputs, "outputs": spec.outputs}}
 
 
 def _write_repository(staging: Path, earlier: Path | None, cfg: RunConfig, family: ModelFamily,
                       loaded: LoadedModel, backend) -> None:
     """The whole repository into `staging`; `earlier`: an export of the same model whose plans stay."""
     s = cfg.serve
-    session, spec = backend.steps.session, backend.steps.spec
-    graph_dir = staging / GRAPH_MODEL / "1"
-    graph_dir.mkdir(parents=True)
-    if earlier is not None and s.export_backend == "trt":   # keep the plans other GPU kinds added
-        for plan in (earlier / GRAPH_MODEL / "1").glob("*.plan"):
-            shutil.copyfile(plan, graph_dir / plan.name)
-    if s.export_backend == "onnxrt":
-        for f in _onnx_files(Path(session.path)):
-            shutil.copyfile(f, graph_dir / f.name)
-        graph = {"onnx": Path(session.path).name}
-        graph_config = _graph_config("onnxruntime_onnx", {"model.onnx": Path(session.path).name}, s.instances)
-    else:
-        plans = _add_plan(graph_dir, Path(session.path))
-        graph = {"plans": plans, "ranges": _ranges_for(spec, cfg, loaded)}
-        graph_config = _graph_config("tensorrt_plan", plans, s.instances)
-    (staging / GRAPH_MODEL / "config.pbtxt").write_text(graph_config)
-
+    graphs = {name: _write_graph(staging, earlier, name, session, spec, cfg, loaded)
+              for name, (session, spec) in _graphs(family, loaded, cfg, backend).items()}
     manifest = {
-        "family": family.name, "variant": loaded.variant, "backend": s.export_backend, "graph_model": GRAPH_MODEL,
-        "graph": graph, "with_cache": cfg.generation.use_cache, "arch": loaded.arch, "precision": backend.precision,
-        "spec": {"name": spec.name, "inputs": spec.inputs, "outputs": spec.outputs},
+        "family": family.name, "variant": loaded.variant, "backend": s.export_backend, "graphs": graphs,
+        "encoder_decoder": bool(loaded.config.is_encoder_decoder),
+        "start_id": loaded.generation_defaults.get("decoder_start_token_id"),
+        "with_cache": cfg.generation.use_cache, "arch": loaded.arch, "precision": backend.precision,
         "max_positions": loaded.max_positions, "generation_defaults": loaded.generation_defaults,
         "generation": asdict(cfg.generation),
     }
@@ -157,11 +174,11 @@ def _ranges_for(spec, cfg: RunConfig, loaded: LoadedModel) -> dict:
     return {k: list(v) for k, v in profile_ranges(spec, cfg.trt, RunSizes.of(cfg), loaded.max_positions).items()}
 
 
-def _graph_config(platform: str, files: dict[str, str], instances: int) -> str:
+def _graph_config(name: str, platform: str, files: dict[str, str], instances: int) -> str:
     """config.pbtxt of the graph model. Its inputs and outputs are left to Triton's auto-complete
     (on by default), which reads them from the ONNX file or plan; the batch axis is one of the
     graph's own dynamic dims, so Triton does not batch it (max_batch_size 0)."""
-    lines = [f'name: "{GRAPH_MODEL}"', f'platform: "{platform}"', "max_batch_size: 0"]
+    lines = [f'name: "{name}"', f'platform: "{platform}"', "max_batch_size: 0"]
     if platform == "tensorrt_plan":
         lines += [f'cc_model_filenames {{ key: "{cc}" value: "{f}" }}' for cc, f in files.items()]
         lines.append(f"instance_group [ {{ kind: KIND_GPU count: {instances} }} ]")
@@ -185,35 +202,47 @@ def open_exported(model_dir: Path, device_id: int = 0):
     from transformers import AutoConfig, AutoTokenizer
 
     from NNDF.decoder_only import CompiledDecoderOnly
+    from NNDF.encoder_decoder import CompiledSeq2Seq
     from NNDF.onnx_export import GraphSpec
     from NNDF.pipeline import token_ids
 
     m = json.loads((model_dir / MANIFEST).read_text())
     axes = lambda d: {name: {int(a): n for a, n in ax.items()} for name, ax in d.items()}
-    spec = GraphSpec(name=m["spec"]["name"], inputs=axes(m["spec"]["inputs"]), outputs=axes(m["spec"]["outputs"]),
-                     make_module=None, make_inputs=None, trace_sizes={})
+    specs = {name: GraphSpec(name=g["spec"]["name"], inputs=axes(g["spec"]["inputs"]), outputs=axes(g["spec"]["outputs"]),
+                             make_module=None, make_inputs=None, trace_sizes={}) for name, g in m["graphs"].items()}
     loaded = LoadedModel(m["variant"], _ConfigOnly(AutoConfig.from_pretrained(str(model_dir))),
                          AutoTokenizer.from_pretrained(str(model_dir / "tokenizer")), {}, m["max_positions"],
                          m["generation_defaults"], m["arch"])
-    graph_dir = model_dir.parent.parent / m["graph_model"] / "1"
-    if m["backend"] == "onnxrt":
+    repository = model_dir.parent.parent
+    sessions = {name: _open_graph(repository / name / "1", graph, specs[name], m["backend"], device_id)
+                for name, graph in m["graphs"].items()}
+    if m["encoder_decoder"]:
+        backend = CompiledSeq2Seq(m["backend"], sessions, specs, m["with_cache"], token_ids(loaded), m["start_id"],
+                                  m["precision"])
+    else:
+        (name, session), = sessions.items()
+        backend = CompiledDecoderOnly(m["backend"], session, specs[name], m["with_cache"], token_ids(loaded),
+                                      m["precision"])
+    return loaded, backend, GenerationSettings(**m["generation"])
+
+
+def _open_graph(graph_dir: Path, graph: dict, spec, backend: str, device_id: int):
+    """The session for one exported graph: its ONNX file on ONNX Runtime, or this GPU kind's plan."""
+    if backend == "onnxrt":
         from NNDF.ort_session import OrtSession
 
-        session = OrtSession(graph_dir / m["graph"]["onnx"])
-    else:
-        from NNDF import trt_env
-        from NNDF.trt_session import TrtSession
+        return OrtSession(graph_dir / graph["onnx"])
+    import torch
 
-        cc = trt_env.device_identity()["compute_capability"]
-        plan = m["graph"]["plans"].get(cc)
-        if plan is None:
-            raise UsageError(f"the repository has TensorRT plans for compute capability "
-                             f"{', '.join(m['graph']['plans'])}, not this GPU's {cc}",
-                             "run export-triton on a GPU of this kind into the same folder")
-        ranges = {k: tuple(v) for k, v in m["graph"]["ranges"].items()}
-        import torch
+    from NNDF import trt_env
+    from NNDF.trt_session import TrtSession
 
-        device = torch.device("cuda", device_id) if device_id else None   # None: the session's default, GPU 0
-        session = TrtSession(graph_dir / plan, spec, ranges, TrtSettings(), device=device)
-    backend = CompiledDecoderOnly(m["backend"], session, spec, m["with_cache"], token_ids(loaded), m["precision"])
-    return loaded, backend, GenerationSettings(**m["generation"])
+    cc = trt_env.device_identity()["compute_capability"]
+    plan = graph["plans"].get(cc)
+    if plan is None:
+        raise UsageError(f"the repository has TensorRT plans for compute capability "
+                         f"{', '.join(graph['plans'])}, not this GPU's {cc}",
+                         "run export-triton on a GPU of this kind into the same folder")
+    ranges = {k: tuple(v) for k, v in graph["ranges"].items()}
+    device = torch.device("cuda", device_id) if device_id else None   # None: the session's default, GPU 0
+    return TrtSession(graph_dir / plan, spec, ranges, TrtSettings(), device=device)

@@ -14,7 +14,9 @@ import run as run_py
 from conftest import make_cfg
 from NNDF.config import ServeSettings
 from NNDF.export_triton import MANIFEST, open_exported
-from NNDF.serve_requests import answer_all, parse_request
+from NNDF.cli import parse_args
+from NNDF.registry import get_family
+from NNDF.serve_requests import answer_all, parse_request, stream_answer
 from NNDF.triton_client import HOST, free_ports, generate_http, stream_grpc
 
 PROMPTS = ["The lighthouse keeper", "Ben", "A storm rolled in over the harbour"]
@@ -96,9 +98,9 @@ def test_bundled_server_loads_the_generation_models(repository, alone, tmp_path)
 
 def test_bad_exports_are_one_line_errors(capsys, workdir, tmp_path):
     wd = str(workdir.root)
-    code = run_py.main(["export-triton", "T5", "--working-dir", wd, "--output", str(tmp_path / "t5")])
+    code = run_py.main(["export-triton", "BLIP", "--working-dir", wd, "--output", str(tmp_path / "blip")])
     err = capsys.readouterr().err
-    assert code == 2 and err.startswith("error: export-triton writes decoder-only families"), err
+    assert code == 2 and err.startswith("error: serve answers text prompts"), err
     code = run_py.main(["export-triton", "GPT2", "--backend", "trt", "--working-dir", wd, "--output", str(tmp_path / "x")])
     err = capsys.readouterr().err
     assert code == 2 and "--dynamic-batch --max-dynamic-batch 16" in err and len(err.strip().splitlines()) == 1
@@ -134,3 +136,39 @@ def test_trt_repository_on_the_standin(standin, workdir, tmp_path, alone, monkey
     reqs = [parse_request({"text": np.array([[p.encode()]], dtype=np.object_),
                            "max_new_tokens": np.array([[12]], np.int32)}, loaded, defaults) for p in PROMPTS]
     assert answer_all(reqs, loaded, backend, 8) == [alone[(p, 12)] for p in PROMPTS]
+
+
+@pytest.mark.parametrize("backend", ["onnxrt", "trt"])
+def test_encoder_decoder_repository(backend, workdir, tmp_path, monkeypatch):
+    """T5: encoder, cache generator and decoder each a graph model, the generation model running
+    all three from the repository's files with the answers the backend gives in this process
+    (trt: plans built and run on the TensorRT stand-in)."""
+    import numpy as np
+
+    if backend == "trt":
+        import trt_standin
+
+        trt_standin.install(monkeypatch)
+    flags = ["--use-cache", "--working-dir", str(workdir.root)]
+    trt_flags = ["--dynamic-batch", "--max-dynamic-batch", "16"] if backend == "trt" else []
+    out = tmp_path / "t5"
+    assert run_py.main(["export-triton", "T5", "--backend", backend, *flags, *trt_flags, "--output", str(out)]) == 0
+    for graph in ("encoder", "cache_generator", "decoder"):
+        config = (out / graph / "config.pbtxt").read_text()
+        assert f'name: "{graph}"' in config
+        assert ('platform: "tensorrt_plan"' if backend == "trt" else 'platform: "onnxruntime_onnx"') in config
+    cfg = parse_args(["run", "T5", backend, *flags, *trt_flags])
+    loaded = get_family("T5").load(cfg)
+    here = __import__("T5." + backend, fromlist=["make_backend"]).make_backend(loaded, cfg, workdir)
+    exported_model, exported_backend, defaults = open_exported(out / "generate" / "1")
+    prompts = ["translate English to German: The house is small.", "summarize: A storm rolled in", "Ben"]
+
+    def requests(model):
+        return [parse_request({"text": np.array([[p.encode()]], dtype=np.object_),
+                               "max_new_tokens": np.array([[10]], np.int32)}, model, defaults) for p in prompts]
+    want = [answer_all([r], loaded, here, 8)[0] for r in requests(loaded)]
+    assert answer_all(requests(exported_model), exported_model, exported_backend, 8) == want
+    assert any(want)
+    pieces = []
+    stream_answer(requests(exported_model)[0], exported_model, exported_backend, pieces.append)
+    assert "".join(pieces) == want[0]
