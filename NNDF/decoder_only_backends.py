@@ -24,7 +24,7 @@ def onnxrt_backend(family: ModelFamily, loaded: LoadedModel, cfg: RunConfig, wor
     if layout.ort_fusions and not cfg.fp16 and "decoder" not in cfg.trt.prebuilt_onnx:
         path = ort_optimized(path, layout.ort_fusions, loaded.model.config, workdir)
     session = OrtSession(path, allow_cuda=not cfg.cpu)
-    return CompiledDecoderOnly("onnxrt", session, spec, cfg.generation.use_cache, token_ids(loaded), cfg.graph_precision)
+    return CompiledDecoderOnly("onnxrt", session, spec, token_ids(loaded), cfg.graph_precision)
 
 
 def trt_backend(family: ModelFamily, loaded: LoadedModel, cfg: RunConfig, workdir: WorkingDir) -> CompiledDecoderOnly:
@@ -40,4 +40,4 @@ def trt_backend(family: ModelFamily, loaded: LoadedModel, cfg: RunConfig, workdi
         source = onnx_path(spec, loaded, family, cfg, workdir, form="trt")
         engine = engine_for(source, spec, ranges, cfg.trt, cfg.fp16, workdir, artifact_subdir(family, loaded))
     session = TrtSession(engine, spec, ranges, cfg.trt)
-    return CompiledDecoderOnly("trt", session, spec, cfg.generation.use_cache, token_ids(loaded), cfg.graph_precision)
+    return CompiledDecoderOnly("trt", session, spec, token_ids(loaded), cfg.graph_precision)

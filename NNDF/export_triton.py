@@ -215,5 +215,5 @@ def open_exported(model_dir: Path, device_id: int = 0):
 
         device = torch.device("cuda", device_id) if device_id else None   # None: the session's default, GPU 0
         session = TrtSession(graph_dir / plan, spec, ranges, TrtSettings(), device=device)
-    backend = CompiledDecoderOnly(m["backend"], session, spec, m["with_cache"], token_ids(loaded), m["precision"])
+    backend = CompiledDecoderOnly(m["backend"], session, spec, token_ids(loaded), m["precision"])
     return loaded, backend, GenerationSettings(**m["generation"])

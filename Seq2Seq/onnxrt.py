@@ -11,5 +11,5 @@ from Seq2Seq.Seq2SeqModelConfig import decoder_start_id
 def make_backend(family, loaded, cfg, workdir):
     specs = specs_for(family, loaded, cfg.generation.use_cache)
     sessions = {name: OrtSession(path, allow_cuda=not cfg.cpu) for name, path in onnx_files(family, loaded, cfg, workdir, specs).items()}
-    return CompiledSeq2Seq("onnxrt", sessions, specs, cfg.generation.use_cache, token_ids(loaded), decoder_start_id(loaded),
+    return CompiledSeq2Seq("onnxrt", sessions, specs, token_ids(loaded), decoder_start_id(loaded),
                            cfg.graph_precision)

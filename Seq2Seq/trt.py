@@ -29,7 +29,7 @@ def make_backend(family, loaded, cfg, workdir):
     run = RunSizes.of(cfg)
     ranges = {name: optimization_profiles(spec, cfg.trt, run, loaded.max_positions) for name, spec in specs.items()}
     sessions = trt_sessions(family, loaded, cfg, workdir, specs, ranges)
-    return CompiledSeq2Seq("trt", sessions, specs, cfg.generation.use_cache, token_ids(loaded), decoder_start_id(loaded),
+    return CompiledSeq2Seq("trt", sessions, specs, token_ids(loaded), decoder_start_id(loaded),
                            cfg.graph_precision)
 
 

@@ -11,4 +11,4 @@ from Vision2Seq.export import specs_for
 def make_backend(family, loaded, cfg, workdir):
     specs = specs_for(family, loaded, cfg.generation.use_cache)
     sessions = {name: OrtSession(path, allow_cuda=not cfg.cpu) for name, path in onnx_files(family, loaded, cfg, workdir, specs).items()}
-    return CompiledVision2Seq("onnxrt", sessions, specs, cfg.generation.use_cache, token_ids(loaded), cfg.graph_precision)
+    return CompiledVision2Seq("onnxrt", sessions, specs, token_ids(loaded), cfg.graph_precision)
