@@ -32,7 +32,7 @@ def _random_tiny(mbart: bool):
     return model_class(config), tok
 
 
-BARTModelConfig = seq2seq_family(
+BART_FAMILY = seq2seq_family(
     name="BART", package="BART",
     variants=(Variant("bart-tiny", build_tiny=lambda s: _tiny(s, False)),
               Variant("mbart-tiny", build_tiny=lambda s: _tiny(s, True)))

@@ -3,11 +3,11 @@
 from NNDF.api import Model
 import Seq2Seq.onnxrt
 
-from BART.BARTModelConfig import BARTModelConfig
+from BART.BARTModelConfig import BART_FAMILY
 
 
 def make_backend(loaded, cfg, workdir):
-    return Seq2Seq.onnxrt.make_backend(BARTModelConfig, loaded, cfg, workdir)
+    return Seq2Seq.onnxrt.make_backend(BART_FAMILY, loaded, cfg, workdir)
 
 
 class BARTOnnxRT(Model, family="BART", backend="onnxrt"):

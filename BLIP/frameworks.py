@@ -3,11 +3,11 @@
 from NNDF.api import Model
 import Vision2Seq.frameworks
 
-from BLIP.BLIPModelConfig import BLIPModelConfig
+from BLIP.BLIPModelConfig import BLIP_FAMILY
 
 
 def make_backend(loaded, cfg, workdir):
-    return Vision2Seq.frameworks.make_backend(BLIPModelConfig, loaded, cfg, workdir)
+    return Vision2Seq.frameworks.make_backend(BLIP_FAMILY, loaded, cfg, workdir)
 
 
 class BLIPHF(Model, family="BLIP", backend="frameworks"):

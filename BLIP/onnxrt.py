@@ -3,11 +3,11 @@
 from NNDF.api import Model
 import Vision2Seq.onnxrt
 
-from BLIP.BLIPModelConfig import BLIPModelConfig
+from BLIP.BLIPModelConfig import BLIP_FAMILY
 
 
 def make_backend(loaded, cfg, workdir):
-    return Vision2Seq.onnxrt.make_backend(BLIPModelConfig, loaded, cfg, workdir)
+    return Vision2Seq.onnxrt.make_backend(BLIP_FAMILY, loaded, cfg, workdir)
 
 
 class BLIPOnnxRT(Model, family="BLIP", backend="onnxrt"):

@@ -3,11 +3,11 @@
 from NNDF.api import Model
 import Vision2Seq.trt
 
-from BLIP.BLIPModelConfig import BLIPModelConfig
+from BLIP.BLIPModelConfig import BLIP_FAMILY
 
 
 def make_backend(loaded, cfg, workdir):
-    return Vision2Seq.trt.make_backend(BLIPModelConfig, loaded, cfg, workdir)
+    return Vision2Seq.trt.make_backend(BLIP_FAMILY, loaded, cfg, workdir)
 
 
 class BLIPTRT(Model, family="BLIP", backend="trt"):

@@ -1,9 +1,9 @@
-"""Everything decoder-only families share: graphs, step model, backends.
+"""Everything decoder-only families share: the graph, its step model and backends.
 
-A family (GPT2, OPT, BLOOM, ...) supplies a `DecoderOnlyLayout` with what
+A family (GPT2, OPT, BLOOM, LLAMA) supplies a `DecoderOnlyLayout` with what
 differs (does it take position ids, how its cache tensors are laid out); the
-export wrapper, the cached-decoding step model and the three backends are here
-once.
+export wrapper, the step model (over the shared CachedDecoder) and the compiled
+and PyTorch backends are here once. `decoder_only_family.py` makes them for a family.
 """
 
 from __future__ import annotations

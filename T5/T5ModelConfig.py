@@ -37,7 +37,7 @@ def _random_tiny(flan: bool):
 T5_LAYOUT = Seq2SeqLayout(fp16_keep_fp32_ops=("Pow", "ReduceMean", "Sqrt", "Reciprocal"),
                           fp16_keep_fp32_node_patterns=("DenseReluDense/wo",))
 
-T5ModelConfig = seq2seq_family(
+T5_FAMILY = seq2seq_family(
     name="T5", package="T5",
     variants=(Variant("t5-tiny", build_tiny=lambda s: _tiny(s, False)),
               Variant("flan-t5-tiny", build_tiny=lambda s: _tiny(s, True)))

@@ -15,7 +15,7 @@ from GPT2 import onnxrt as gpt2_onnxrt
 from GPT2 import trt as gpt2_trt
 from NNDF.backends import hf_generation_config
 from NNDF.config import GenerationSettings
-from NNDF.decoder_only_backends import frameworks_backend
+from NNDF.decoder_only_family import frameworks_backend
 from NNDF.generation import leading_pads, process_scores, warp_for_sampling
 from NNDF.pipeline import token_ids
 
