@@ -6,7 +6,7 @@ from NNDF.encoder_decoder import CompiledSeq2Seq
 from NNDF.errors import UsageError
 from NNDF.pipeline import artifact_subdir, token_ids
 
-from Seq2Seq.export import onnx_files, specs_for
+from Seq2Seq.export import graph_paths, specs_for
 from Seq2Seq.Seq2SeqModelConfig import decoder_start_id
 
 
@@ -41,7 +41,7 @@ def trt_sessions(family, loaded, cfg, workdir, specs: dict, ranges: dict) -> dic
 
     engines = prebuilt_engines(cfg, specs)
     if not engines:
-        sources = onnx_files(family, loaded, cfg, workdir, specs, form="trt")
+        sources = graph_paths(family, loaded, cfg, workdir, specs, form="trt")
         engines = {name: engine_for(sources[name], spec, ranges[name], cfg.trt, cfg.fp16, workdir,
                                     artifact_subdir(family, loaded))
                    for name, spec in specs.items()}

@@ -115,7 +115,7 @@ def test_engine_key_reuses_the_recorded_digest_while_size_and_mtime_hold(tmp_pat
     hashed = []
     real = wdmod.file_digest
     monkeypatch.setattr(wdmod, "file_digest", lambda p, *a: hashed.append(Path(p).name) or real(p, *a))
-    monkeypatch.setattr("NNDF.trt_build.onnx_files", lambda path: [path])
+    monkeypatch.setattr("NNDF.trt_build.model_and_data_files", lambda path: [path])
     key = engine_key(f, {}, TrtSettings(), False, {"name": "gpu", "compute_capability": "8.6"}, "11.4")
     assert hashed == [] and key["onnx"]["data.bin"] == real(f)
     f.write_bytes(b"z" * 4096)
