@@ -20,7 +20,7 @@ from NNDF.backends import CompiledBackend, TorchBackend, hf_generation_config, p
 from NNDF.cache_io import cache_from_flat, flat_from_cache
 from NNDF.cached_decoder import CachedDecoder
 from NNDF.generation import GenerationOutput, TokenIds
-from NNDF.onnx_export import GraphSpec
+from NNDF.onnx_export import GraphSpec, padded_mask, random_tensors
 from NNDF.session import Session
 
 
@@ -86,17 +86,14 @@ def decoder_spec(model, layout: DecoderOnlyLayout, with_cache: bool) -> GraphSpe
     def make_inputs(sizes: dict[str, int]) -> dict[str, torch.Tensor]:
         gen = torch.Generator().manual_seed(sum(sizes.values()))
         b, s, p = sizes[BATCH], sizes[SEQ], sizes.get(PAST, 0) if with_cache else 0
-        mask = torch.ones(b, p + s, dtype=torch.int64)
-        if b > 1:  # left-pad row 0 so padded rows are always checked
-            mask[0, : min(2, p + s - 1)] = 0
+        mask = padded_mask(b, p + s, "left")
         kept = sizes.get(KEPT, s)
         feed = {"input_ids": torch.randint(0, config.vocab_size, (b, s), generator=gen), "attention_mask": mask,
                 "logits_index": torch.arange(s - kept, s)}
         if layout.uses_position_ids:
             feed["position_ids"] = torch.from_numpy(positions_from_mask(mask.numpy())[:, p:])
         if with_cache:
-            for name in kv_names("past_key_values", n_layers):
-                feed[name] = torch.randn(kv_shape(config, b, p), generator=gen)
+            feed.update(random_tensors(kv_names("past_key_values", n_layers), kv_shape(config, b, p), gen))
         return feed
 
     trace = {BATCH: 2, SEQ: 3, PAST: 5} if with_cache else {BATCH: 2, SEQ: 7}

@@ -26,7 +26,7 @@ from NNDF.backends import CompiledBackend, TorchBackend, hf_generation_config, t
 from NNDF.cache_io import cache_from_flat, flat_from_cache
 from NNDF.cached_decoder import CachedDecoder
 from NNDF.generation import GenerationOutput, TokenIds
-from NNDF.onnx_export import GraphSpec
+from NNDF.onnx_export import GraphSpec, padded_mask, random_tensors
 from NNDF.session import Session
 from NNDF.torch_placement import Placement
 
@@ -109,13 +109,6 @@ class DecoderWrapper(torch.nn.Module):
         return (out.logits, *flat_from_cache(out.past_key_values.self_attention_cache))
 
 
-def _mask(b: int, length: int) -> torch.Tensor:
-    mask = torch.ones(b, length, dtype=torch.int64)
-    if b > 1:  # pad row 0 on the right, as tokenizers pad encoder inputs
-        mask[0, max(1, length - 2):] = 0
-    return mask
-
-
 def graph_specs(model, layout: Seq2SeqLayout) -> dict[str, GraphSpec]:
     """encoder, cache_generator, decoder (cached) and decoder_nocache."""
     config = model.config
@@ -131,7 +124,7 @@ def graph_specs(model, layout: Seq2SeqLayout) -> dict[str, GraphSpec]:
 
     def encoder_inputs(s):
         return {"input_ids": torch.randint(0, vocab, (s[BATCH], s[ENC]), generator=gen(s)),
-                "attention_mask": _mask(s[BATCH], s[ENC])}
+                "attention_mask": padded_mask(s[BATCH], s[ENC], "right")}
 
     def states(s):
         return torch.randn(s[BATCH], s[ENC], hidden, generator=gen(s))
@@ -139,14 +132,12 @@ def graph_specs(model, layout: Seq2SeqLayout) -> dict[str, GraphSpec]:
     def decoder_inputs(s, with_cache):
         g = gen(s)
         feed = {"input_ids": torch.randint(0, vocab, (s[BATCH], s[SEQ]), generator=g),
-                "encoder_attention_mask": _mask(s[BATCH], s[ENC])}
+                "encoder_attention_mask": padded_mask(s[BATCH], s[ENC], "right")}
         if not with_cache:
             feed["encoder_hidden_states"] = torch.randn(s[BATCH], s[ENC], hidden, generator=g)
             return feed
-        for name in past:
-            feed[name] = torch.randn(s[BATCH], heads, s[PAST], head_dim, generator=g)
-        for name in cross:
-            feed[name] = torch.randn(s[BATCH], heads, s[ENC], head_dim, generator=g)
+        feed.update(random_tensors(past, (s[BATCH], heads, s[PAST], head_dim), g))
+        feed.update(random_tensors(cross, (s[BATCH], heads, s[ENC], head_dim), g))
         return feed
 
     return {
