@@ -1,4 +1,4 @@
-"""BLOOM on PyTorch (HuggingFace generate, the reference), made by the shared decoder-only code (NNDF/decoder_only_family.py)."""
+"""BLOOM on PyTorch (HuggingFace generate, the reference): made by NNDF/decoder_only_family.py."""
 from NNDF.api import Model
 from BLOOM.BLOOMModelConfig import BLOOM_FAMILY
 
@@ -6,4 +6,5 @@ make_backend = BLOOM_FAMILY.frameworks
 
 
 class BLOOMHF(Model, family="BLOOM", backend="frameworks"):
-    """BLOOM and BLOOMZ on PyTorch (HuggingFace generate, the reference); keyword arguments are run.py's flags (NNDF.api)."""
+    """BLOOM and BLOOMZ on PyTorch (HuggingFace generate, the reference). Keyword arguments are run.py's flags
+    (NNDF.api)."""

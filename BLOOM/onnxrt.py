@@ -1,4 +1,4 @@
-"""BLOOM on ONNX Runtime, made by the shared decoder-only code (NNDF/decoder_only_family.py)."""
+"""BLOOM on ONNX Runtime: made by NNDF/decoder_only_family.py."""
 from NNDF.api import Model
 from BLOOM.BLOOMModelConfig import BLOOM_FAMILY
 
@@ -6,4 +6,4 @@ make_backend = BLOOM_FAMILY.onnxrt
 
 
 class BLOOMOnnxRT(Model, family="BLOOM", backend="onnxrt"):
-    """BLOOM and BLOOMZ on ONNX Runtime; keyword arguments are run.py's flags (NNDF.api)."""
+    """BLOOM and BLOOMZ on ONNX Runtime. Keyword arguments are run.py's flags (NNDF.api)."""

@@ -1,4 +1,4 @@
-"""BLOOM on TensorRT, made by the shared decoder-only code (NNDF/decoder_only_family.py)."""
+"""BLOOM on TensorRT: made by NNDF/decoder_only_family.py."""
 from NNDF.api import Model
 from BLOOM.BLOOMModelConfig import BLOOM_FAMILY
 
@@ -6,4 +6,4 @@ make_backend = BLOOM_FAMILY.trt
 
 
 class BLOOMTRT(Model, family="BLOOM", backend="trt"):
-    """BLOOM and BLOOMZ on TensorRT; keyword arguments are run.py's flags (NNDF.api)."""
+    """BLOOM and BLOOMZ on TensorRT. Keyword arguments are run.py's flags (NNDF.api)."""

@@ -1,4 +1,4 @@
-"""GPT2 on PyTorch (HuggingFace generate, the reference), made by the shared decoder-only code (NNDF/decoder_only_family.py)."""
+"""GPT2 on PyTorch (HuggingFace generate, the reference): made by NNDF/decoder_only_family.py."""
 from NNDF.api import Model
 from GPT2.GPT2ModelConfig import GPT2_FAMILY
 
@@ -6,4 +6,5 @@ make_backend = GPT2_FAMILY.frameworks
 
 
 class GPT2HF(Model, family="GPT2", backend="frameworks"):
-    """GPT2 (and GPT-Neo, GPT-J, GPT-NeoX, Cerebras-GPT) on PyTorch (HuggingFace generate, the reference); keyword arguments are run.py's flags (NNDF.api)."""
+    """GPT2 (and GPT-Neo, GPT-J, GPT-NeoX, Cerebras-GPT) on PyTorch (HuggingFace generate, the reference). Keyword
+    arguments are run.py's flags (NNDF.api)."""

@@ -1,4 +1,4 @@
-"""GPT2 on ONNX Runtime, made by the shared decoder-only code (NNDF/decoder_only_family.py)."""
+"""GPT2 on ONNX Runtime: made by NNDF/decoder_only_family.py."""
 from NNDF.api import Model
 from GPT2.GPT2ModelConfig import GPT2_FAMILY
 
@@ -6,4 +6,5 @@ make_backend = GPT2_FAMILY.onnxrt
 
 
 class GPT2OnnxRT(Model, family="GPT2", backend="onnxrt"):
-    """GPT2 (and GPT-Neo, GPT-J, GPT-NeoX, Cerebras-GPT) on ONNX Runtime; keyword arguments are run.py's flags (NNDF.api)."""
+    """GPT2 (and GPT-Neo, GPT-J, GPT-NeoX, Cerebras-GPT) on ONNX Runtime. Keyword arguments are run.py's flags
+    (NNDF.api)."""

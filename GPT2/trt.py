@@ -1,4 +1,4 @@
-"""GPT2 on TensorRT, made by the shared decoder-only code (NNDF/decoder_only_family.py)."""
+"""GPT2 on TensorRT: made by NNDF/decoder_only_family.py."""
 from NNDF.api import Model
 from GPT2.GPT2ModelConfig import GPT2_FAMILY
 
@@ -6,4 +6,5 @@ make_backend = GPT2_FAMILY.trt
 
 
 class GPT2TRT(Model, family="GPT2", backend="trt"):
-    """GPT2 (and GPT-Neo, GPT-J, GPT-NeoX, Cerebras-GPT) on TensorRT; keyword arguments are run.py's flags (NNDF.api)."""
+    """GPT2 (and GPT-Neo, GPT-J, GPT-NeoX, Cerebras-GPT) on TensorRT. Keyword arguments are run.py's flags
+    (NNDF.api)."""

@@ -1,4 +1,4 @@
-"""OPT on PyTorch (HuggingFace generate, the reference), made by the shared decoder-only code (NNDF/decoder_only_family.py)."""
+"""OPT on PyTorch (HuggingFace generate, the reference): made by NNDF/decoder_only_family.py."""
 from NNDF.api import Model
 from OPT.OPTModelConfig import OPT_FAMILY
 
@@ -6,4 +6,4 @@ make_backend = OPT_FAMILY.frameworks
 
 
 class OPTHF(Model, family="OPT", backend="frameworks"):
-    """OPT on PyTorch (HuggingFace generate, the reference); keyword arguments are run.py's flags (NNDF.api)."""
+    """OPT on PyTorch (HuggingFace generate, the reference). Keyword arguments are run.py's flags (NNDF.api)."""

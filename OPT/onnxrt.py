@@ -1,4 +1,4 @@
-"""OPT on ONNX Runtime, made by the shared decoder-only code (NNDF/decoder_only_family.py)."""
+"""OPT on ONNX Runtime: made by NNDF/decoder_only_family.py."""
 from NNDF.api import Model
 from OPT.OPTModelConfig import OPT_FAMILY
 
@@ -6,4 +6,4 @@ make_backend = OPT_FAMILY.onnxrt
 
 
 class OPTOnnxRT(Model, family="OPT", backend="onnxrt"):
-    """OPT on ONNX Runtime; keyword arguments are run.py's flags (NNDF.api)."""
+    """OPT on ONNX Runtime. Keyword arguments are run.py's flags (NNDF.api)."""

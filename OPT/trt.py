@@ -1,4 +1,4 @@
-"""OPT on TensorRT, made by the shared decoder-only code (NNDF/decoder_only_family.py)."""
+"""OPT on TensorRT: made by NNDF/decoder_only_family.py."""
 from NNDF.api import Model
 from OPT.OPTModelConfig import OPT_FAMILY
 
@@ -6,4 +6,4 @@ make_backend = OPT_FAMILY.trt
 
 
 class OPTTRT(Model, family="OPT", backend="trt"):
-    """OPT on TensorRT; keyword arguments are run.py's flags (NNDF.api)."""
+    """OPT on TensorRT. Keyword arguments are run.py's flags (NNDF.api)."""

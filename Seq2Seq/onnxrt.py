@@ -2,10 +2,9 @@
 
 from NNDF.encoder_decoder import CompiledSeq2Seq
 from NNDF.ort_session import OrtSession
-from NNDF.pipeline import token_ids
+from NNDF.pipeline import decoder_start_id, token_ids
 
 from Seq2Seq.export import graph_paths, specs_for
-from Seq2Seq.Seq2SeqModelConfig import decoder_start_id
 
 
 def make_backend(family, loaded, cfg, workdir):

@@ -4,10 +4,9 @@ from NNDF import trt_env
 from NNDF.axes import RunSizes
 from NNDF.encoder_decoder import CompiledSeq2Seq
 from NNDF.errors import UsageError
-from NNDF.pipeline import artifact_subdir, token_ids
+from NNDF.pipeline import artifact_subdir, decoder_start_id, token_ids
 
 from Seq2Seq.export import graph_paths, specs_for
-from Seq2Seq.Seq2SeqModelConfig import decoder_start_id
 
 
 def prebuilt_engines(cfg, graphs) -> dict:

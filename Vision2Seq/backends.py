@@ -9,6 +9,8 @@ vision side never runs num_beams times.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 from transformers import LogitsProcessorList
@@ -23,7 +25,9 @@ from NNDF.onnx_export import GraphSpec
 from NNDF.session import Session
 from NNDF.torch_placement import Placement
 from Vision2Seq.export import Vision2SeqLayout
-from Vision2Seq.Vision2SeqModelConfig import ImagePrompts
+
+if TYPE_CHECKING:   # the family module makes its backends from here, so it is not imported at load time
+    from Vision2Seq.Vision2SeqModelConfig import ImagePrompts
 
 
 
