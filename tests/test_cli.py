@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-import run as run_py
 from conftest import ROOT, call, one_line_error
 from NNDF.checkpoint import outputs_match
 

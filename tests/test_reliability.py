@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 
-import run as run_py
 from conftest import ROOT, call, one_line_error
 from NNDF import workdir as wdmod
 from NNDF.errors import UsageError
