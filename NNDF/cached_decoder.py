@@ -38,12 +38,13 @@ def decode_capacity(prompt_len: int, new_tokens: int, past_max: int | None) -> i
 class DecoderState:
     """Where one generation stands in the decoder."""
 
-    context: dict[str, Handle] = field(default_factory=dict)   # fed unchanged every step (encoder mask,
-    #                                                             cross keys/values, or encoder states)
+    # Inputs fed unchanged at every step: the encoder's mask, cross-attention keys/values or, without
+    # a cache, the encoder's states. Never reordered: beams of one input share them.
+    context: dict[str, Handle] = field(default_factory=dict)
     past: list[Handle] = field(default_factory=list)    # self-attention keys/values, one per past input
-    seen: int = 0                                      # decoder tokens already in `past`
-    fixed: list[Handle] | None = None                  # fixed-capacity buffers (see CachedDecoder)
-    pending: list[Handle] | None = None                # presents not yet moved into `fixed`
+    seen: int = 0                                       # decoder tokens already in `past`
+    fixed: list[Handle] | None = None                   # fixed-capacity buffers (see CachedDecoder)
+    pending: list[Handle] | None = None                 # presents not yet moved into `fixed`
 
 
 class CachedDecoder:
