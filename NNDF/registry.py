@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import importlib
-
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from NNDF.config import RunConfig
 from NNDF.errors import UsageError
-from NNDF.family import ModelFamily
+
+if TYPE_CHECKING:   # families import this module (to name the family another model type fits); it imports them by name
+    from NNDF.family import ModelFamily
 
 FAMILIES = {
     "GPT2": "GPT2.GPT2ModelConfig:GPT2_FAMILY",   # also GPT-Neo, GPT-J, GPT-NeoX, Cerebras-GPT
