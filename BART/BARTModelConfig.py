@@ -7,7 +7,7 @@ from NNDF.family import Variant
 from NNDF.tiny_training import trained_tiny
 from NNDF.tokenizer import bart_style_tokenizer
 
-from Seq2Seq.Seq2SeqModelConfig import seq2seq_family
+from Seq2Seq.Seq2SeqModelConfig import Seq2SeqFamily
 
 HUB_VARIANTS = ("facebook/bart-base", "facebook/bart-large", "facebook/bart-large-cnn", "facebook/mbart-large-50")
 
@@ -32,7 +32,7 @@ def _random_tiny(mbart: bool):
     return model_class(config), tok
 
 
-BARTModelConfig = seq2seq_family(
+BART_FAMILY = Seq2SeqFamily(
     name="BART", package="BART",
     variants=(Variant("bart-tiny", build_tiny=lambda s: _tiny(s, False)),
               Variant("mbart-tiny", build_tiny=lambda s: _tiny(s, True)))

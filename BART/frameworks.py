@@ -1,8 +1,10 @@
-"""BART on PyTorch."""
-
+"""BART on PyTorch (HuggingFace generate, the reference): made by Seq2Seq/frameworks.py."""
 from NNDF.api import Model
-from Seq2Seq.frameworks import make_backend  # noqa: F401  (BART needs nothing of its own here)
+from BART.BARTModelConfig import BART_FAMILY
+
+make_backend = BART_FAMILY.frameworks
 
 
 class BARTHF(Model, family="BART", backend="frameworks"):
-    """BART and mBART on PyTorch (HuggingFace generate); the Python API for scripts and notebooks (NNDF.api)."""
+    """BART and mBART on PyTorch (HuggingFace generate, the reference). Keyword arguments are run.py's flags
+    (NNDF.api)."""

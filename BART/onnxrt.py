@@ -1,14 +1,9 @@
-"""BART on ONNX Runtime."""
-
+"""BART on ONNX Runtime: made by Seq2Seq/onnxrt.py."""
 from NNDF.api import Model
-import Seq2Seq.onnxrt
+from BART.BARTModelConfig import BART_FAMILY
 
-from BART.BARTModelConfig import BARTModelConfig
-
-
-def make_backend(loaded, cfg, workdir):
-    return Seq2Seq.onnxrt.make_backend(BARTModelConfig, loaded, cfg, workdir)
+make_backend = BART_FAMILY.onnxrt
 
 
 class BARTOnnxRT(Model, family="BART", backend="onnxrt"):
-    """BART and mBART on ONNX Runtime; the Python API for scripts and notebooks (NNDF.api)."""
+    """BART and mBART on ONNX Runtime. Keyword arguments are run.py's flags (NNDF.api)."""

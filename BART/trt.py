@@ -1,14 +1,9 @@
-"""BART on TensorRT."""
-
+"""BART on TensorRT: made by Seq2Seq/trt.py."""
 from NNDF.api import Model
-import Seq2Seq.trt
+from BART.BARTModelConfig import BART_FAMILY
 
-from BART.BARTModelConfig import BARTModelConfig
-
-
-def make_backend(loaded, cfg, workdir):
-    return Seq2Seq.trt.make_backend(BARTModelConfig, loaded, cfg, workdir)
+make_backend = BART_FAMILY.trt
 
 
 class BARTTRT(Model, family="BART", backend="trt"):
-    """BART and mBART on TensorRT; the Python API for scripts and notebooks (NNDF.api)."""
+    """BART and mBART on TensorRT. Keyword arguments are run.py's flags (NNDF.api)."""

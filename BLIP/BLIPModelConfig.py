@@ -47,7 +47,7 @@ BLIP_LAYOUT = Vision2SeqLayout(
     hf_generate=_hf_generate,
 )
 
-BLIPModelConfig = Vision2SeqFamily(
+BLIP_FAMILY = Vision2SeqFamily(
     name="BLIP", package="BLIP",
     variants=(Variant("blip-tiny", build_tiny=build_tiny),)
     + tuple(Variant(v.split("/")[-1], v, f"{v.split('/')[-1]}.json") for v in HUB_VARIANTS),

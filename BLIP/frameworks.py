@@ -1,15 +1,10 @@
-"""BLIP on PyTorch (HF generate)."""
-
+"""BLIP on PyTorch (HuggingFace generate, the reference): made by Vision2Seq/frameworks.py."""
 from NNDF.api import Model
-import Vision2Seq.frameworks
+from BLIP.BLIPModelConfig import BLIP_FAMILY
 
-from BLIP.BLIPModelConfig import BLIPModelConfig
-
-
-def make_backend(loaded, cfg, workdir):
-    return Vision2Seq.frameworks.make_backend(BLIPModelConfig, loaded, cfg, workdir)
+make_backend = BLIP_FAMILY.frameworks
 
 
 class BLIPHF(Model, family="BLIP", backend="frameworks"):
-    """BLIP on PyTorch (HF generate), for scripts and notebooks; a prompt is `IMAGE` or `IMAGE | caption prefix`
-    (keyword arguments are run.py's flags; see NNDF.api)."""
+    """BLIP on PyTorch (HuggingFace generate, the reference). Keyword arguments are run.py's flags (NNDF.api).
+    A prompt is `IMAGE` or `IMAGE | caption prefix`."""

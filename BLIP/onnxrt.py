@@ -1,15 +1,10 @@
-"""BLIP on ONNX Runtime."""
-
+"""BLIP on ONNX Runtime: made by Vision2Seq/onnxrt.py."""
 from NNDF.api import Model
-import Vision2Seq.onnxrt
+from BLIP.BLIPModelConfig import BLIP_FAMILY
 
-from BLIP.BLIPModelConfig import BLIPModelConfig
-
-
-def make_backend(loaded, cfg, workdir):
-    return Vision2Seq.onnxrt.make_backend(BLIPModelConfig, loaded, cfg, workdir)
+make_backend = BLIP_FAMILY.onnxrt
 
 
 class BLIPOnnxRT(Model, family="BLIP", backend="onnxrt"):
-    """BLIP on ONNX Runtime, for scripts and notebooks; a prompt is `IMAGE` or `IMAGE | caption prefix`
-    (keyword arguments are run.py's flags; see NNDF.api)."""
+    """BLIP on ONNX Runtime. Keyword arguments are run.py's flags (NNDF.api).
+    A prompt is `IMAGE` or `IMAGE | caption prefix`."""

@@ -1,15 +1,10 @@
-"""BLIP on TensorRT."""
-
+"""BLIP on TensorRT: made by Vision2Seq/trt.py."""
 from NNDF.api import Model
-import Vision2Seq.trt
+from BLIP.BLIPModelConfig import BLIP_FAMILY
 
-from BLIP.BLIPModelConfig import BLIPModelConfig
-
-
-def make_backend(loaded, cfg, workdir):
-    return Vision2Seq.trt.make_backend(BLIPModelConfig, loaded, cfg, workdir)
+make_backend = BLIP_FAMILY.trt
 
 
 class BLIPTRT(Model, family="BLIP", backend="trt"):
-    """BLIP on TensorRT, for scripts and notebooks; a prompt is `IMAGE` or `IMAGE | caption prefix`
-    (keyword arguments are run.py's flags; see NNDF.api)."""
+    """BLIP on TensorRT. Keyword arguments are run.py's flags (NNDF.api).
+    A prompt is `IMAGE` or `IMAGE | caption prefix`."""

@@ -1,9 +1,10 @@
 """BLOOM and BLOOMZ: variants, the tiny offline model, and what their graphs look like."""
 
-from transformers import AutoModelForCausalLM, BloomConfig, BloomForCausalLM
+from transformers import BloomConfig, BloomForCausalLM
 
 from NNDF.decoder_only import DecoderOnlyLayout
-from NNDF.family import ModelFamily, Variant
+from NNDF.decoder_only_family import DecoderOnlyFamily
+from NNDF.family import Variant
 from NNDF.tokenizer import gpt2_style_tokenizer
 
 SIZES = ("560m", "1b1", "1b7", "3b", "7b1")
@@ -31,13 +32,11 @@ BLOOM_LAYOUT = DecoderOnlyLayout(uses_position_ids=False, fp16_keep_fp32_ops=("S
 # BLOOMZ is BLOOM fine-tuned on instructions: the same architecture, so the same config file.
 _HUB = [(f"bloom-{s}", f"bigscience/bloom-{s}") for s in SIZES] + [(f"bloomz-{s}", f"bigscience/bloomz-{s}") for s in SIZES]
 
-BLOOMModelConfig = ModelFamily(
+BLOOM_FAMILY = DecoderOnlyFamily(
     name="BLOOM",
     package="BLOOM",
     variants=(Variant("bloom-tiny", build_tiny=build_tiny),)
     + tuple(Variant(name, hub, f"bloom-{name.split('-')[1]}.json") for name, hub in _HUB),
-    model_class=AutoModelForCausalLM,
-    fallback_tokenizer=lambda: gpt2_style_tokenizer(512),
     max_positions=lambda config: getattr(config, "seq_length", TRAINED_LENGTH),
     layouts={"default": BLOOM_LAYOUT},
     model_types=("bloom",),

@@ -1,11 +1,4 @@
-"""BLOOM graphs: the decoder with and without KV cache, on the shared decoder-only exporter."""
+"""BLOOM graphs: the shared decoder-only graph, with and without KV cache, in BLOOM's layout."""
+from BLOOM.BLOOMModelConfig import BLOOM_FAMILY
 
-from NNDF.decoder_only import decoder_spec
-from NNDF.family import LoadedModel
-from NNDF.onnx_export import GraphSpec
-
-from BLOOM.BLOOMModelConfig import BLOOMModelConfig
-
-
-def decoder_graph(loaded: LoadedModel, use_cache: bool) -> GraphSpec:
-    return decoder_spec(loaded.model, BLOOMModelConfig.layout(loaded), with_cache=use_cache)
+decoder_graph = BLOOM_FAMILY.decoder_graph

@@ -1,12 +1,10 @@
-"""BLOOM on PyTorch (HuggingFace generate): the reference backend."""
-
+"""BLOOM on PyTorch (HuggingFace generate, the reference): made by NNDF/decoder_only_family.py."""
 from NNDF.api import Model
-from NNDF.decoder_only_backends import frameworks_backend
+from BLOOM.BLOOMModelConfig import BLOOM_FAMILY
 
-
-def make_backend(loaded, cfg, workdir):
-    return frameworks_backend(loaded, cfg)
+make_backend = BLOOM_FAMILY.frameworks
 
 
 class BLOOMHF(Model, family="BLOOM", backend="frameworks"):
-    """BLOOM on PyTorch (HuggingFace generate); the Python API for scripts and notebooks (NNDF.api)."""
+    """BLOOM and BLOOMZ on PyTorch (HuggingFace generate, the reference). Keyword arguments are run.py's flags
+    (NNDF.api)."""

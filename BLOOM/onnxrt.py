@@ -1,14 +1,9 @@
-"""BLOOM on ONNX Runtime, with or without the KV cache."""
-
+"""BLOOM on ONNX Runtime: made by NNDF/decoder_only_family.py."""
 from NNDF.api import Model
-from NNDF.decoder_only_backends import onnxrt_backend
+from BLOOM.BLOOMModelConfig import BLOOM_FAMILY
 
-from BLOOM.BLOOMModelConfig import BLOOMModelConfig
-
-
-def make_backend(loaded, cfg, workdir):
-    return onnxrt_backend(BLOOMModelConfig, loaded, cfg, workdir)
+make_backend = BLOOM_FAMILY.onnxrt
 
 
 class BLOOMOnnxRT(Model, family="BLOOM", backend="onnxrt"):
-    """BLOOM on ONNX Runtime; the Python API for scripts and notebooks (NNDF.api)."""
+    """BLOOM and BLOOMZ on ONNX Runtime. Keyword arguments are run.py's flags (NNDF.api)."""

@@ -1,14 +1,9 @@
-"""BLOOM on TensorRT: engines built from the same ONNX graphs onnxrt runs."""
-
+"""BLOOM on TensorRT: made by NNDF/decoder_only_family.py."""
 from NNDF.api import Model
-from NNDF.decoder_only_backends import trt_backend
+from BLOOM.BLOOMModelConfig import BLOOM_FAMILY
 
-from BLOOM.BLOOMModelConfig import BLOOMModelConfig
-
-
-def make_backend(loaded, cfg, workdir):
-    return trt_backend(BLOOMModelConfig, loaded, cfg, workdir)
+make_backend = BLOOM_FAMILY.trt
 
 
 class BLOOMTRT(Model, family="BLOOM", backend="trt"):
-    """BLOOM on TensorRT; the Python API for scripts and notebooks (NNDF.api)."""
+    """BLOOM and BLOOMZ on TensorRT. Keyword arguments are run.py's flags (NNDF.api)."""

@@ -5,15 +5,15 @@ only in details a layout declares, so they are variant groups here, each variant
 `arch` (HF model_type; Cerebras-GPT *is* GPT2, so "default").
 """
 
-from transformers import (AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, GPTJConfig, GPTJForCausalLM,
+from transformers import (GPT2Config, GPT2LMHeadModel, GPTJConfig, GPTJForCausalLM,
                           GPTNeoConfig, GPTNeoForCausalLM, GPTNeoXConfig, GPTNeoXForCausalLM)
 
 from NNDF.decoder_only import DecoderOnlyLayout
-from NNDF.family import ModelFamily, Variant, tiny_decoder
-from NNDF.tokenizer import gpt2_style_tokenizer
+from NNDF.decoder_only_family import DecoderOnlyFamily
+from NNDF.family import Variant, hub_variants, tiny_decoder
 
 HUB_VARIANTS = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
-# hub id -> arch; the variant name is the part after the "/", its shipped config that name + ".json"
+# hub id -> arch
 RELATIVES = {
     **{f"EleutherAI/gpt-neo-{s}": "gpt_neo" for s in ("125m", "1.3B", "2.7B")},
     "EleutherAI/gpt-j-6b": "gptj",
@@ -59,20 +59,17 @@ GPT2_LAYOUT = DecoderOnlyLayout(ort_fusions="gpt2")
 # its own: it is GPT2 with exact GELU, so gpt2-tiny exercises its graph.)
 RELATIVE_LAYOUT = DecoderOnlyLayout(fp16_keep_fp32_ops=("Softmax",))
 
-GPT2ModelConfig = ModelFamily(
+GPT2_FAMILY = DecoderOnlyFamily(
     name="GPT2",
     package="GPT2",
     variants=(
         Variant("gpt2-tiny", build_tiny=build_tiny),  # first: the family default
-        *(Variant(v, v, f"{v}.json") for v in HUB_VARIANTS),
+        *hub_variants(HUB_VARIANTS),
         Variant("gpt-neo-tiny", arch="gpt_neo", build_tiny=build_tiny_gpt_neo),
         Variant("gptj-tiny", arch="gptj", build_tiny=build_tiny_gptj),
         Variant("gpt-neox-tiny", arch="gpt_neox", build_tiny=build_tiny_gpt_neox),
-        *(Variant(h.split("/")[1], h, f"{h.split('/')[1]}.json", arch=a) for h, a in RELATIVES.items()),
+        *hub_variants(RELATIVES),
     ),
-    model_class=AutoModelForCausalLM,
-    fallback_tokenizer=lambda: gpt2_style_tokenizer(512),
-    max_positions=lambda config: config.max_position_embeddings,
     layouts={"default": GPT2_LAYOUT, "gpt_neo": RELATIVE_LAYOUT, "gptj": RELATIVE_LAYOUT, "gpt_neox": RELATIVE_LAYOUT},
     model_types=("gpt2", "gpt_neo", "gptj", "gpt_neox"),
 )

@@ -1,11 +1,4 @@
-"""GPT2 graphs: the decoder with and without KV cache, on the shared decoder-only exporter."""
+"""GPT2 graphs: the shared decoder-only graph, with and without KV cache, in GPT2's layout."""
+from GPT2.GPT2ModelConfig import GPT2_FAMILY
 
-from NNDF.decoder_only import decoder_spec
-from NNDF.family import LoadedModel
-from NNDF.onnx_export import GraphSpec
-
-from GPT2.GPT2ModelConfig import GPT2ModelConfig
-
-
-def decoder_graph(loaded: LoadedModel, use_cache: bool) -> GraphSpec:
-    return decoder_spec(loaded.model, GPT2ModelConfig.layout(loaded), with_cache=use_cache)
+decoder_graph = GPT2_FAMILY.decoder_graph

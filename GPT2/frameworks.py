@@ -1,13 +1,10 @@
-"""GPT2 on PyTorch (HuggingFace generate): the reference backend."""
-
+"""GPT2 on PyTorch (HuggingFace generate, the reference): made by NNDF/decoder_only_family.py."""
 from NNDF.api import Model
-from NNDF.decoder_only_backends import frameworks_backend
+from GPT2.GPT2ModelConfig import GPT2_FAMILY
 
-
-def make_backend(loaded, cfg, workdir):
-    return frameworks_backend(loaded, cfg)
+make_backend = GPT2_FAMILY.frameworks
 
 
 class GPT2HF(Model, family="GPT2", backend="frameworks"):
-    """GPT2 (and GPT-Neo, GPT-J, GPT-NeoX, Cerebras-GPT) on PyTorch (HuggingFace generate), for scripts and notebooks
-    (keyword arguments are run.py's flags; see NNDF.api)."""
+    """GPT2 (and GPT-Neo, GPT-J, GPT-NeoX, Cerebras-GPT) on PyTorch (HuggingFace generate, the reference). Keyword
+    arguments are run.py's flags (NNDF.api)."""

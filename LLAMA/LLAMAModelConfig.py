@@ -1,28 +1,27 @@
-"""Llama-style decoders (Llama 2/3, TinyLlama, SmolLM2, Mistral, Qwen2): rotary positions,
-grouped-query attention, RMSNorm and SwiGLU. One layout serves all three model types: the KV
-shape comes from the config, and the rest is the shared decoder-only graph."""
+"""Llama-style decoders (Llama 2/3, TinyLlama, SmolLM2, Mistral, Qwen2): rotary positions, grouped-query
+attention, RMSNorm and SwiGLU. One layout serves the three model types: the KV shape comes from the config."""
 
 import torch
-from transformers import (AutoModelForCausalLM, DynamicCache, LlamaConfig, LlamaForCausalLM, MistralConfig,
-                          MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM)
+from transformers import (LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM,
+                          Qwen2Config, Qwen2ForCausalLM)
 
 from NNDF.decoder_only import DecoderOnlyLayout
-from NNDF.family import ModelFamily, Variant, tiny_decoder
-from NNDF.tokenizer import gpt2_style_tokenizer
+from NNDF.decoder_only_family import DecoderOnlyFamily
+from NNDF.family import Variant, hub_variants, tiny_decoder
 
 HUB = {"meta-llama/Llama-2-7b-hf": "llama", "meta-llama/Llama-3.2-1B": "llama", "TinyLlama/TinyLlama-1.1B-Chat-v1.0": "llama",
        "HuggingFaceTB/SmolLM2-135M": "llama", "HuggingFaceTB/SmolLM2-360M": "llama",
        "mistralai/Mistral-7B-v0.1": "mistral", "Qwen/Qwen2-0.5B": "qwen2", "Qwen/Qwen2.5-1.5B": "qwen2"}
 # Two layers, 64 wide; weights drawn wide (std 0.2) so greedy decoding has clear winners.
 TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, max_position_embeddings=128, initializer_range=0.2)
+LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
+               "high_freq_factor": 4.0, "original_max_position_embeddings": 16}
 
 
 def build_tiny_llama(seed: int):
     """Grouped-query attention 4:1 (8 heads, 2 KV heads), untied embeddings, llama3 rope scaling."""
-    rope = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
-            "high_freq_factor": 4.0, "original_max_position_embeddings": 16}
     return tiny_decoder(LlamaConfig, LlamaForCausalLM, num_attention_heads=8, num_key_value_heads=2,
-                        tie_word_embeddings=False, rope_parameters=rope, **TINY)
+                        tie_word_embeddings=False, rope_parameters=LLAMA3_ROPE, **TINY)
 
 
 def build_tiny_qwen2(seed: int):
@@ -41,13 +40,6 @@ def build_tiny_mistral(seed: int):
                         sliding_window=256, **TINY)
 
 
-def max_positions(config) -> int:
-    """The trained length, or a sliding window if the model has one: the exported graph keeps every
-    position in its cache, and attention past a window is not verified."""
-    sliding = any(getattr(layer, "is_sliding", False) for layer in DynamicCache(config=config).layers)
-    return min(config.max_position_embeddings, config.sliding_window) if sliding else config.max_position_embeddings
-
-
 # HF computes RMSNorm's variance, the rotary angles and the attention softmax in fp32 whatever the
 # model's dtype; an fp16 graph keeps those nodes (named by their module paths) in fp32 too. ONNX
 # Runtime's GPT2 pass fuses RMSNorm with its residual add (SkipSimplifiedLayerNormalization);
@@ -55,15 +47,10 @@ def max_positions(config) -> int:
 LLAMA_LAYOUT = DecoderOnlyLayout(fp16_keep_fp32_ops=("Softmax",), ort_fusions="gpt2", ort_rotary=True,
                                  fp16_keep_fp32_node_patterns=("layernorm/", "/norm/", "/rotary_emb/"))
 
-LLAMAModelConfig = ModelFamily(
-    name="LLAMA",
-    package="LLAMA",
+LLAMA_FAMILY = DecoderOnlyFamily(
+    name="LLAMA", package="LLAMA",
     variants=(Variant("llama-tiny", arch="llama", build_tiny=build_tiny_llama),
               Variant("qwen2-tiny", arch="qwen2", build_tiny=build_tiny_qwen2),
-              Variant("mistral-tiny", arch="mistral", build_tiny=build_tiny_mistral),
-              *(Variant(h.split("/")[1], h, f"{h.split('/')[1]}.json", arch=a) for h, a in HUB.items())),
-    model_class=AutoModelForCausalLM,
-    fallback_tokenizer=lambda: gpt2_style_tokenizer(512),
-    max_positions=max_positions,
-    layouts={arch: LLAMA_LAYOUT for arch in ("default", "llama", "mistral", "qwen2")},
+              Variant("mistral-tiny", arch="mistral", build_tiny=build_tiny_mistral), *hub_variants(HUB)),
+    layouts=dict.fromkeys(("default", "llama", "mistral", "qwen2"), LLAMA_LAYOUT),
 )

@@ -1,9 +1,4 @@
-"""LLAMA graphs: the decoder with and without KV cache, on the shared decoder-only exporter."""
+"""LLAMA graphs: the shared decoder-only graph, with and without KV cache, in LLAMA's layout."""
+from LLAMA.LLAMAModelConfig import LLAMA_FAMILY
 
-from NNDF.decoder_only import decoder_spec
-
-from LLAMA.LLAMAModelConfig import LLAMAModelConfig
-
-
-def decoder_graph(loaded, use_cache: bool):
-    return decoder_spec(loaded.model, LLAMAModelConfig.layout(loaded), with_cache=use_cache)
+decoder_graph = LLAMA_FAMILY.decoder_graph

@@ -1,13 +1,10 @@
-"""LLAMA on PyTorch (HuggingFace generate): the reference backend."""
-
+"""LLAMA on PyTorch (HuggingFace generate, the reference): made by NNDF/decoder_only_family.py."""
 from NNDF.api import Model
-from NNDF.decoder_only_backends import frameworks_backend
+from LLAMA.LLAMAModelConfig import LLAMA_FAMILY
 
-
-def make_backend(loaded, cfg, workdir):
-    return frameworks_backend(loaded, cfg)
+make_backend = LLAMA_FAMILY.frameworks
 
 
 class LLAMAHF(Model, family="LLAMA", backend="frameworks"):
-    """Llama-style models on PyTorch (HuggingFace generate), for scripts and notebooks
-    (keyword arguments are run.py's flags; see NNDF.api)."""
+    """Llama-style models (Llama, Mistral, Qwen2) on PyTorch (HuggingFace generate, the reference). Keyword
+    arguments are run.py's flags (NNDF.api)."""

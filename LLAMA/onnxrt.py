@@ -1,15 +1,9 @@
-"""LLAMA on ONNX Runtime, with or without the KV cache."""
-
-from functools import partial
-
+"""LLAMA on ONNX Runtime: made by NNDF/decoder_only_family.py."""
 from NNDF.api import Model
-from NNDF.decoder_only_backends import onnxrt_backend
+from LLAMA.LLAMAModelConfig import LLAMA_FAMILY
 
-from LLAMA.LLAMAModelConfig import LLAMAModelConfig
-
-make_backend = partial(onnxrt_backend, LLAMAModelConfig)
+make_backend = LLAMA_FAMILY.onnxrt
 
 
 class LLAMAOnnxRT(Model, family="LLAMA", backend="onnxrt"):
-    """Llama-style models on ONNX Runtime, for scripts and notebooks
-    (keyword arguments are run.py's flags; see NNDF.api)."""
+    """Llama-style models (Llama, Mistral, Qwen2) on ONNX Runtime. Keyword arguments are run.py's flags (NNDF.api)."""

@@ -1,15 +1,9 @@
-"""LLAMA on TensorRT: engines built from the same ONNX graphs onnxrt runs."""
-
-from functools import partial
-
+"""LLAMA on TensorRT: made by NNDF/decoder_only_family.py."""
 from NNDF.api import Model
-from NNDF.decoder_only_backends import trt_backend
+from LLAMA.LLAMAModelConfig import LLAMA_FAMILY
 
-from LLAMA.LLAMAModelConfig import LLAMAModelConfig
-
-make_backend = partial(trt_backend, LLAMAModelConfig)
+make_backend = LLAMA_FAMILY.trt
 
 
 class LLAMATRT(Model, family="LLAMA", backend="trt"):
-    """Llama-style models on TensorRT, for scripts and notebooks
-    (keyword arguments are run.py's flags; see NNDF.api)."""
+    """Llama-style models (Llama, Mistral, Qwen2) on TensorRT. Keyword arguments are run.py's flags (NNDF.api)."""

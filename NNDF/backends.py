@@ -13,7 +13,8 @@ from transformers import GenerationConfig, LogitsProcessor
 from transformers.generation.streamers import BaseStreamer
 
 from NNDF.config import GenerationSettings
-from NNDF.generation import GenerationOutput, OnStep, TokenIds
+from NNDF.errors import UsageError
+from NNDF.generation import GenerationOutput, OnStep, TokenIds, generate
 from NNDF.torch_placement import Placement
 
 
@@ -41,6 +42,29 @@ class Backend(ABC):
         sequence before `first_step` in one prefill pass, each later position as a one-token
         step on the cache. Equal to `logits` up to float error, which is what it checks."""
         raise NotImplementedError(f"{self.name} cannot score through its KV cache")
+
+
+class CompiledBackend(Backend):
+    """A model run as compiled graphs (onnxrt, trt) through the one generation loop.
+
+    Whether it uses the KV cache is decided once, when it is made: its graphs are chosen from the
+    run's GenerationSettings.use_cache then. Generating with settings that ask for the other is
+    refused rather than silently ignored (a new backend is needed for that).
+    """
+
+    def __init__(self, name: str, steps, token_ids: TokenIds, device: str, precision: str):
+        super().__init__(token_ids, device, precision)
+        self.name, self.steps = name, steps
+        self.with_cache: bool = steps.with_cache
+
+    def generate(self, input_ids, attention_mask, settings: GenerationSettings,
+                 on_step: OnStep | None = None) -> GenerationOutput:
+        if settings.use_cache != self.with_cache:
+            have = "with" if self.with_cache else "without"
+            raise UsageError(f"this {self.name} backend's graphs were made {have} the KV cache, but generation asked "
+                             f"for use_cache={settings.use_cache}", "make the backend with the same use_cache")
+        with torch_threads(1):   # torch's threads would fight the runtime's on a small machine
+            return generate(self.steps, input_ids, attention_mask, settings, self.token_ids, on_step)
 
 
 @contextlib.contextmanager

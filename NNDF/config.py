@@ -13,6 +13,9 @@ class GenerationSettings:
     max_new_tokens: int = 32
     min_new_tokens: int = 0           # EOS is forbidden before this many; benchmark sets it to max
     num_beams: int = 1
+    # The one place the KV cache is switched (--use-cache): frameworks passes it to HF generate, and
+    # compiled backends (onnxrt, trt) choose their graphs from it when they are made and refuse to
+    # generate with the other value (NNDF.backends.CompiledBackend), so it is never silently ignored.
     use_cache: bool = True
     # Sampling, with HuggingFace's meaning and defaults (its GenerationConfig's). The repetition
     # penalty also applies to greedy and beam search, as in HF; the rest needs do_sample.

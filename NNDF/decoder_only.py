@@ -1,9 +1,9 @@
-"""Everything decoder-only families share: graphs, step model, backends.
+"""Everything decoder-only families share: the graph, its step model and backends.
 
-A family (GPT2, OPT, BLOOM, ...) supplies a `DecoderOnlyLayout` with what
+A family (GPT2, OPT, BLOOM, LLAMA) supplies a `DecoderOnlyLayout` with what
 differs (does it take position ids, how its cache tensors are laid out); the
-export wrapper, the cached-decoding step model and the three backends are here
-once.
+export wrapper, the step model (over the shared CachedDecoder) and the compiled
+and PyTorch backends are here once. `decoder_only_family.py` makes them for a family.
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ import numpy as np
 import torch
 from transformers import DynamicCache, LogitsProcessorList
 
-from NNDF.axes import BATCH, KEPT, PAST, SEQ, TOTAL, kv_names, largest_sizes, run_description
-from NNDF.backends import Backend, TorchBackend, hf_generation_config, positions_from_mask, torch_threads
+from NNDF.axes import BATCH, KEPT, PAST, SEQ, TOTAL, kv_names
+from NNDF.backends import CompiledBackend, TorchBackend, hf_generation_config, positions_from_mask, torch_threads
 from NNDF.cache_io import cache_from_flat, flat_from_cache
-from NNDF.config import GenerationSettings
-from NNDF.generation import GenerationOutput, TokenIds, generate
-from NNDF.onnx_export import GraphSpec
-from NNDF.session import Session, concrete_shape
+from NNDF.cached_decoder import CachedDecoder
+from NNDF.generation import GenerationOutput, TokenIds
+from NNDF.onnx_export import GraphSpec, padded_mask, random_tensors
+from NNDF.session import Session
 
 
 @dataclass(frozen=True)
@@ -87,17 +87,14 @@ def decoder_spec(model, layout: DecoderOnlyLayout, with_cache: bool) -> GraphSpe
     def make_inputs(sizes: dict[str, int]) -> dict[str, torch.Tensor]:
         gen = torch.Generator().manual_seed(sum(sizes.values()))
         b, s, p = sizes[BATCH], sizes[SEQ], sizes.get(PAST, 0) if with_cache else 0
-        mask = torch.ones(b, p + s, dtype=torch.int64)
-        if b > 1:  # left-pad row 0 so padded rows are always checked
-            mask[0, : min(2, p + s - 1)] = 0
+        mask = padded_mask(b, p + s, "left")
         kept = sizes.get(KEPT, s)
         feed = {"input_ids": torch.randint(0, config.vocab_size, (b, s), generator=gen), "attention_mask": mask,
                 "logits_index": torch.arange(s - kept, s)}
         if layout.uses_position_ids:
             feed["position_ids"] = torch.from_numpy(positions_from_mask(mask.numpy())[:, p:])
         if with_cache:
-            for name in kv_names("past_key_values", n_layers):
-                feed[name] = torch.randn(kv_shape(config, b, p), generator=gen)
+            feed.update(random_tensors(kv_names("past_key_values", n_layers), kv_shape(config, b, p), gen))
         return feed
 
     trace = {BATCH: 2, SEQ: 3, PAST: 5} if with_cache else {BATCH: 2, SEQ: 7}
@@ -113,167 +110,41 @@ def decoder_spec(model, layout: DecoderOnlyLayout, with_cache: bool) -> GraphSpe
 
 
 # --------------------------------------------------------------------------- compiled backends
-CAPACITY_BUCKET = 64   # fixed KV capacity is rounded up to this: generations of similar length share a graph
+class DecoderOnlySteps(CachedDecoder):
+    """The generation loop's StepModel over a decoder-only graph: the prompt goes straight into the
+    decoder, whose mask covers its own past, so it can keep a fixed-capacity cache (CachedDecoder)."""
 
-
-def decode_capacity(prompt_len: int, new_tokens: int, past_max: int | None) -> int:
-    """Slots of a fixed-capacity KV cache for one generation: the past of its last decode step
-    (prompt + new - 2), rounded up to a bucket so the next generation of a similar length finds the
-    same shapes, but never past what the engine's profile accepts."""
-    need = max(prompt_len + new_tokens - 2, 1)
-    rounded = -(-need // CAPACITY_BUCKET) * CAPACITY_BUCKET
-    return max(need, min(rounded, past_max)) if past_max is not None else rounded
-
-
-class DecoderOnlySteps:
-    """The generation loop's StepModel over any compiled Session (ONNX Runtime, TensorRT).
-
-    Fixed-capacity decoding (sessions with `fixed_shape_steps`, i.e. TensorRT with CUDA graphs): a
-    graph replays only the shapes and addresses it was captured with, and a growing cache changes
-    both every step. So after the prompt, the past lives in one buffer per layer tensor of C slots
-    (`decode_capacity`), right-aligned: the real past fills the last slots, the first ones are
-    masked (attention_mask 0). Every decode step feeds that past (C) plus one token and gets
-    presents of C + 1; their newest C slots are copied back into the buffer on the device (the
-    oldest slot dropped is always a masked one), and beam search reorders rows inside it. Every
-    decode step of a generation, and of later generations with the same capacity, then has the
-    same shapes and addresses: one captured graph replays them all.
-
-    It is exact because these models take their positions from the mask, not from slot indices:
-    position ids (GPT2, OPT, GPT-Neo/J/NeoX) are the count of real tokens before each token, and
-    BLOOM's ALiBi distances come from the mask's cumulative sum; masked slots get zero attention
-    weight. Relative distances between real tokens are unchanged, as with left-padded prompts.
-    """
-
-    def __init__(self, session: Session, spec: GraphSpec, with_cache: bool):
-        self.session, self.spec, self.with_cache = session, spec, with_cache
-        self.past = [n for n in spec.input_names if n.startswith("past_key_values.")]
-        self.present = [n for n in spec.output_names if n.startswith("present.")]
-        self.uses_positions = "position_ids" in spec.inputs
-        self.batch_axis = next((a for a, n in spec.inputs[self.past[0]].items() if n == BATCH), 0) if self.past else 0
-        self.past_axis = next((a for a, n in spec.inputs[self.past[0]].items() if n == PAST), 2) if self.past else 2
-        self.capacity: int | None = None       # fixed-capacity slots for this generation's decode steps
-
-    def _feed(self, ids: np.ndarray, mask: np.ndarray, seen: int, all_logits: bool = False) -> dict:
-        new = ids.shape[1] - seen
-        keep = np.arange(new) if all_logits else np.array([new - 1])
-        feed = {"input_ids": ids[:, seen:].astype(np.int64), "attention_mask": mask.astype(np.int64),
-                "logits_index": keep.astype(np.int64)}
-        if self.uses_positions:
-            feed["position_ids"] = positions_from_mask(mask)[:, seen:]
-        return feed
-
-    def plan(self, rows, prompt_len, new_tokens):
-        sizes = largest_sizes(rows, prompt_len, new_tokens, self.with_cache)
-        self.capacity = None
-        if self.with_cache and self.session.fixed_shape_steps and new_tokens > 1:
-            self.capacity = decode_capacity(prompt_len, new_tokens, self.session.largest(PAST))
-            sizes.update({PAST: self.capacity, TOTAL: self.capacity + 1})
-        self.session.check_fits(sizes, run_description(rows, prompt_len, new_tokens))
-
-    def start(self, input_ids, attention_mask):
-        state = {"seen": 0, "cache": None}
-        if self.with_cache:
-            batch = input_ids.shape[0]
-            state["cache"] = [self.session.zeros(n, concrete_shape(self.session.input_shape(n), self.spec.inputs[n],
-                                                                   {BATCH: batch, PAST: 0}))
-                              for n in self.past]
-        return state, input_ids.astype(np.int64), attention_mask.astype(np.int64)
-
-    def step(self, state, decoder_ids, attention_mask):
-        if not self.with_cache:
-            host, _ = self.session.run(self._feed(decoder_ids, attention_mask, 0), ["logits"])
-            return host["logits"][:, -1]
-        if self.capacity is not None and state["seen"]:
-            return self._fixed_step(state, decoder_ids, attention_mask)
-        logits = self._advance(state, decoder_ids, attention_mask)
-        if self.capacity is not None:      # the prompt's presents go into the fixed buffers before the next step
-            state["pending"] = state["cache"]
-        return logits[:, -1]
-
-    def _advance(self, state, ids, mask, all_logits: bool = False) -> np.ndarray:
-        """Feed the tokens of `ids` not yet seen on top of the cache; their logits (or the last one's)."""
-        feed = self._feed(ids, mask, state["seen"], all_logits)
-        feed.update(zip(self.past, state["cache"]))
-        host, device = self.session.run(feed, ["logits"], self.present)
-        state["cache"] = [device[n] for n in self.present]
-        state["seen"] = ids.shape[1]
-        return host["logits"]
-
-    def _fixed_step(self, state, decoder_ids, attention_mask):
-        """One token on the fixed-capacity past: same shapes and addresses at every decode step."""
-        self._settle(state)
-        rows, real = attention_mask.shape         # real: tokens so far, the one fed now included
-        mask = np.zeros((rows, self.capacity + 1), np.int64)
-        mask[:, self.capacity + 1 - real:] = attention_mask
-        feed = {"input_ids": decoder_ids[:, -1:].astype(np.int64), "attention_mask": mask,
-                "logits_index": np.zeros(1, np.int64)}
-        if self.uses_positions:
-            feed["position_ids"] = positions_from_mask(mask)[:, -1:]
-        feed.update(zip(self.past, state["fixed"]))
-        host, device = self.session.run(feed, ["logits"], self.present)
-        state["pending"] = [device[n] for n in self.present]      # C + 1 slots; the newest C are kept
-        state["seen"] = decoder_ids.shape[1]
-        return host["logits"][:, -1]
-
-    def _settle(self, state, beam_idx: np.ndarray | None = None) -> None:
-        """Move the last step's presents into the fixed buffers (reordering beams on the way), or
-        reorder the buffers in place if they are already there."""
-        if state.get("fixed") is None:
-            rows = state["pending"][0].shape[self.batch_axis]
-            state["fixed"] = [self.session.cache_buffer(n, concrete_shape(
-                self.session.input_shape(n), self.spec.inputs[n], {BATCH: rows, PAST: self.capacity}))
-                for n in self.past]
-        sources = state.pop("pending", None) or state["fixed"]
-        for target, source in zip(state["fixed"], sources):
-            self.session.right_align_into(target, source, self.past_axis, beam_idx, self.batch_axis)
-
-    def reorder(self, state, beam_idx):
-        if self.capacity is not None and (state.get("pending") or state.get("fixed")):
-            self._settle(state, beam_idx)
-        elif state["cache"] is not None:
-            state["cache"] = [self.session.take(h, beam_idx, axis=self.batch_axis) for h in state["cache"]]
+    FIXED_CAPACITY = True
 
     def full_logits(self, input_ids, attention_mask):
         state, ids, mask = self.start(input_ids, attention_mask)
-        feed = self._feed(ids, mask, 0, all_logits=True)
-        if self.with_cache:
-            feed.update(zip(self.past, state["cache"]))
-        host, _ = self.session.run(feed, ["logits"])
-        return host["logits"]
+        return self.advance(state, ids, mask, all_logits=True)
 
     def cached_logits(self, input_ids, attention_mask, first_step):
         """Prefill up to first_step, then one token at a time, as generation feeds the cache."""
         length = input_ids.shape[1]
         self.plan(input_ids.shape[0], first_step, length - first_step + 1)
         state, ids, mask = self.start(input_ids, attention_mask)
-        parts = [self._advance(state, ids[:, :first_step], mask[:, :first_step], all_logits=True)]
+        parts = [self.advance(state, ids[:, :first_step], mask[:, :first_step], all_logits=True)]
         for t in range(first_step + 1, length + 1):
-            parts.append(self._advance(state, ids[:, :t], mask[:, :t], all_logits=True))
+            parts.append(self.advance(state, ids[:, :t], mask[:, :t], all_logits=True))
         return np.concatenate(parts, axis=1)
 
 
-class CompiledDecoderOnly(Backend):
+class CompiledDecoderOnly(CompiledBackend):
     """A decoder-only model on a compiled session; `name` is onnxrt or trt."""
 
-    def __init__(self, name: str, session: Session, spec: GraphSpec, with_cache: bool, token_ids: TokenIds,
-                 precision: str, torch_threads_while_running: int = 1):
-        super().__init__(token_ids, session.device_name, precision)
-        self.name = name
-        self.steps = DecoderOnlySteps(session, spec, with_cache)
-        self._torch_threads = torch_threads_while_running
-
-    def generate(self, input_ids, attention_mask, settings: GenerationSettings, on_step=None) -> GenerationOutput:
-        with torch_threads(self._torch_threads):
-            return generate(self.steps, input_ids, attention_mask, settings, self.token_ids, on_step)
+    def __init__(self, name: str, session: Session, spec: GraphSpec, token_ids: TokenIds, precision: str):
+        super().__init__(name, DecoderOnlySteps(session, spec), token_ids, session.device_name, precision)
 
     def logits(self, input_ids, attention_mask, decoder_ids=None):
-        with torch_threads(self._torch_threads):
+        with torch_threads(1):
             return self.steps.full_logits(input_ids, attention_mask).astype(np.float32)
 
     def cached_logits(self, input_ids, attention_mask, first_step, decoder_ids=None):
-        if not self.steps.with_cache:   # this backend's graph has no cache: its one pass is what generation runs
+        if not self.with_cache:   # this backend's graph has no cache: its one pass is what generation runs
             return self.logits(input_ids, attention_mask)
-        with torch_threads(self._torch_threads):
+        with torch_threads(1):
             return self.steps.cached_logits(input_ids, attention_mask, first_step).astype(np.float32)
 
 

@@ -21,13 +21,13 @@ import numpy as np
 import torch
 from transformers import DynamicCache, EncoderDecoderCache, LogitsProcessorList
 
-from NNDF.axes import BATCH, ENC, PAST, SEQ, TOTAL, kv_names, largest_sizes, run_description
-from NNDF.backends import Backend, TorchBackend, hf_generation_config, torch_threads
+from NNDF.axes import BATCH, ENC, PAST, SEQ, TOTAL, kv_names, run_description
+from NNDF.backends import CompiledBackend, TorchBackend, hf_generation_config, torch_threads
 from NNDF.cache_io import cache_from_flat, flat_from_cache
-from NNDF.config import GenerationSettings
-from NNDF.generation import GenerationOutput, TokenIds, generate
-from NNDF.onnx_export import GraphSpec
-from NNDF.session import Session, concrete_shape
+from NNDF.cached_decoder import CachedDecoder
+from NNDF.generation import GenerationOutput, TokenIds
+from NNDF.onnx_export import GraphSpec, padded_mask, random_tensors
+from NNDF.session import Session
 from NNDF.torch_placement import Placement
 
 KV_AXES_PAST = {0: BATCH, 2: PAST}
@@ -109,13 +109,6 @@ class DecoderWrapper(torch.nn.Module):
         return (out.logits, *flat_from_cache(out.past_key_values.self_attention_cache))
 
 
-def _mask(b: int, length: int) -> torch.Tensor:
-    mask = torch.ones(b, length, dtype=torch.int64)
-    if b > 1:  # pad row 0 on the right, as tokenizers pad encoder inputs
-        mask[0, max(1, length - 2):] = 0
-    return mask
-
-
 def graph_specs(model, layout: Seq2SeqLayout) -> dict[str, GraphSpec]:
     """encoder, cache_generator, decoder (cached) and decoder_nocache."""
     config = model.config
@@ -131,7 +124,7 @@ def graph_specs(model, layout: Seq2SeqLayout) -> dict[str, GraphSpec]:
 
     def encoder_inputs(s):
         return {"input_ids": torch.randint(0, vocab, (s[BATCH], s[ENC]), generator=gen(s)),
-                "attention_mask": _mask(s[BATCH], s[ENC])}
+                "attention_mask": padded_mask(s[BATCH], s[ENC], "right")}
 
     def states(s):
         return torch.randn(s[BATCH], s[ENC], hidden, generator=gen(s))
@@ -139,14 +132,12 @@ def graph_specs(model, layout: Seq2SeqLayout) -> dict[str, GraphSpec]:
     def decoder_inputs(s, with_cache):
         g = gen(s)
         feed = {"input_ids": torch.randint(0, vocab, (s[BATCH], s[SEQ]), generator=g),
-                "encoder_attention_mask": _mask(s[BATCH], s[ENC])}
+                "encoder_attention_mask": padded_mask(s[BATCH], s[ENC], "right")}
         if not with_cache:
             feed["encoder_hidden_states"] = torch.randn(s[BATCH], s[ENC], hidden, generator=g)
             return feed
-        for name in past:
-            feed[name] = torch.randn(s[BATCH], heads, s[PAST], head_dim, generator=g)
-        for name in cross:
-            feed[name] = torch.randn(s[BATCH], heads, s[ENC], head_dim, generator=g)
+        feed.update(random_tensors(past, (s[BATCH], heads, s[PAST], head_dim), g))
+        feed.update(random_tensors(cross, (s[BATCH], heads, s[ENC], head_dim), g))
         return feed
 
     return {
@@ -184,95 +175,63 @@ def needed_graphs(use_cache: bool) -> tuple[str, ...]:
 
 
 # --------------------------------------------------------------------------- compiled backends
-def bind_decoder(steps, sessions: dict[str, Session], specs: dict[str, GraphSpec], with_cache: bool) -> None:
-    """Give a step model its decoder session and the names of its cache inputs and outputs."""
-    steps.decoder = sessions["decoder" if with_cache else "decoder_nocache"]
-    steps.decoder_spec = specs["decoder" if with_cache else "decoder_nocache"]
-    steps.past = [n for n in steps.decoder_spec.input_names if n.startswith("past_key_values.")]
-    steps.cross = [n for n in steps.decoder_spec.input_names if n.startswith("cross.")]
-    steps.present = [n for n in steps.decoder_spec.output_names if n.startswith("present.")]
+def decoder_of(specs: dict) -> str:
+    """The decoder graph among a run's graphs: the cached one if the run has it."""
+    return "decoder" if "decoder" in specs else "decoder_nocache"
 
 
-class Seq2SeqSteps:
-    """The generation loop's StepModel over compiled encoder / cache generator / decoder sessions."""
+class Seq2SeqSteps(CachedDecoder):
+    """The shared decoder step (CachedDecoder) after an encoder and, with the cache, the cache generator."""
 
-    def __init__(self, sessions: dict[str, Session], specs: dict[str, GraphSpec], with_cache: bool, start_id: int):
-        self.sessions, self.specs, self.with_cache, self.start_id = sessions, specs, with_cache, start_id
-        bind_decoder(self, sessions, specs, with_cache)
+    def __init__(self, sessions: dict[str, Session], specs: dict[str, GraphSpec], start_id: int):
+        super().__init__(sessions[decoder_of(specs)], specs[decoder_of(specs)])
+        self.sessions, self.start_id = sessions, start_id
 
     def plan(self, rows, prompt_len, new_tokens):
         what = run_description(rows, prompt_len, new_tokens)
         for name in ("encoder", "cache_generator") if self.with_cache else ("encoder",):
             self.sessions[name].check_fits({BATCH: rows, ENC: prompt_len}, what)
         # the decoder's own sequence starts at the one start token
-        self.decoder.check_fits({**largest_sizes(rows, 1, new_tokens, self.with_cache), ENC: prompt_len}, what)
+        self.plan_decoder(rows, 1, new_tokens, what, **{ENC: prompt_len})
 
     def start(self, input_ids, attention_mask):
-        batch = input_ids.shape[0]
         enc_mask = attention_mask.astype(np.int64)
         _, out = self.sessions["encoder"].run({"input_ids": input_ids.astype(np.int64), "attention_mask": enc_mask},
                                               [], ["encoder_hidden_states"])
-        state = {"enc_mask": enc_mask, "seen": 0, "states": out["encoder_hidden_states"]}
+        context = {"encoder_attention_mask": enc_mask}
         if self.with_cache:
-            _, cross = self.sessions["cache_generator"].run({"encoder_hidden_states": state["states"]}, [], self.cross)
-            state["cross"] = [cross[n] for n in self.cross]
-            state["past"] = [self.decoder.zeros(n, concrete_shape(self.decoder.input_shape(n), self.decoder_spec.inputs[n],
-                                                                  {BATCH: batch, PAST: 0}))
-                             for n in self.past]
-        ids = np.full((batch, 1), self.start_id, np.int64)
-        return state, ids, np.ones_like(ids)
-
-    def step(self, state, decoder_ids, attention_mask):
-        return self._logits(state, decoder_ids)[:, -1]
-
-    def _logits(self, state, decoder_ids):
-        if not self.with_cache:
-            feed = {"input_ids": decoder_ids.astype(np.int64), "encoder_attention_mask": state["enc_mask"],
-                    "encoder_hidden_states": state["states"]}
-            return self.decoder.run(feed, ["logits"])[0]["logits"]
-        feed = {"input_ids": decoder_ids[:, state["seen"]:].astype(np.int64), "encoder_attention_mask": state["enc_mask"]}
-        feed.update(zip(self.past, state["past"]))
-        feed.update(zip(self.cross, state["cross"]))
-        host, device = self.decoder.run(feed, ["logits"], self.present)
-        state["past"] = [device[n] for n in self.present]
-        state["seen"] = decoder_ids.shape[1]
-        return host["logits"]
-
-    def reorder(self, state, beam_idx):
-        # Beams of one input share its encoder states and cross keys/values, and beam_idx never
-        # crosses inputs, so only the decoder's own past needs reordering.
-        if self.with_cache:
-            state["past"] = [self.decoder.take(h, beam_idx, axis=0) for h in state["past"]]
+            _, cross = self.sessions["cache_generator"].run(out, [], self.cross)
+            context.update(cross)
+        else:
+            context.update(out)
+        ids = np.full((input_ids.shape[0], 1), self.start_id, np.int64)
+        return self.empty_state(input_ids.shape[0], context), ids, np.ones_like(ids)
 
     def full_logits(self, input_ids, attention_mask, decoder_ids):
         state, _, _ = self.start(input_ids, attention_mask)
-        return self._logits(state, decoder_ids)
+        return self.advance(state, decoder_ids, np.ones_like(decoder_ids), all_logits=True)
 
     def cached_logits(self, input_ids, attention_mask, decoder_ids, first_step):
         """The decoder sequence up to first_step in one pass on the cache, then one token at a time."""
         self.plan(input_ids.shape[0], input_ids.shape[1], decoder_ids.shape[1])
         state, _, _ = self.start(input_ids, attention_mask)
         stops = [first_step] + list(range(first_step + 1, decoder_ids.shape[1] + 1))
-        return np.concatenate([self._logits(state, decoder_ids[:, :stop]) for stop in stops], axis=1)
+        return np.concatenate([self.advance(state, decoder_ids[:, :stop], np.ones_like(decoder_ids[:, :stop]),
+                                            all_logits=True) for stop in stops], axis=1)
 
 
-class CompiledSeq2Seq(Backend):
-    def __init__(self, name: str, sessions: dict[str, Session], specs: dict[str, GraphSpec], with_cache: bool,
-                 token_ids: TokenIds, start_id: int, precision: str):
-        super().__init__(token_ids, sessions["encoder"].device_name, precision)
-        self.name = name
-        self.steps = Seq2SeqSteps(sessions, specs, with_cache, start_id)
-
-    def generate(self, input_ids, attention_mask, settings: GenerationSettings, on_step=None) -> GenerationOutput:
-        with torch_threads(1):
-            return generate(self.steps, input_ids, attention_mask, settings, self.token_ids, on_step)
+class CompiledSeq2Seq(CompiledBackend):
+    def __init__(self, name: str, sessions: dict[str, Session], specs: dict[str, GraphSpec], token_ids: TokenIds,
+                 start_id: int, precision: str):
+        super().__init__(name, Seq2SeqSteps(sessions, specs, start_id), token_ids, sessions["encoder"].device_name,
+                         precision)
 
     def logits(self, input_ids, attention_mask, decoder_ids=None):
         with torch_threads(1):
             return self.steps.full_logits(input_ids, attention_mask, decoder_ids).astype(np.float32)
 
     def cached_logits(self, input_ids, attention_mask, first_step, decoder_ids=None):
-        if not self.steps.with_cache:   # no cache graphs: the one pass is what generation runs
+        if not self.with_cache:   # no cache graphs: the one pass is what generation runs
             return self.logits(input_ids, attention_mask, decoder_ids)
         with torch_threads(1):
             return self.steps.cached_logits(input_ids, attention_mask, decoder_ids, first_step).astype(np.float32)

@@ -94,7 +94,9 @@ def _write_graph(staging: Path, earlier: Path | None, name: str, session, spec, 
         for plan in (earlier / name / "1").glob("*.plan"):
             shutil.copyfile(plan, graph_dir / plan.name)
     if s.export_backend == "onnxrt":
-        for f in _onnx_files(Path(session.path)):
+        from NNDF.trt_build import model_and_data_files
+
+        for f in model_and_data_files(Path(session.path)):
             shutil.copyfile(f, graph_dir / f.name)
         graph = {"onnx": Path(session.path).name}
         config = _graph_config(name, "onnxruntime_onnx", {"model.onnx": Path(session.path).name}, s.instances)
@@ -116,7 +118,7 @@ def _write_repository(staging: Path, earlier: Path | None, cfg: RunConfig, famil
         "family": family.name, "variant": loaded.variant, "backend": s.export_backend, "graphs": graphs,
         "encoder_decoder": bool(loaded.config.is_encoder_decoder),
         "start_id": loaded.generation_defaults.get("decoder_start_token_id"),
-        "with_cache": cfg.generation.use_cache, "arch": loaded.arch, "precision": backend.precision,
+        "arch": loaded.arch, "precision": backend.precision,
         "max_positions": loaded.max_positions, "generation_defaults": loaded.generation_defaults,
         "generation": asdict(cfg.generation),
     }
@@ -142,12 +144,6 @@ def _earlier_export(out: Path) -> dict | None:
         return {}
     raise UsageError(f"--output {out} exists and is not a repository written by export-triton",
                      "name a new or empty folder")
-
-
-def _onnx_files(model: Path) -> list[Path]:
-    from NNDF.onnx_export import DATA_FILE
-
-    return [model] + ([model.parent / DATA_FILE] if (model.parent / DATA_FILE).is_file() else [])
 
 
 def _add_plan(graph_dir: Path, engine: Path) -> dict[str, str]:
@@ -217,12 +213,10 @@ def open_exported(model_dir: Path, device_id: int = 0):
     sessions = {name: _open_graph(repository / name / "1", graph, specs[name], m["backend"], device_id)
                 for name, graph in m["graphs"].items()}
     if m["encoder_decoder"]:
-        backend = CompiledSeq2Seq(m["backend"], sessions, specs, m["with_cache"], token_ids(loaded), m["start_id"],
-                                  m["precision"])
+        backend = CompiledSeq2Seq(m["backend"], sessions, specs, token_ids(loaded), m["start_id"], m["precision"])
     else:
         (name, session), = sessions.items()
-        backend = CompiledDecoderOnly(m["backend"], session, specs[name], m["with_cache"], token_ids(loaded),
-                                      m["precision"])
+        backend = CompiledDecoderOnly(m["backend"], session, specs[name], token_ids(loaded), m["precision"])
     return loaded, backend, GenerationSettings(**m["generation"])
 
 

@@ -335,6 +335,13 @@ class ModelFamily:
         return "\n".join(lines)
 
 
+def hub_variants(hub_ids, arch: str = "default") -> tuple[Variant, ...]:
+    """A Variant per hub id, named by the id's last part, with its shipped config `<name>.json`;
+    `hub_ids` is a list, or a map from each id to its arch."""
+    archs = hub_ids if isinstance(hub_ids, dict) else dict.fromkeys(hub_ids, arch)
+    return tuple(Variant(h.split("/")[-1], h, f"{h.split('/')[-1]}.json", arch=a) for h, a in archs.items())
+
+
 def tiny_decoder(config_class, model_class, **fields) -> tuple[torch.nn.Module, Any]:
     """A decoder-only model built from `fields` with the 512-token tokenizer trained on shipped
     text, its special tokens set in the config: what a tiny variant's build_tiny returns."""

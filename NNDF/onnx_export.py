@@ -64,6 +64,24 @@ class GraphSpec:
         return list(self.outputs)
 
 
+# ---------------------------------------------------------------- dummy inputs for make_inputs
+def padded_mask(rows: int, length: int, side: str) -> torch.Tensor:
+    """An attention mask whose row 0 is padded (when there are several rows), so export checks
+    padded rows too: on the left as batched prompts are, or on the right as tokenizers pad encoder inputs."""
+    mask = torch.ones(rows, length, dtype=torch.int64)
+    if rows > 1:
+        if side == "left":
+            mask[0, : min(2, length - 1)] = 0
+        else:
+            mask[0, max(1, length - 2):] = 0
+    return mask
+
+
+def random_tensors(names, shape, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """One standard-normal tensor of `shape` per name (cache keys and values), drawn in order."""
+    return {name: torch.randn(*shape, generator=generator) for name in names}
+
+
 def onnx_key(spec: GraphSpec, source_key: dict, fp16: bool) -> dict:
     return {
         "graph": spec.name, "source": source_key, "fp16": fp16, "opset": OPSET, "exporter": EXPORTER_VERSION,

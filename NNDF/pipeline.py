@@ -26,6 +26,13 @@ def token_ids(loaded: LoadedModel) -> TokenIds:
                     length_penalty=d["length_penalty"])
 
 
+def decoder_start_id(loaded) -> int:
+    start = loaded.generation_defaults["decoder_start_token_id"]
+    if start is None:
+        raise ValueError(f"{loaded.variant} has no decoder_start_token_id in its config")
+    return start
+
+
 def artifact_subdir(family: ModelFamily, loaded: LoadedModel) -> tuple[str, ...]:
     return (family.name, loaded.variant.replace("/", "--"))
 

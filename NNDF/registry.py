@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import importlib
-
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from NNDF.config import RunConfig
 from NNDF.errors import UsageError
-from NNDF.family import ModelFamily
+
+if TYPE_CHECKING:   # families import this module (to name the family another model type fits); it imports them by name
+    from NNDF.family import ModelFamily
 
 FAMILIES = {
-    "GPT2": "GPT2.GPT2ModelConfig:GPT2ModelConfig",   # also GPT-Neo, GPT-J, GPT-NeoX, Cerebras-GPT
-    "OPT": "OPT.OPTModelConfig:OPTModelConfig",
-    "BLOOM": "BLOOM.BLOOMModelConfig:BLOOMModelConfig",
-    "LLAMA": "LLAMA.LLAMAModelConfig:LLAMAModelConfig",   # also Mistral, Qwen2, TinyLlama, SmolLM2
-    "T5": "T5.T5ModelConfig:T5ModelConfig",          # also Flan-T5
-    "BART": "BART.BARTModelConfig:BARTModelConfig",  # also mBART
-    "BLIP": "BLIP.BLIPModelConfig:BLIPModelConfig",  # image captioning
+    "GPT2": "GPT2.GPT2ModelConfig:GPT2_FAMILY",   # also GPT-Neo, GPT-J, GPT-NeoX, Cerebras-GPT
+    "OPT": "OPT.OPTModelConfig:OPT_FAMILY",
+    "BLOOM": "BLOOM.BLOOMModelConfig:BLOOM_FAMILY",
+    "LLAMA": "LLAMA.LLAMAModelConfig:LLAMA_FAMILY",   # also Mistral, Qwen2, TinyLlama, SmolLM2
+    "T5": "T5.T5ModelConfig:T5_FAMILY",          # also Flan-T5
+    "BART": "BART.BARTModelConfig:BART_FAMILY",  # also mBART
+    "BLIP": "BLIP.BLIPModelConfig:BLIP_FAMILY",  # image captioning
 }
 
 

@@ -23,7 +23,7 @@ class Session(ABC):
     output_names: list[str]
     device_name: str = "cpu"      # where its tensors live, as results name it: "cpu", "cuda:0"
     # True where a step pays for repeating its exact shapes and buffer addresses (TensorRT with CUDA
-    # graphs): step models then keep the KV cache in fixed-capacity buffers (see decoder_only.py).
+    # graphs): step models then keep the KV cache in fixed-capacity buffers (see cached_decoder.py).
     fixed_shape_steps: bool = False
 
     @abstractmethod

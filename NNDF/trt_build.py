@@ -197,7 +197,7 @@ def input_profile(name: str, dims: tuple[int, ...], axes: dict[int, str],
 
 
 # --------------------------------------------------------------------------- cache keys and paths
-def onnx_files(onnx_path: Path) -> list[Path]:
+def model_and_data_files(onnx_path: Path) -> list[Path]:
     """The ONNX file and the external data files its initializers point at."""
     proto = onnx.load(str(onnx_path), load_external_data=False)
     locations = {entry.value for t in proto.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL
@@ -212,7 +212,7 @@ def engine_key(onnx_path: Path, ranges: Profile | tuple[Profile, ...], settings:
         "device": {"name": device["name"], "compute_capability": device["compute_capability"]},
         "tensorrt": trt_version,
         # the digests an export recorded, while the files' size and mtime are unchanged (no re-hash of GBs)
-        "onnx": {f.name: recorded_digest(f) for f in onnx_files(onnx_path)},
+        "onnx": {f.name: recorded_digest(f) for f in model_and_data_files(onnx_path)},
         "precision": "fp16" if fp16 else "fp32",
         "profiles": [{axis: list(r) for axis, r in sorted(p.items())} for p in as_profiles(ranges)],
         # --disable-preview-dynamic-shapes changes nothing in an engine (see _configure), so it is not here

@@ -4,7 +4,7 @@ A captured graph fixes the input shapes, every tensor address and the execution
 context it was captured from. Graphs are kept per (shapes, addresses); the first
 time a step is seen it runs normally and is captured, later it is replayed.
 Decoder-only step models make every decode step of a generation the same step
-(a fixed-capacity KV cache, NNDF/decoder_only.py, using `persistent` buffers),
+(a fixed-capacity KV cache, NNDF/cached_decoder.py, using `persistent` buffers),
 so one graph replays all of them; other steps pay off when they come again (the
 iterations of `benchmark`, prompts of one length).
 

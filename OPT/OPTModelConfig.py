@@ -1,9 +1,10 @@
 """OPT: variants, the tiny offline model, and what its graphs look like."""
 
-from transformers import AutoModelForCausalLM, OPTConfig, OPTForCausalLM
+from transformers import OPTConfig, OPTForCausalLM
 
 from NNDF.decoder_only import DecoderOnlyLayout
-from NNDF.family import ModelFamily, Variant
+from NNDF.decoder_only_family import DecoderOnlyFamily
+from NNDF.family import Variant, hub_variants
 from NNDF.tokenizer import gpt2_style_tokenizer
 
 HUB_VARIANTS = ("facebook/opt-125m", "facebook/opt-350m", "facebook/opt-1.3b", "facebook/opt-2.7b",
@@ -27,14 +28,10 @@ def build_tiny(seed: int):
 # fp16, so an fp16 graph keeps it there too.
 OPT_LAYOUT = DecoderOnlyLayout(fp16_keep_fp32_ops=("Softmax",))
 
-OPTModelConfig = ModelFamily(
+OPT_FAMILY = DecoderOnlyFamily(
     name="OPT",
     package="OPT",
-    variants=(Variant("opt-tiny", build_tiny=build_tiny),)
-    + tuple(Variant(h.split("/")[1], h, f"{h.split('/')[1]}.json") for h in HUB_VARIANTS),
-    model_class=AutoModelForCausalLM,
-    fallback_tokenizer=lambda: gpt2_style_tokenizer(512),
-    max_positions=lambda config: config.max_position_embeddings,
+    variants=(Variant("opt-tiny", build_tiny=build_tiny), *hub_variants(HUB_VARIANTS)),
     layouts={"default": OPT_LAYOUT},
     model_types=("opt",),
 )

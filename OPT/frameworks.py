@@ -1,12 +1,9 @@
-"""OPT on PyTorch (HuggingFace generate): the reference backend."""
-
+"""OPT on PyTorch (HuggingFace generate, the reference): made by NNDF/decoder_only_family.py."""
 from NNDF.api import Model
-from NNDF.decoder_only_backends import frameworks_backend
+from OPT.OPTModelConfig import OPT_FAMILY
 
-
-def make_backend(loaded, cfg, workdir):
-    return frameworks_backend(loaded, cfg)
+make_backend = OPT_FAMILY.frameworks
 
 
 class OPTHF(Model, family="OPT", backend="frameworks"):
-    """OPT on PyTorch (HuggingFace generate); the Python API for scripts and notebooks (NNDF.api)."""
+    """OPT on PyTorch (HuggingFace generate, the reference). Keyword arguments are run.py's flags (NNDF.api)."""

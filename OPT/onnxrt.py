@@ -1,14 +1,9 @@
-"""OPT on ONNX Runtime, with or without the KV cache."""
-
+"""OPT on ONNX Runtime: made by NNDF/decoder_only_family.py."""
 from NNDF.api import Model
-from NNDF.decoder_only_backends import onnxrt_backend
+from OPT.OPTModelConfig import OPT_FAMILY
 
-from OPT.OPTModelConfig import OPTModelConfig
-
-
-def make_backend(loaded, cfg, workdir):
-    return onnxrt_backend(OPTModelConfig, loaded, cfg, workdir)
+make_backend = OPT_FAMILY.onnxrt
 
 
 class OPTOnnxRT(Model, family="OPT", backend="onnxrt"):
-    """OPT on ONNX Runtime; the Python API for scripts and notebooks (NNDF.api)."""
+    """OPT on ONNX Runtime. Keyword arguments are run.py's flags (NNDF.api)."""

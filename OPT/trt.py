@@ -1,14 +1,9 @@
-"""OPT on TensorRT: engines built from the same ONNX graphs onnxrt runs."""
-
+"""OPT on TensorRT: made by NNDF/decoder_only_family.py."""
 from NNDF.api import Model
-from NNDF.decoder_only_backends import trt_backend
+from OPT.OPTModelConfig import OPT_FAMILY
 
-from OPT.OPTModelConfig import OPTModelConfig
-
-
-def make_backend(loaded, cfg, workdir):
-    return trt_backend(OPTModelConfig, loaded, cfg, workdir)
+make_backend = OPT_FAMILY.trt
 
 
 class OPTTRT(Model, family="OPT", backend="trt"):
-    """OPT on TensorRT; the Python API for scripts and notebooks (NNDF.api)."""
+    """OPT on TensorRT. Keyword arguments are run.py's flags (NNDF.api)."""

@@ -1,21 +1,23 @@
 """What T5 and BART (and BLIP's text side) share at the family level."""
 
+from dataclasses import dataclass
+
 from transformers import AutoModelForSeq2SeqLM
 
-from NNDF.encoder_decoder import Seq2SeqLayout
-from NNDF.family import ModelFamily, Variant
+import Seq2Seq.frameworks
+import Seq2Seq.onnxrt
+import Seq2Seq.trt
+from NNDF.family import ModelFamily
 
 
-def seq2seq_family(name: str, package: str, variants: tuple[Variant, ...], fallback_tokenizer, max_positions,
-                   layouts: dict[str, Seq2SeqLayout], model_class=AutoModelForSeq2SeqLM,
-                   model_types: tuple[str, ...] = ()) -> ModelFamily:
-    return ModelFamily(name=name, package=package, variants=variants, model_class=model_class,
-                       fallback_tokenizer=fallback_tokenizer, max_positions=max_positions, layouts=layouts,
-                       is_encoder_decoder=True, model_types=model_types)
+@dataclass(kw_only=True)   # its defaults may then follow ModelFamily's required fields
+class Seq2SeqFamily(ModelFamily):
+    """An encoder-decoder family. Its backend makers are Seq2Seq's, `make_backend(family, loaded,
+    cfg, workdir)` in frameworks.py, onnxrt.py and trt.py here, so they are this class's methods."""
 
+    model_class: type = AutoModelForSeq2SeqLM
+    is_encoder_decoder: bool = True
 
-def decoder_start_id(loaded) -> int:
-    start = loaded.generation_defaults["decoder_start_token_id"]
-    if start is None:
-        raise ValueError(f"{loaded.variant} has no decoder_start_token_id in its config")
-    return start
+    frameworks = Seq2Seq.frameworks.make_backend
+    onnxrt = Seq2Seq.onnxrt.make_backend
+    trt = Seq2Seq.trt.make_backend

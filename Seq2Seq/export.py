@@ -15,6 +15,7 @@ def specs_for(family: ModelFamily, loaded: LoadedModel, use_cache: bool) -> dict
     return {name: specs[name] for name in needed_graphs(use_cache)}
 
 
-def onnx_files(family: ModelFamily, loaded: LoadedModel, cfg: RunConfig, workdir: WorkingDir,
+def graph_paths(family: ModelFamily, loaded: LoadedModel, cfg: RunConfig, workdir: WorkingDir,
                specs: dict[str, GraphSpec], form: str = "onnxrt") -> dict[str, Path]:
+    """Graph name -> the ONNX file the `form` backend (onnxrt, trt) runs for it (exported or reused)."""
     return {name: onnx_path(spec, loaded, family, cfg, workdir, form) for name, spec in specs.items()}

@@ -4,10 +4,9 @@ from NNDF import trt_env
 from NNDF.axes import RunSizes
 from NNDF.encoder_decoder import CompiledSeq2Seq
 from NNDF.errors import UsageError
-from NNDF.pipeline import artifact_subdir, token_ids
+from NNDF.pipeline import artifact_subdir, decoder_start_id, token_ids
 
-from Seq2Seq.export import onnx_files, specs_for
-from Seq2Seq.Seq2SeqModelConfig import decoder_start_id
+from Seq2Seq.export import graph_paths, specs_for
 
 
 def prebuilt_engines(cfg, graphs) -> dict:
@@ -29,7 +28,7 @@ def make_backend(family, loaded, cfg, workdir):
     run = RunSizes.of(cfg)
     ranges = {name: optimization_profiles(spec, cfg.trt, run, loaded.max_positions) for name, spec in specs.items()}
     sessions = trt_sessions(family, loaded, cfg, workdir, specs, ranges)
-    return CompiledSeq2Seq("trt", sessions, specs, cfg.generation.use_cache, token_ids(loaded), decoder_start_id(loaded),
+    return CompiledSeq2Seq("trt", sessions, specs, token_ids(loaded), decoder_start_id(loaded),
                            cfg.graph_precision)
 
 
@@ -41,7 +40,7 @@ def trt_sessions(family, loaded, cfg, workdir, specs: dict, ranges: dict) -> dic
 
     engines = prebuilt_engines(cfg, specs)
     if not engines:
-        sources = onnx_files(family, loaded, cfg, workdir, specs, form="trt")
+        sources = graph_paths(family, loaded, cfg, workdir, specs, form="trt")
         engines = {name: engine_for(sources[name], spec, ranges[name], cfg.trt, cfg.fp16, workdir,
                                     artifact_subdir(family, loaded))
                    for name, spec in specs.items()}

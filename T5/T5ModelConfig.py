@@ -7,7 +7,7 @@ from NNDF.family import Variant
 from NNDF.tiny_training import trained_tiny
 from NNDF.tokenizer import t5_style_tokenizer
 
-from Seq2Seq.Seq2SeqModelConfig import seq2seq_family
+from Seq2Seq.Seq2SeqModelConfig import Seq2SeqFamily
 
 T5_VARIANTS = ("t5-small", "t5-base", "t5-large", "t5-3b", "t5-11b")
 FLAN_VARIANTS = ("google/flan-t5-small", "google/flan-t5-base", "google/flan-t5-large", "google/flan-t5-xl",
@@ -37,7 +37,7 @@ def _random_tiny(flan: bool):
 T5_LAYOUT = Seq2SeqLayout(fp16_keep_fp32_ops=("Pow", "ReduceMean", "Sqrt", "Reciprocal"),
                           fp16_keep_fp32_node_patterns=("DenseReluDense/wo",))
 
-T5ModelConfig = seq2seq_family(
+T5_FAMILY = Seq2SeqFamily(
     name="T5", package="T5",
     variants=(Variant("t5-tiny", build_tiny=lambda s: _tiny(s, False)),
               Variant("flan-t5-tiny", build_tiny=lambda s: _tiny(s, True)))

@@ -1,8 +1,10 @@
-"""T5 on PyTorch."""
-
+"""T5 on PyTorch (HuggingFace generate, the reference): made by Seq2Seq/frameworks.py."""
 from NNDF.api import Model
-from Seq2Seq.frameworks import make_backend  # noqa: F401  (T5 needs nothing of its own here)
+from T5.T5ModelConfig import T5_FAMILY
+
+make_backend = T5_FAMILY.frameworks
 
 
 class T5HF(Model, family="T5", backend="frameworks"):
-    """T5 and Flan-T5 on PyTorch (HuggingFace generate); the Python API for scripts and notebooks (NNDF.api)."""
+    """T5 and Flan-T5 on PyTorch (HuggingFace generate, the reference). Keyword arguments are run.py's flags
+    (NNDF.api)."""

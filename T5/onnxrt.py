@@ -1,14 +1,9 @@
-"""T5 on ONNX Runtime."""
-
+"""T5 on ONNX Runtime: made by Seq2Seq/onnxrt.py."""
 from NNDF.api import Model
-import Seq2Seq.onnxrt
+from T5.T5ModelConfig import T5_FAMILY
 
-from T5.T5ModelConfig import T5ModelConfig
-
-
-def make_backend(loaded, cfg, workdir):
-    return Seq2Seq.onnxrt.make_backend(T5ModelConfig, loaded, cfg, workdir)
+make_backend = T5_FAMILY.onnxrt
 
 
 class T5OnnxRT(Model, family="T5", backend="onnxrt"):
-    """T5 and Flan-T5 on ONNX Runtime; the Python API for scripts and notebooks (NNDF.api)."""
+    """T5 and Flan-T5 on ONNX Runtime. Keyword arguments are run.py's flags (NNDF.api)."""

@@ -1,14 +1,9 @@
-"""T5 on TensorRT."""
-
+"""T5 on TensorRT: made by Seq2Seq/trt.py."""
 from NNDF.api import Model
-import Seq2Seq.trt
+from T5.T5ModelConfig import T5_FAMILY
 
-from T5.T5ModelConfig import T5ModelConfig
-
-
-def make_backend(loaded, cfg, workdir):
-    return Seq2Seq.trt.make_backend(T5ModelConfig, loaded, cfg, workdir)
+make_backend = T5_FAMILY.trt
 
 
 class T5TRT(Model, family="T5", backend="trt"):
-    """T5 and Flan-T5 on TensorRT; the Python API for scripts and notebooks (NNDF.api)."""
+    """T5 and Flan-T5 on TensorRT. Keyword arguments are run.py's flags (NNDF.api)."""

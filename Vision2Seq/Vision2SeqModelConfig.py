@@ -24,6 +24,9 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
+import Vision2Seq.frameworks
+import Vision2Seq.onnxrt
+import Vision2Seq.trt
 from NNDF.config import RunConfig
 from NNDF.errors import UsageError
 from NNDF.family import LoadedModel, ModelFamily, Variant
@@ -140,7 +143,12 @@ class ImageTextModel(LoadedModel):
 
 @dataclass
 class Vision2SeqFamily(ModelFamily):
-    """A ModelFamily whose loaded models are ImageTextModels with the caption token ids."""
+    """A ModelFamily whose loaded models are ImageTextModels with the caption token ids. Its backend
+    makers are Vision2Seq's, `make_backend(family, loaded, cfg, workdir)`, so they are its methods."""
+
+    frameworks = Vision2Seq.frameworks.make_backend
+    onnxrt = Vision2Seq.onnxrt.make_backend
+    trt = Vision2Seq.trt.make_backend
 
     def load(self, cfg: RunConfig) -> ImageTextModel:
         loaded = super().load(cfg)

@@ -9,21 +9,25 @@ vision side never runs num_beams times.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 from transformers import LogitsProcessorList
 
-from NNDF.axes import BATCH, PAST, largest_sizes, run_description
-from NNDF.backends import Backend, TorchBackend, hf_generation_config, positions_from_mask, torch_threads
+from NNDF.backends import CompiledBackend, TorchBackend, hf_generation_config
+from NNDF.cached_decoder import CachedDecoder
 from NNDF.config import GenerationSettings
-from NNDF.encoder_decoder import bind_decoder, encoder_timer
+from NNDF.encoder_decoder import decoder_of, encoder_timer
 from NNDF.errors import UsageError
-from NNDF.generation import GenerationOutput, TokenIds, generate
+from NNDF.generation import GenerationOutput, TokenIds
 from NNDF.onnx_export import GraphSpec
-from NNDF.session import Session, concrete_shape
+from NNDF.session import Session
 from NNDF.torch_placement import Placement
 from Vision2Seq.export import Vision2SeqLayout
-from Vision2Seq.Vision2SeqModelConfig import ImagePrompts
+
+if TYPE_CHECKING:   # the family module makes its backends from here, so it is not imported at load time
+    from Vision2Seq.Vision2SeqModelConfig import ImagePrompts
 
 
 
@@ -32,71 +36,42 @@ def _no_teacher_forcing() -> UsageError:
                       "use run, compare, chat --image or benchmark")
 
 
-class ImageSteps:
-    """The generation loop's StepModel for one batch of images over compiled sessions."""
+class ImageSteps(CachedDecoder):
+    """The shared decoder step (CachedDecoder) after the vision encoder and, with the cache, the
+    cache generator, for one batch of images."""
 
-    def __init__(self, sessions: dict[str, Session], specs: dict[str, GraphSpec], with_cache: bool,
-                 pixel_values: np.ndarray):
-        self.sessions, self.with_cache, self.pixel_values = sessions, with_cache, pixel_values
-        bind_decoder(self, sessions, specs, with_cache)
+    def __init__(self, sessions: dict[str, Session], specs: dict[str, GraphSpec]):
+        super().__init__(sessions[decoder_of(specs)], specs[decoder_of(specs)])
+        self.sessions = sessions
+        self.pixel_values: np.ndarray | None = None     # the images the next generation starts from
 
-    def plan(self, rows, prompt_len, new_tokens):
-        # The vision side's only dynamic axis is the batch of images, which the engines are built for.
-        self.decoder.check_fits(largest_sizes(rows, prompt_len, new_tokens, self.with_cache),
-                                run_description(rows, prompt_len, new_tokens))
+    # plan: the vision side's only dynamic axis is the batch of images, which the engines are built for,
+    # so only the decoder is checked (CachedDecoder.plan).
 
     def start(self, input_ids, attention_mask):
         """Vision encoder (+ cache generator) per image; the loop has already repeated the text rows per beam."""
         rows, images = input_ids.shape[0], self.pixel_values.shape[0]
         encoder = self.sessions["encoder"]
         pixels = self.pixel_values.astype(encoder.input_dtype("pixel_values"), copy=False)
-        _, out = encoder.run({"pixel_values": pixels}, [], ["image_embeds"])
+        _, context = encoder.run({"pixel_values": pixels}, [], ["image_embeds"])
         if self.with_cache:
-            _, cross = self.sessions["cache_generator"].run({"image_embeds": out["image_embeds"]}, [], self.cross)
-            image_side = [cross[n] for n in self.cross]
-        else:
-            image_side = [out["image_embeds"]]
+            _, context = self.sessions["cache_generator"].run(context, [], self.cross)
         if rows != images:   # beam search: row i continues image i // beams
             idx = np.repeat(np.arange(images), rows // images)
-            image_side = [self.decoder.take(h, idx, axis=0) for h in image_side]
-        state = {"seen": 0, "image_side": image_side, "past": []}
-        if self.with_cache:
-            state["past"] = [self.decoder.zeros(n, concrete_shape(self.decoder.input_shape(n), self.decoder_spec.inputs[n],
-                                                                  {BATCH: rows, PAST: 0}))
-                             for n in self.past]
-        return state, input_ids.astype(np.int64), attention_mask.astype(np.int64)
-
-    def step(self, state, ids, mask):
-        seen = state["seen"] if self.with_cache else 0
-        feed = {"input_ids": ids[:, seen:], "attention_mask": mask, "position_ids": positions_from_mask(mask)[:, seen:],
-                "logits_index": np.array([ids.shape[1] - seen - 1], np.int64)}
-        if not self.with_cache:
-            feed["image_embeds"] = state["image_side"][0]
-            return self.decoder.run(feed, ["logits"])[0]["logits"][:, -1]
-        feed.update(zip(self.past, state["past"]))
-        feed.update(zip(self.cross, state["image_side"]))
-        host, device = self.decoder.run(feed, ["logits"], self.present)
-        state["past"] = [device[n] for n in self.present]
-        state["seen"] = ids.shape[1]
-        return host["logits"][:, -1]
-
-    def reorder(self, state, beam_idx):
-        # Beams of one image share its cross keys/values and beam_idx never crosses images,
-        # so only the decoder's own past needs reordering.
-        state["past"] = [self.decoder.take(h, beam_idx, axis=0) for h in state["past"]]
+            context = {name: self.session.take(h, idx, axis=0) for name, h in context.items()}
+        return self.empty_state(rows, context), input_ids.astype(np.int64), attention_mask.astype(np.int64)
 
 
-class CompiledVision2Seq(Backend):
-    def __init__(self, name: str, sessions: dict[str, Session], specs: dict[str, GraphSpec], with_cache: bool,
-                 token_ids: TokenIds, precision: str):
-        super().__init__(token_ids, sessions["encoder"].device_name, precision)
-        self.name, self.sessions, self.specs, self.with_cache = name, sessions, specs, with_cache
+class CompiledVision2Seq(CompiledBackend):
+    def __init__(self, name: str, sessions: dict[str, Session], specs: dict[str, GraphSpec], token_ids: TokenIds,
+                 precision: str):
+        super().__init__(name, ImageSteps(sessions, specs), token_ids, sessions["encoder"].device_name, precision)
+        self.sessions = sessions
 
     def generate(self, prompts: ImagePrompts, attention_mask, settings: GenerationSettings,
                  on_step=None) -> GenerationOutput:
-        steps = ImageSteps(self.sessions, self.specs, self.with_cache, prompts.pixel_values)
-        with torch_threads(1):
-            return generate(steps, prompts.input_ids, attention_mask, settings, self.token_ids, on_step)
+        self.steps.pixel_values = prompts.pixel_values
+        return super().generate(prompts.input_ids, attention_mask, settings, on_step)
 
     def logits(self, input_ids, attention_mask, decoder_ids=None):
         raise _no_teacher_forcing()

@@ -27,7 +27,7 @@ from NNDF.backends import positions_from_mask
 from NNDF.cache_io import cache_from_flat, flat_from_cache
 from NNDF.encoder_decoder import needed_graphs
 from NNDF.family import LoadedModel, ModelFamily
-from NNDF.onnx_export import GraphSpec
+from NNDF.onnx_export import GraphSpec, padded_mask, random_tensors
 from Vision2Seq.images import ImageSettings
 
 WRAPPERS_VERSION = 2   # bump when a wrapper below changes what the graphs compute: it is in every export key
@@ -107,13 +107,6 @@ class TextDecoderWrapper(torch.nn.Module):
         return (out.logits, *flat_from_cache(out.past_key_values.self_attention_cache))
 
 
-def _left_padded_mask(b: int, length: int) -> torch.Tensor:
-    mask = torch.ones(b, length, dtype=torch.int64)
-    if b > 1:  # left-pad row 0, as batched prefixes of different lengths are
-        mask[0, : min(2, length - 1)] = 0
-    return mask
-
-
 def graph_specs(model, layout: Vision2SeqLayout) -> dict[str, GraphSpec]:
     """encoder (the vision encoder), cache_generator, decoder (cached) and decoder_nocache."""
     d = layout.dims(model.config)
@@ -132,7 +125,7 @@ def graph_specs(model, layout: Vision2SeqLayout) -> dict[str, GraphSpec]:
     def decoder_inputs(s, with_cache):
         g, b, seq = gen(s), s[BATCH], s[SEQ]
         p = s[PAST] if with_cache else 0
-        mask = _left_padded_mask(b, p + seq)
+        mask = padded_mask(b, p + seq, "left")
         kept = s.get(KEPT, seq)
         feed = {"input_ids": torch.randint(0, d["vocab"], (b, seq), generator=g), "attention_mask": mask,
                 "position_ids": torch.from_numpy(positions_from_mask(mask.numpy())[:, p:]),
@@ -140,10 +133,8 @@ def graph_specs(model, layout: Vision2SeqLayout) -> dict[str, GraphSpec]:
         if not with_cache:
             feed["image_embeds"] = torch.randn(b, d["image_tokens"], d["vision_hidden"], generator=g)
             return feed
-        for name in past:
-            feed[name] = torch.randn(b, d["heads"], p, d["head_dim"], generator=g)
-        for name in cross:
-            feed[name] = torch.randn(b, d["heads"], d["image_tokens"], d["head_dim"], generator=g)
+        feed.update(random_tensors(past, (b, d["heads"], p, d["head_dim"]), g))
+        feed.update(random_tensors(cross, (b, d["heads"], d["image_tokens"], d["head_dim"]), g))
         return feed
 
     text_inputs = {"input_ids": {0: BATCH, 1: SEQ}, "attention_mask": {0: BATCH, 1: TOTAL},

@@ -6,5 +6,5 @@ from NNDF.torch_placement import framework_placement
 from Vision2Seq.backends import TorchVision2Seq
 
 
-def make_backend(family, loaded, cfg, workdir):
+def make_backend(family, loaded, cfg, workdir=None):
     return TorchVision2Seq(loaded.model, family.layout(loaded), token_ids(loaded), framework_placement(cfg.cpu, cfg.fp16))

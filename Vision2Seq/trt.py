@@ -29,4 +29,4 @@ def make_backend(family, loaded, cfg, workdir):
                                           loaded.max_positions)
               for name, spec in specs.items()}
     sessions = trt_sessions(family, loaded, cfg, workdir, specs, ranges)
-    return CompiledVision2Seq("trt", sessions, specs, cfg.generation.use_cache, token_ids(loaded), cfg.graph_precision)
+    return CompiledVision2Seq("trt", sessions, specs, token_ids(loaded), cfg.graph_precision)

@@ -11,17 +11,12 @@ weight byte the step needs, read once).
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
-
-ROOT = Path(__file__).resolve().parents[1]
+from runner import ROOT, case_parser, read_bandwidth_gbs, run_backend
 CASES = {  # name -> (family, variant, [(label, backend, extra flags)])
     "gpt2": ("GPT2", "gpt2", [("frameworks (HF generate, cache)", "frameworks", ["--use-cache"]),
                               ("onnxrt (cache)", "onnxrt", ["--use-cache"])]),
@@ -34,25 +29,6 @@ CASES = {  # name -> (family, variant, [(label, backend, extra flags)])
                                         ("onnxrt (cache + cache generator)", "onnxrt", ["--use-cache"]),
                                         ("onnxrt (no cache)", "onnxrt", [])]),
 }
-
-
-def read_bandwidth_gbs(size_gib: float = 1.0, repeats: int = 5) -> float:
-    data = np.ones(int(size_gib * (1 << 30)) // 8, dtype=np.float64)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        data.sum()
-        best = min(best, time.perf_counter() - start)
-    return data.nbytes / best / 1e9
-
-
-def run_backend(family, variant, backend, flags, workdir, iterations) -> dict:
-    with tempfile.NamedTemporaryFile(suffix=".json") as out:
-        cmd = [sys.executable, str(ROOT / "run.py"), "benchmark", family, backend, "--variant", variant,
-               "--random-weights", "--working-dir", workdir, "--input-seq-len", "128", "--output-seq-len", "64",
-               "--iterations", str(iterations), "--warmup", "2", "--save-output-fpath", out.name, *flags]
-        subprocess.run(cmd, check=True, cwd=ROOT)
-        return json.loads(Path(out.name).read_text())["results"][backend]
 
 
 def decode_weight_bytes(family, variant) -> int:
@@ -68,12 +44,7 @@ def decode_weight_bytes(family, variant) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
-    parser.add_argument("--iterations", type=int, default=5)
-    parser.add_argument("--working-dir", default=str(ROOT / "temp"))
-    parser.add_argument("--save", default=str(ROOT / "benchmarks" / "results-cpu.json"))
-    args = parser.parse_args()
+    args = case_parser(__doc__, CASES, 5, "results-cpu.json").parse_args()
 
     bandwidth = read_bandwidth_gbs()
     # cases not run this time keep their last results (with the bandwidth measured alongside them)

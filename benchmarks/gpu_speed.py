@@ -13,14 +13,14 @@ script stops at once.
 
 from __future__ import annotations
 
-import argparse
 import json
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))
+
+from runner import case_parser, run_backend  # noqa: E402
+
 CASES = {"gpt2": ("GPT2", "gpt2"), "t5-small": ("T5", "t5-small")}
 CONFIGS = [  # label, backend, extra flags
     ("frameworks fp32", "frameworks", []),
@@ -48,27 +48,8 @@ def missing_backend(backend: str) -> str | None:
     return None
 
 
-def run_config(family: str, variant: str, backend: str, flags: list[str], workdir: str, iterations: int) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "result.json"
-        cmd = [sys.executable, str(ROOT / "run.py"), "benchmark", family, backend, "--variant", variant,
-               "--random-weights", "--use-cache", "--working-dir", workdir, "--input-seq-len", "128",
-               "--output-seq-len", "64", "--iterations", str(iterations), "--warmup", "3",
-               "--save-output-fpath", str(out), *flags]
-        done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-        if done.returncode != 0:
-            errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
-            return {"failed": errors[-1] if errors else done.stderr.strip().splitlines()[-1:]}
-        return json.loads(out.read_text())["results"][backend]
-
-
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
-    parser.add_argument("--iterations", type=int, default=10)
-    parser.add_argument("--working-dir", default=str(ROOT / "temp"))
-    parser.add_argument("--save", default=str(ROOT / "benchmarks" / "results-gpu.json"))
-    args = parser.parse_args()
+    args = case_parser(__doc__, CASES, 10, "results-gpu.json").parse_args()
 
     import torch
 
@@ -84,7 +65,8 @@ def main() -> int:
         for label, backend, flags in CONFIGS:
             reason = missing_backend(backend)
             rows[label] = {"skipped": reason} if reason else \
-                run_config(family, variant, backend, flags, args.working_dir, args.iterations)
+                run_backend(family, variant, backend, ["--use-cache", *flags], args.working_dir, args.iterations,
+                            warmup=3, record_failure=True)
             print(f"  {case} {label}: {rows[label].get('full_latency_s', rows[label])}", flush=True)
         report["cases"][case] = rows
         base = rows["frameworks fp32"]

@@ -2,7 +2,7 @@
 """The --quantize speed claims, measured in one run with PyTorch as the reference: real-size
 architectures with random weights, batch 1, 128 prompt tokens, exactly 64 new tokens, cache on.
 
-Each backend runs in its own process (benchmarks/cpu_speed.py's runner). A decode step is compared
+Each backend runs in its own process (benchmarks/runner.py). A decode step is compared
 with the floor of its own graph: the bytes of every weight the decoder graph reads per step (its
 quantized weights and scales, and the float norms and biases; tables it only gathers rows from are
 left out), read once at the host's measured bandwidth. File sizes are each graph's ONNX + weights.
@@ -12,18 +12,16 @@ left out), read once at the host's measured bandwidth. File sizes are each graph
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 import onnx
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).parent))
 
-from cpu_speed import read_bandwidth_gbs, run_backend  # noqa: E402
+from runner import case_parser, read_bandwidth_gbs, run_backend  # noqa: E402
 
 CACHE = ["--use-cache"]
 RUNS = [  # label, backend, flags, precision
@@ -71,11 +69,7 @@ def graph_bytes(path: Path) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
-    parser.add_argument("--iterations", type=int, default=5)
-    parser.add_argument("--working-dir", default=str(ROOT / "temp"))
-    parser.add_argument("--save", default=str(ROOT / "benchmarks" / "results-quant-speed.json"))
+    parser = case_parser(__doc__, CASES, 5, "results-quant-speed.json")
     parser.add_argument("--bandwidth-gbs", type=float,
                         help="read bandwidth for the floors, e.g. one measured when the machine was quiet "
                              "(default: measured now; on a shared machine that probe reads low)")

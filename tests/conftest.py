@@ -26,6 +26,25 @@ def workdir(tmp_path_factory) -> WorkingDir:
     return WorkingDir(tmp_path_factory.mktemp("work"))
 
 
+def call(capsys, *argv):
+    """run.py's main on argv (each item str()-ed): (exit code, stdout, stderr)."""
+    import run as run_py
+
+    code = run_py.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line_error(capsys, *argv, match: str) -> str:
+    """run.py on argv must exit 2 with exactly one `error:` line, containing `match`, and no traceback."""
+    code, out, err = call(capsys, *argv)
+    assert code == 2, (out, err)
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and match in lines[0], err
+    assert "Traceback" not in err
+    return lines[0]
+
+
 def make_cfg(workdir: WorkingDir, *flags: str, action: str = "run", backends: tuple[str, ...] = ("frameworks",)):
     return parse_args([action, "GPT2", *backends, "--working-dir", str(workdir.root), *flags])
 

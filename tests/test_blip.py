@@ -16,8 +16,9 @@ import pytest
 from PIL import Image
 
 import run as run_py
+from conftest import one_line_error
 from NNDF.cli import parse_args
-from NNDF.decoder_only import BATCH, KEPT, PAST, SEQ
+from NNDF.axes import BATCH, KEPT, PAST, SEQ
 from NNDF.errors import UsageError
 from NNDF.onnx_export import MODEL_FILE, exported, verify_graph
 from NNDF.pipeline import artifact_subdir
@@ -126,7 +127,7 @@ def test_trt_tokens_equal_hf_generate(standin, blip, workdir, wd, reference, use
 
 
 def test_accuracy_action_is_refused(capsys, wd):
-    _bad(capsys, "accuracy", "BLIP", "--working-dir", wd, "--dataset-path",
+    one_line_error(capsys, "accuracy", "BLIP", "--working-dir", wd, "--dataset-path",
          str(IMAGES.parent.parent / "NNDF" / "data" / "lambada_sample.jsonl"), match="needs an image")
 
 
@@ -174,13 +175,6 @@ def test_image_url_through_urllib(tmp_path):
     assert as_source("https:/host/a.png") == "https://host/a.png"   # what argparse's Path makes of a URL
 
 
-def _bad(capsys, *argv, match: str):
-    code = run_py.main(list(argv))
-    out, err = capsys.readouterr()
-    assert code == 2, (out, err)
-    lines = [l for l in err.splitlines() if l.startswith("error:")]
-    assert len(lines) == 1 and match in lines[0], err
-    assert "Traceback" not in err
 
 
 def _checkpoint(tmp_path, *inputs: str):
@@ -198,15 +192,15 @@ def test_bad_images_are_one_line_errors(capsys, wd, tmp_path):
              "huge.png": "above the 50-megapixel limit", "folder.png": "is not a file"}
     for name, match in cases.items():
         ck = _checkpoint(tmp_path, str(tmp_path / name))
-        _bad(capsys, "run", "BLIP", "--working-dir", wd, "--checkpoint", ck, "--iterations", "1", match=match)
-    _bad(capsys, "run", "BLIP", "--working-dir", wd, "--checkpoint", _checkpoint(tmp_path, " | a red"), match="names no image")
+        one_line_error(capsys, "run", "BLIP", "--working-dir", wd, "--checkpoint", ck, "--iterations", "1", match=match)
+    one_line_error(capsys, "run", "BLIP", "--working-dir", wd, "--checkpoint", _checkpoint(tmp_path, " | a red"), match="names no image")
     batch = tmp_path / "batch.toml"   # a list input is one batch, as in the demo's files
     batch.write_text('[BLIP.all.default.all.two]\ninput = ["images/red_circle.png | a red", "images/red_circle.png"]\n'
                      'label = ["a", "b"]\n')
-    _bad(capsys, "run", "BLIP", "--working-dir", wd, "--batch-size", "2", "--iterations", "1",
+    one_line_error(capsys, "run", "BLIP", "--working-dir", wd, "--batch-size", "2", "--iterations", "1",
          "--checkpoint", str(batch), match="add --use-mask")
-    _bad(capsys, "chat", "BLIP", "--working-dir", wd, match="needs an image")
-    _bad(capsys, "chat", "BLIP", "--working-dir", wd, "--image", str(tmp_path / "huge.png"), match="megapixel limit")
+    one_line_error(capsys, "chat", "BLIP", "--working-dir", wd, match="needs an image")
+    one_line_error(capsys, "chat", "BLIP", "--working-dir", wd, "--image", str(tmp_path / "huge.png"), match="megapixel limit")
     assert Image.open(tmp_path / "huge.png").size[0] * 7000 > MAX_PIXELS
 
 

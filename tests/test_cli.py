@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-import run as run_py
-from conftest import ROOT
+from conftest import ROOT, call, one_line_error
 from NNDF.checkpoint import outputs_match
 
 
@@ -20,10 +19,6 @@ def wd(workdir):
     return str(workdir.root)
 
 
-def call(capsys, *argv):
-    code = run_py.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_benchmark_writes_the_documented_json(capsys, wd, tmp_path):
@@ -127,38 +122,31 @@ def test_chat_through_the_real_cli_process(wd):
     assert "Clara baked" in proc.stdout and "bye" in proc.stdout and "Traceback" not in proc.stderr
 
 
-def _bad(capsys, *argv, match: str):
-    code, out, err = call(capsys, *argv)
-    assert code == 2, (out, err)
-    lines = [l for l in err.splitlines() if l.startswith("error:")]
-    assert len(lines) == 1 and match in lines[0], err
-    assert "Traceback" not in err
-    return lines[0]
 
 
 def test_bad_inputs_are_one_line_errors(capsys, wd, tmp_path):
-    _bad(capsys, "run", "GPT9", "--working-dir", wd, match="unknown model family 'GPT9'")
-    _bad(capsys, "run", "GPT2", "--variant", "gpt5", "--working-dir", wd, match="unknown GPT2 variant 'gpt5'")
-    _bad(capsys, "run", "GPT2", "cuda", "--working-dir", wd, match="unknown backend 'cuda'")
-    _bad(capsys, "run", "GPT2", "--torch-dir", str(tmp_path), "--working-dir", wd, match="has no config.json")
-    _bad(capsys, "run", "GPT2", "--dynamic-batch", "--min-dynamic-batch", "2", "--max-dynamic-batch", "4",
+    one_line_error(capsys, "run", "GPT9", "--working-dir", wd, match="unknown model family 'GPT9'")
+    one_line_error(capsys, "run", "GPT2", "--variant", "gpt5", "--working-dir", wd, match="unknown GPT2 variant 'gpt5'")
+    one_line_error(capsys, "run", "GPT2", "cuda", "--working-dir", wd, match="unknown backend 'cuda'")
+    one_line_error(capsys, "run", "GPT2", "--torch-dir", str(tmp_path), "--working-dir", wd, match="has no config.json")
+    one_line_error(capsys, "run", "GPT2", "--dynamic-batch", "--min-dynamic-batch", "2", "--max-dynamic-batch", "4",
          "--batch-size", "8", "--working-dir", wd, match="outside the dynamic batch range [2, 4]")
-    _bad(capsys, "run", "GPT2", "--num-beams", "0", "--working-dir", wd, match="--num-beams must be at least 1")
-    _bad(capsys, "benchmark", "GPT2", "--input-seq-len", "120", "--output-seq-len", "20", "--working-dir", wd,
+    one_line_error(capsys, "run", "GPT2", "--num-beams", "0", "--working-dir", wd, match="--num-beams must be at least 1")
+    one_line_error(capsys, "benchmark", "GPT2", "--input-seq-len", "120", "--output-seq-len", "20", "--working-dir", wd,
          match="needs 140 positions")
-    _bad(capsys, "run", "GPT2", "--checkpoint", str(tmp_path / "missing.toml"), "--working-dir", wd,
+    one_line_error(capsys, "run", "GPT2", "--checkpoint", str(tmp_path / "missing.toml"), "--working-dir", wd,
          match="cannot read checkpoint file")
     broken = tmp_path / "broken.toml"
     broken.write_text("[GPT2.all\n")
-    _bad(capsys, "run", "GPT2", "--checkpoint", str(broken), "--working-dir", wd, match="is not valid TOML")
-    _bad(capsys, "run", "GPT2", "--frobnicate", "--working-dir", wd, match="bad command line")
-    _bad(capsys, "accuracy", "GPT2", "--dataset-path", str(broken), "--working-dir", wd, match="line 1 is not a JSON")
+    one_line_error(capsys, "run", "GPT2", "--checkpoint", str(broken), "--working-dir", wd, match="is not valid TOML")
+    one_line_error(capsys, "run", "GPT2", "--frobnicate", "--working-dir", wd, match="bad command line")
+    one_line_error(capsys, "accuracy", "GPT2", "--dataset-path", str(broken), "--working-dir", wd, match="line 1 is not a JSON")
 
 
 def test_long_prompt_is_refused(capsys, wd, tmp_path):
     ck = tmp_path / "long.toml"
     ck.write_text('[GPT2.all.default.all.long]\ninput = "%s"\nlabel = "x"\n' % ("word " * 200))
-    _bad(capsys, "run", "GPT2", "--checkpoint", str(ck), "--working-dir", wd, match="exceeds the model's 128 positions")
+    one_line_error(capsys, "run", "GPT2", "--checkpoint", str(ck), "--working-dir", wd, match="exceeds the model's 128 positions")
 
 
 def test_corrupt_onnx_in_working_dir_is_rebuilt(capsys, tmp_path):
@@ -191,17 +179,17 @@ def test_torch_dir_loads_a_local_checkpoint(capsys, gpt2_tiny, tmp_path):
     fw, ort = data["results"]["frameworks"]["examples"], data["results"]["onnxrt"]["examples"]
     assert all(fw[k]["output"] == ort[k]["output"] for k in fw)
     (ckpt / "model.safetensors").write_bytes(b"garbage")
-    _bad(capsys, "run", "GPT2", "--torch-dir", str(ckpt), "--working-dir", str(tmp_path / "w"),
+    one_line_error(capsys, "run", "GPT2", "--torch-dir", str(ckpt), "--working-dir", str(tmp_path / "w"),
          match="could not load a GPT2 model from --torch-dir")
 
 
 def test_trt_without_tensorrt_says_so_before_exporting(capsys, tmp_path):
     wd = tmp_path / "w"
-    _bad(capsys, "run", "GPT2", "trt", "--working-dir", str(wd), match="the trt backend needs TensorRT and a CUDA GPU")
+    one_line_error(capsys, "run", "GPT2", "trt", "--working-dir", str(wd), match="the trt backend needs TensorRT and a CUDA GPU")
     assert not list(wd.glob("**/*.onnx"))
 
 
 def test_hub_variant_offline_points_to_offline_options(capsys, wd, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)  # read once at import
-    _bad(capsys, "run", "GPT2", "--variant", "gpt2", "--working-dir", wd, match="could not load 'gpt2'")
+    one_line_error(capsys, "run", "GPT2", "--variant", "gpt2", "--working-dir", wd, match="could not load 'gpt2'")

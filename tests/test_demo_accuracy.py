@@ -132,9 +132,9 @@ def test_the_cached_decoder_is_what_is_scored(workdir, monkeypatch):
     """With --use-cache the scores come from one-token steps on the cache, not a full pass."""
     loaded, (ort,) = _backends("GPT2", workdir, ("onnxrt",), "-kv")
     steps = []
-    real = ort.steps._advance
-    monkeypatch.setattr(ort.steps, "_advance", lambda state, ids, mask, all_logits=False:
-                        steps.append(ids.shape[1] - state["seen"]) or real(state, ids, mask, all_logits))
+    real = ort.steps.advance
+    monkeypatch.setattr(ort.steps, "advance", lambda state, ids, mask, all_logits=False:
+                        steps.append(ids.shape[1] - state.seen) or real(state, ids, mask, all_logits))
     monkeypatch.setattr(ort, "logits", lambda *a, **k: pytest.fail("the full pass was used"))
     text = load_texts(SHIPPED_SAMPLE, 1)
     score_all(ort, loaded, text, 4, [1], use_cache=True)

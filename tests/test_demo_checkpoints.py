@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from test_cli import _bad as bad, call
-from conftest import ROOT
+from conftest import ROOT, call, one_line_error
 from NNDF.checkpoint import load_examples, outputs_match
 from NNDF.errors import UsageError
 
@@ -90,13 +89,18 @@ def test_exact_match_is_the_demos():
     ('[GPT2.pytorch.default.all.x]\ninput = "a"\nlabel = "a"\n', "unknown framework 'pytorch'"),
     ('[GPT2.all.default.fp8.x]\ninput = "a"\nlabel = "a"\n', "unknown precision 'fp8' in [GPT2.all.default.fp8"),
     ('[GPT2.all]\ndefault = 3\n', "[GPT2.all.default] must be a table, not an integer"),
+    # tables of the wrong types: the message names the table; its wording is the loader's
+    ("GPT2 = 5\n", "[GPT2]"),
+    ('[GPT2.all.default]\nall = "x"\n', "[GPT2.all.default.all]"),
+    ('[GPT2.all.default.all.x]\ninput = 5\nlabel = "a"\n', "[GPT2.all.default.all.x]"),
+    ('[GPT2.all.default.all.x]\ninput = "a"\nlabel = [1, 2]\n', "[GPT2.all.default.all.x]"),
 ])
 def test_bad_checkpoint_tables_are_one_line_naming_the_table(capsys, tmp_path, text, match):
     path = tmp_path / "bad.toml"
     path.write_text(text)
     with pytest.raises(UsageError, match=re.escape(match)):
         load_examples(path, "GPT2", "frameworks", ("gpt2-tiny",), "fp32")
-    bad(capsys, "run", "GPT2", "--checkpoint", str(path), "-wd", str(tmp_path / "w"), match=match)
+    one_line_error(capsys, "run", "GPT2", "--checkpoint", str(path), "-wd", str(tmp_path / "w"), match=match)
 
 
 # ------------------------------------------------------------------ the demo's files, run
@@ -128,7 +132,7 @@ def test_the_demo_checkpoint_files_run(capsys, workdir, tmp_path, family, backen
 
 
 def test_the_demo_bart_file_with_bart_tiny_names_the_position_limit(capsys, workdir):
-    bad(capsys, "run", "BART", "--checkpoint", str(DEMO / "BART.toml"), "-wd", str(workdir.root),
+    one_line_error(capsys, "run", "BART", "--checkpoint", str(DEMO / "BART.toml"), "-wd", str(workdir.root),
         match="exceeds bart-tiny's 128 encoder positions")
 
 

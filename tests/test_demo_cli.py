@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from test_cli import _bad as bad, call
+from conftest import call, one_line_error
 from NNDF.cli import parse_args
 from NNDF.errors import UsageError
 
@@ -52,7 +52,7 @@ def test_compare_flag_takes_backends_as_the_demo_did():
 def test_bad_demo_command_lines_are_one_line(capsys, tmp_path, argv, match):
     with pytest.raises(UsageError, match=match.replace("(", r"\(")):
         parse_args(argv.split())
-    bad(capsys, *argv.split(), "--working-dir", str(tmp_path), match=match)
+    one_line_error(capsys, *argv.split(), "--working-dir", str(tmp_path), match=match)
 
 
 def test_list_names_families_variants_and_what_runs_offline(capsys, tmp_path):
@@ -69,14 +69,14 @@ def test_list_names_families_variants_and_what_runs_offline(capsys, tmp_path):
     assert "gpt2-tiny" in out and "offline (tiny, built here)" in out
     code, out, _ = call(capsys, "list", "t5")
     assert code == 0 and out.startswith("T5") and "GPT2" not in out
-    bad(capsys, "list", "GPT9", match="unknown model family 'GPT9'")
+    one_line_error(capsys, "list", "GPT9", match="unknown model family 'GPT9'")
 
 
 def test_n_positions_lengthens_benchmark_inputs(capsys, tmp_path):
     """gpt2-tiny has 128 positions; the demo let a benchmark ask for more."""
     wd = str(tmp_path / "w")
     flags = ("--input-seq-len", "200", "--output-seq-len", "4", "--iterations", "1", "--warmup", "0", "-wd", wd)
-    bad(capsys, "benchmark", "GPT2", "onnxrt", *flags, match="needs 204 positions, but gpt2-tiny has 128")
+    one_line_error(capsys, "benchmark", "GPT2", "onnxrt", *flags, match="needs 204 positions, but gpt2-tiny has 128")
     out_file = tmp_path / "b.json"
     code, out, err = call(capsys, "benchmark", "GPT2", "frameworks", "onnxrt", "-kv", "--n-positions", "256", *flags,
                           "-o", str(out_file))

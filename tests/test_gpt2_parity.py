@@ -14,7 +14,7 @@ from GPT2.GPT2ModelConfig import GPT2_LAYOUT, build_tiny
 from NNDF.decoder_only import decoder_spec
 from NNDF.actions.accuracy import evaluate, load_texts, SHIPPED_SAMPLE
 from NNDF.config import GenerationSettings
-from NNDF.decoder_only_backends import frameworks_backend
+from NNDF.decoder_only_family import frameworks_backend
 from NNDF.onnx_export import MODEL_FILE, exported, verify_graph
 from NNDF.pipeline import artifact_subdir
 from NNDF.registry import get_family

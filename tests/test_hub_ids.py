@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from test_cli import _bad as bad, call
+from conftest import call, one_line_error
 from NNDF import hub
 from NNDF.registry import get_family
 
@@ -77,9 +77,9 @@ def test_unlisted_id_with_random_weights_uses_its_config(capsys, tmp_path, mocke
 
 
 def test_an_id_of_another_architecture_names_the_family_that_fits(capsys, tmp_path, mocked_hub):
-    bad(capsys, "run", "GPT2", "--variant", "some-org/a-t5", "-wd", str(tmp_path),
+    one_line_error(capsys, "run", "GPT2", "--variant", "some-org/a-t5", "-wd", str(tmp_path),
         match="'some-org/a-t5' is a 't5' model, not one of the GPT2 family's types")
-    line = bad(capsys, "run", "GPT2", "--torch-dir",
+    line = one_line_error(capsys, "run", "GPT2", "--torch-dir",
                str(next(mocked_hub.glob("models--some-org--a-t5/snapshots/*"))), "-wd", str(tmp_path),
                match="is a 't5' model")
     assert "run it as `T5`" in line
@@ -87,7 +87,7 @@ def test_an_id_of_another_architecture_names_the_family_that_fits(capsys, tmp_pa
 
 def test_offline_miss_is_one_fast_line_naming_the_offline_options(capsys, tmp_path, mocked_hub):
     start = time.perf_counter()
-    line = bad(capsys, "run", "GPT2", "--variant", "some-org/not-there", "-wd", str(tmp_path),
+    line = one_line_error(capsys, "run", "GPT2", "--variant", "some-org/not-there", "-wd", str(tmp_path),
                match="unknown GPT2 variant 'some-org/not-there'")
     assert "--torch-dir" in line and "--random-weights" in line and "not in the local HF cache" in line
     assert time.perf_counter() - start < 10   # no retry loop against an unreachable hub

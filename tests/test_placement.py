@@ -15,7 +15,7 @@ import torch
 import run as run_py
 from conftest import make_cfg
 from NNDF import torch_placement
-from NNDF.decoder_only_backends import frameworks_backend
+from NNDF.decoder_only_family import frameworks_backend
 from NNDF.errors import UsageError
 from NNDF.ort_session import OrtSession, providers_for
 from NNDF.pipeline import make_backends

@@ -10,8 +10,7 @@ import numpy as np
 import onnx
 import pytest
 
-from conftest import ROOT
-from test_cli import call
+from conftest import ROOT, call
 
 from NNDF import quantize
 from NNDF.actions.accuracy import evaluate, load_texts

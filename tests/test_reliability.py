@@ -19,8 +19,7 @@ from pathlib import Path
 
 import pytest
 
-import run as run_py
-from conftest import ROOT
+from conftest import ROOT, call, one_line_error
 from NNDF import workdir as wdmod
 from NNDF.errors import UsageError
 from NNDF.workdir import MANIFEST, WorkingDir, recorded_digest
@@ -28,19 +27,8 @@ from NNDF.workdir import MANIFEST, WorkingDir, recorded_digest
 KEY = {"what": "toy"}
 
 
-def call(capsys, *argv):
-    code = run_py.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
-def one_line_error(capsys, *argv, match: str) -> str:
-    code, out, err = call(capsys, *argv)
-    assert code == 2, (out, err)
-    lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and match in lines[0], err
-    assert "Traceback" not in err
-    return lines[0]
 
 
 def toy_build(wd: WorkingDir, name: str = "toy", payload: bytes = b"x" * 4096, calls: list | None = None):
@@ -115,7 +103,7 @@ def test_engine_key_reuses_the_recorded_digest_while_size_and_mtime_hold(tmp_pat
     hashed = []
     real = wdmod.file_digest
     monkeypatch.setattr(wdmod, "file_digest", lambda p, *a: hashed.append(Path(p).name) or real(p, *a))
-    monkeypatch.setattr("NNDF.trt_build.onnx_files", lambda path: [path])
+    monkeypatch.setattr("NNDF.trt_build.model_and_data_files", lambda path: [path])
     key = engine_key(f, {}, TrtSettings(), False, {"name": "gpu", "compute_capability": "8.6"}, "11.4")
     assert hashed == [] and key["onnx"]["data.bin"] == real(f)
     f.write_bytes(b"z" * 4096)
@@ -304,18 +292,6 @@ def test_an_unusable_working_dir_is_one_line(capsys, tmp_path, where):
     else:
         target = Path(where)
     one_line_error(capsys, "run", "GPT2", "onnxrt", "--working-dir", target, match="cannot use working dir")
-
-
-@pytest.mark.parametrize("text, table", [        # the message names the table; its wording is the loader's
-    ("GPT2 = 5\n", "[GPT2]"),
-    ('[GPT2.all.default]\nall = "x"\n', "[GPT2.all.default.all]"),
-    ('[GPT2.all.default.all.x]\ninput = 5\nlabel = "a"\n', "[GPT2.all.default.all.x]"),
-    ('[GPT2.all.default.all.x]\ninput = "a"\nlabel = [1, 2]\n', "[GPT2.all.default.all.x]"),
-])
-def test_a_checkpoint_of_the_wrong_types_is_one_line_naming_the_table(capsys, tmp_path, text, table):
-    ck = tmp_path / "ck.toml"
-    ck.write_text(text)
-    one_line_error(capsys, "run", "GPT2", "--working-dir", tmp_path / "w", "--checkpoint", ck, match=table)
 
 
 def _tiny_t5():

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_cfg
+from conftest import make_cfg, one_line_error
 from GPT2 import onnxrt as gpt2_onnxrt
 from GPT2 import trt as gpt2_trt
 from NNDF.backends import hf_generation_config
 from NNDF.config import GenerationSettings
-from NNDF.decoder_only_backends import frameworks_backend
+from NNDF.decoder_only_family import frameworks_backend
 from NNDF.generation import leading_pads, process_scores, warp_for_sampling
 from NNDF.pipeline import token_ids
 
@@ -205,23 +205,16 @@ def test_chat_streams_and_compares_with_times(gpt2_tiny, workdir):
     assert len(pieces) >= 2 * 3, pieces                # several pieces per answer, not one print each
 
 
-def _bad(capsys, *argv, match: str):
-    import run as run_py
-
-    code = run_py.main(list(argv))
-    _, err = capsys.readouterr()
-    lines = [l for l in err.splitlines() if l.startswith("error:")]
-    assert code == 2 and len(lines) == 1 and match in lines[0], err
 
 
 def test_bad_sampling_values_are_one_line_errors(capsys, workdir):
     wd = ["--working-dir", str(workdir.root)]
-    _bad(capsys, "run", "GPT2", "--do-sample", "--temperature", "0", *wd, match="--temperature must be greater than 0")
-    _bad(capsys, "run", "GPT2", "--do-sample", "--temperature", "-1", *wd, match="--temperature must be greater than 0")
-    _bad(capsys, "run", "GPT2", "--do-sample", "--top-p", "1.5", *wd, match="--top-p must be within (0, 1]")
-    _bad(capsys, "run", "GPT2", "--do-sample", "--top-p", "0", *wd, match="--top-p must be within (0, 1]")
-    _bad(capsys, "run", "GPT2", "--do-sample", "--top-k", "-1", *wd, match="--top-k must be 0")
-    _bad(capsys, "run", "GPT2", "--repetition-penalty", "0", *wd, match="--repetition-penalty must be greater than 0")
-    _bad(capsys, "run", "GPT2", "--temperature", "0.5", *wd, match="add --do-sample")
-    _bad(capsys, "run", "GPT2", "--do-sample", "--num-beams", "2", *wd, match="beam sampling) is not supported")
-    _bad(capsys, "run", "GPT2", "--do-sample", "--temperature", "hot", *wd, match="bad command line")
+    one_line_error(capsys, "run", "GPT2", "--do-sample", "--temperature", "0", *wd, match="--temperature must be greater than 0")
+    one_line_error(capsys, "run", "GPT2", "--do-sample", "--temperature", "-1", *wd, match="--temperature must be greater than 0")
+    one_line_error(capsys, "run", "GPT2", "--do-sample", "--top-p", "1.5", *wd, match="--top-p must be within (0, 1]")
+    one_line_error(capsys, "run", "GPT2", "--do-sample", "--top-p", "0", *wd, match="--top-p must be within (0, 1]")
+    one_line_error(capsys, "run", "GPT2", "--do-sample", "--top-k", "-1", *wd, match="--top-k must be 0")
+    one_line_error(capsys, "run", "GPT2", "--repetition-penalty", "0", *wd, match="--repetition-penalty must be greater than 0")
+    one_line_error(capsys, "run", "GPT2", "--temperature", "0.5", *wd, match="add --do-sample")
+    one_line_error(capsys, "run", "GPT2", "--do-sample", "--num-beams", "2", *wd, match="beam sampling) is not supported")
+    one_line_error(capsys, "run", "GPT2", "--do-sample", "--temperature", "hot", *wd, match="bad command line")

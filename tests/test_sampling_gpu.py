@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import make_cfg
-from NNDF.decoder_only_backends import frameworks_backend
+from NNDF.decoder_only_family import frameworks_backend
 from NNDF.registry import get_family
 
 pytestmark = pytest.mark.gpu

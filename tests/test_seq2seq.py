@@ -135,7 +135,7 @@ def test_t5_fp16_graph_keeps_fragile_parts_fp32_and_matches_fp32(workdir, varian
     cfg = _cfg(workdir, "T5", variant, "--use-cache", "--fp16", backends=("frameworks", "onnxrt"))
     loaded = family.load(cfg)
     fw, ort = make_backends(family, loaded, cfg, workdir)
-    decoder_file = ort.steps.decoder._session._model_path
+    decoder_file = ort.steps.session._session._model_path
     graph = onnx.load(decoder_file, load_external_data=False).graph
     halves = [i for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT16]
     wo = [i for i in graph.initializer if "DenseReluDense.wo" in i.name]

@@ -8,8 +8,7 @@ import json
 
 import pytest
 
-from conftest import ROOT
-from test_cli import call
+from conftest import ROOT, call
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ import pytest
 
 from conftest import make_cfg
 from GPT2 import trt as gpt2_trt
-from NNDF.decoder_only import CAPACITY_BUCKET, decode_capacity
-from NNDF.decoder_only_backends import frameworks_backend
+from NNDF.cached_decoder import CAPACITY_BUCKET, decode_capacity
+from NNDF.decoder_only_family import frameworks_backend
 from test_decoder_families import TINY, get_tiny
 
 NEW_TOKENS = 64

@@ -15,7 +15,7 @@ from GPT2.GPT2ModelConfig import GPT2_LAYOUT
 from NNDF.axes import RunSizes
 from NNDF.cli import parse_args
 from NNDF.decoder_only import decoder_spec
-from NNDF.decoder_only_backends import frameworks_backend
+from NNDF.decoder_only_family import frameworks_backend
 from NNDF.encoder_decoder import Seq2SeqLayout, graph_specs
 from NNDF.errors import UsageError
 from NNDF.registry import get_family
@@ -98,7 +98,7 @@ def test_an_engine_without_the_generation_phase_is_refused_at_load(standin, gpt2
     """An engine built with only the context profile cannot run decode steps: refused before any step."""
     from pathlib import Path
 
-    from GPT2.GPT2ModelConfig import GPT2ModelConfig
+    from GPT2.GPT2ModelConfig import GPT2_FAMILY
     from NNDF.pipeline import artifact_subdir
     from NNDF.trt_build import engine_for
     from NNDF.trt_session import TrtSession
@@ -108,6 +108,6 @@ def test_an_engine_without_the_generation_phase_is_refused_at_load(standin, gpt2
     context, generation = optimization_profiles(spec, cfg.trt, RunSizes.of(cfg), gpt2_tiny.max_positions)
     onnx_path = Path(trt_standin.plan_header(gpt2_trt.make_backend(gpt2_tiny, cfg, workdir).steps.session.path)["source"])
     engine = engine_for(onnx_path, spec, (context,), cfg.trt, False, workdir,
-                        artifact_subdir(GPT2ModelConfig, gpt2_tiny))
+                        artifact_subdir(GPT2_FAMILY, gpt2_tiny))
     with pytest.raises(UsageError, match="past_len"):
         TrtSession(engine, spec, (context, generation), cfg.trt)

@@ -16,7 +16,7 @@ import torch
 
 from conftest import make_cfg
 from GPT2 import trt as gpt2_trt
-from NNDF.decoder_only_backends import frameworks_backend
+from NNDF.decoder_only_family import frameworks_backend
 from NNDF.errors import UsageError
 
 NEW_TOKENS = "12"
