@@ -63,6 +63,7 @@ def _quiet_libraries() -> None:
 
 def _main(argv: list[str]) -> int:
     from NNDF.actions import perform
+    from NNDF.errors import UsageError
     from NNDF.actions.common import save_json
     from NNDF.cli import parse_args
     from NNDF.pipeline import artifact_subdir, graph_sizes, make_backends
@@ -86,6 +87,9 @@ def _main(argv: list[str]) -> int:
         return 0
     family, cfg = resolve(cfg)
     if cfg.action in ("serve", "export-triton"):   # long-running server / repository writer: own flows
+        if not getattr(family, "generates", True):
+            raise UsageError(f"{cfg.action} serves generating models; {family.name} is an encoder family",
+                             "use run, compare, accuracy, benchmark or chat")
         from NNDF import export_triton, serve
 
         result = serve.run(cfg, argv) if cfg.action == "serve" else export_triton.run(cfg, family)

@@ -32,7 +32,8 @@ from NNDF.text import normalize_text
 ANY_FRAMEWORK, ANY_VARIANT, ANY_PRECISION = "all", "default", "all"
 FRAMEWORK_KEYS = {"frameworks": ("frameworks", "native"), "onnxrt": ("onnxrt",), "trt": ("trt",)}
 PRECISIONS = ("fp32", "fp16", "int8", "int4")
-FIELD_TYPES = {"input": "a string or a list of strings", "label": "a string or a list of strings", "skip": "a boolean"}
+FIELD_TYPES = {"input": "a string or a list of strings", "label": "a string or a list of strings", "skip": "a boolean",
+               "context": "a string or a list of strings"}   # context: question-answering encoders
 
 
 @dataclass(frozen=True)
@@ -41,10 +42,14 @@ class Example:
     inputs: tuple[str, ...]      # one row, or the rows of one batch (a list input)
     labels: tuple[str, ...]      # empty: no label for this variant, so nothing to score
     is_batch: bool               # the file gave a list: report per row
+    contexts: tuple[str, ...] = ()   # question answering: the passage each input asks about
 
     def rows(self, batch_size: int) -> tuple[list[str], list[str | None]]:
         """The demo's batching: a string fills the batch; a list is cycled (or cut) to it."""
         return _cycle(self.inputs, batch_size), _cycle(self.labels or (None,), batch_size)
+
+    def context_rows(self, batch_size: int) -> list[str | None]:
+        return _cycle(self.contexts or (None,), batch_size)
 
 
 def outputs_match(output: str, label: str) -> bool:
@@ -90,7 +95,7 @@ def load_examples(path: Path, family: str, backend: str, variant_names: tuple[st
         if batch and labels and len(inputs) != len(labels):
             raise UsageError(f"{path}: [{where[name]}] has {len(inputs)} inputs but {len(labels)} labels",
                              "give one label per input")
-        examples[name] = Example(name, inputs, labels, batch)
+        examples[name] = Example(name, inputs, labels, batch, _texts(fields.get("context", [])))
     if not examples:
         raise UsageError(f"{path} has no examples for {family} {variant_names[0]}",
                          f"add tables named [{family}.all.default.all.NAME] (or for {variant_names[0]})")

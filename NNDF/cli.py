@@ -60,7 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="use the KV cache (past key/values); --enable-kv-cache is the demo's old name")
     g.add_argument("--num-beams", "-nb", type=int, default=1)
     g.add_argument("--use-mask", action="store_true", help="pad batched prompts on the left and pass an attention mask")
-    g.add_argument("--input-seq-len", type=int, default=128, help="benchmark: prompt length")
+    g.add_argument("--input-seq-len", type=int, default=128, help="benchmark: prompt length (encoders: tokens per row)")
+    g.add_argument("--batch-sweep", metavar="B1,B2,...",
+                   help="benchmark, encoder families: also time these batch sizes (e.g. 1,8,32), samples/s per size")
     g.add_argument("--output-seq-len", type=int, default=None, help="new tokens to generate (benchmark: exactly this many)")
     g.add_argument("--min-output-len", type=int, default=0, help="new tokens to generate before EOS may stop a sequence")
     g.add_argument("--n-positions", type=int,
@@ -79,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--num-samples", type=int, default=20)
     g.add_argument("--tokens-to-generate", type=int, default=5)
     g.add_argument("--topN", dest="top_n", type=int, default=2)
-    g.add_argument("--dataset-path", type=Path, help="local LAMBADA-format JSONL file (one {\"text\": ...} per line)")
+    g.add_argument("--dataset-path", type=Path, help="local JSONL file: LAMBADA's {\"text\": ...} per line; encoder families take their task's "
+                        "fields (see README, Encoders)")
 
     g = p.add_argument_group("run / compare / chat")
     g.add_argument("--checkpoint", type=Path, help="a checkpoint.toml of your own examples")
@@ -296,6 +299,7 @@ def parse_args(argv: list[str]) -> RunConfig:
         if a.action != "benchmark":
             raise UsageError("--n-positions only applies to benchmark", "drop it, or use the benchmark action")
         _positive("--n-positions", a.n_positions)
+    batch_sweep = _batch_sweep(a.batch_sweep, a.action)
     return RunConfig(
         action=a.action, family=a.family, backends=backends, variant=a.variant or "",
         working_dir=Path(a.working_dir), torch_dir=a.torch_dir, random_weights=a.random_weights, seed=a.seed,
@@ -305,7 +309,23 @@ def parse_args(argv: list[str]) -> RunConfig:
         input_seq_len=a.input_seq_len, num_samples=a.num_samples, tokens_to_generate=a.tokens_to_generate,
         top_n=a.top_n, dataset_path=a.dataset_path, checkpoint=a.checkpoint, image=a.image,
         chat_compare=len(backends) > 1, n_positions=a.n_positions, serve=serve, quantize=quantize,
+        batch_sweep=batch_sweep,
     )
+
+
+def _batch_sweep(text: str | None, action: str) -> tuple[int, ...]:
+    """"1,8,32" -> (1, 8, 32), each a positive batch size."""
+    if text is None:
+        return ()
+    if action != "benchmark":
+        raise UsageError("--batch-sweep only applies to benchmark", "drop it, or use the benchmark action")
+    try:
+        sizes = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise UsageError(f"--batch-sweep {text} is not a comma-separated list of batch sizes", "e.g. --batch-sweep 1,8,32") from None
+    if not sizes or min(sizes) < 1:
+        raise UsageError(f"--batch-sweep {text} needs batch sizes of at least 1", "e.g. --batch-sweep 1,8,32")
+    return tuple(dict.fromkeys(sizes))
 
 
 def _quant_settings(a, backends: tuple[str, ...]) -> QuantSettings | None:

@@ -121,6 +121,7 @@ class RunConfig:
     chat_compare: bool = False        # several backends answer each chat line
     n_positions: int | None = None    # benchmark: extend the model's positions to this many
     quantize: QuantSettings | None = None
+    batch_sweep: tuple[int, ...] = ()  # benchmark: encoder batch sizes to time, one table row each
 
     @property
     def graph_precision(self) -> str:

@@ -54,6 +54,10 @@ def _variant_name(cfg: RunConfig, family: ModelFamily) -> str:
 
 def check_inputs(cfg: RunConfig, family: ModelFamily) -> None:
     """Read and validate the data files the action will read."""
+    if not getattr(family, "generates", True):
+        from NNDF.actions import encoder
+
+        return encoder.check_inputs(cfg, family)
     if cfg.action == "accuracy":
         from NNDF.actions.accuracy import lambada_cache, load_texts
 
@@ -66,6 +70,10 @@ def check_inputs(cfg: RunConfig, family: ModelFamily) -> None:
 
 def check_loaded(cfg: RunConfig, family: ModelFamily, loaded: LoadedModel) -> memory.MemoryEstimate:
     """Prompt lengths and peak memory; returns the memory estimate (for --info)."""
+    if not getattr(loaded, "generates", True):
+        from NNDF.actions import encoder
+
+        return encoder.check_loaded(cfg, family, loaded)
     est = run_memory(cfg, family, loaded)
     memory.check(est, cfg)
     if cfg.action == "benchmark":
@@ -84,6 +92,10 @@ def check_loaded(cfg: RunConfig, family: ModelFamily, loaded: LoadedModel) -> me
 
 
 def run_memory(cfg: RunConfig, family: ModelFamily, loaded: LoadedModel) -> memory.MemoryEstimate:
+    if not getattr(loaded, "generates", True):
+        from NNDF.actions import encoder
+
+        return encoder.estimate(cfg, loaded)
     prompt_len = None
     if cfg.action == "benchmark":
         prompt_len = cfg.input_seq_len

@@ -18,6 +18,7 @@ converting ONNX Runtime's blocked int8.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -383,3 +384,150 @@ def quantized_graph(source: Path, q: QuantSettings | None, form: str, workdir: W
         return source
     check_not_quantized(source)
     return (ort_quantized if form == "onnxrt" else trt_quantized)(source, q, workdir, onnx_dir)
+
+
+# --------------------------------------------------------------------------- encoders: int8 with activations
+# Encoders run one big pass per batch, so their int8 is activations as well as weights:
+# onnxrt uses ONNX Runtime's dynamic quantization (int8 weights, activations quantized per batch
+# at run time, QAttention over the fused Attention), trt a static QDQ graph whose activation scales
+# come from a calibration pass over shipped data, as TensorRT's explicit quantization wants.
+ENCODER_INT8_VERSION = 1
+ACTIVATION_QMAX = 127.0
+
+
+def ort_dynamic_int8(source: Path, workdir: WorkingDir, onnx_dir: Path) -> Path:
+    """The cached dynamic-int8 form of `source` (usually ONNX Runtime's fused graph) for onnxrt:
+    per-channel signed int8 weights, uint8 activations quantized per batch at run time."""
+    import onnxruntime as ort
+
+    source = Path(source)
+    identity = _source_identity(source)
+    key = {"source": identity, "form": "onnxrt-dynamic", "scheme": "int8", "onnxruntime": ort.__version__,
+           "version": ENCODER_INT8_VERSION}
+    base = source.parent.name if (source.parent / MANIFEST).is_file() else f"{source.stem}-given-{identity[:10]}"
+    target = onnx_dir / f"{base}-int8-dynamic"
+
+    def produce(tmp: Path) -> dict:
+        import logging
+
+        from onnxruntime.quantization import QuantType
+
+        from NNDF.progress import status
+
+        root = logging.getLogger()
+        level, handlers = root.level, list(root.handlers)
+        from onnxruntime.quantization import quantize_dynamic   # its import configures the root logger
+
+        root.setLevel(level)
+        root.handlers[:] = handlers
+        with status(f"quantizing {source.parent.name} to int8 (ONNX Runtime dynamic quantization)"):
+            quantize_dynamic(source, tmp / MODEL_FILE, per_channel=True, weight_type=QuantType.QInt8,
+                             use_external_data_format=True, extra_options={"MatMulConstBOnly": True})
+        proto = onnx.load(str(tmp / MODEL_FILE), load_external_data=False)
+        ops = [n.op_type for n in proto.graph.node]
+        return {**_described(source), "graph": f"{_described(source)['graph']} (int8, dynamic)",
+                "quantized_ops": {op: ops.count(op) for op in sorted(set(ops)) if op.startswith(("Q", "Dynamic", "MatMulInteger"))}}
+
+    return workdir.build(target, key, (MODEL_FILE,), produce).file(MODEL_FILE)
+
+
+def activation_ranges(proto: onnx.ModelProto, names: list[str], feeds: list[dict]) -> dict[str, float]:
+    """The largest |value| each named tensor takes over the calibration feeds, by running the float
+    graph in ONNX Runtime with those tensors added as outputs."""
+    import onnxruntime as ort
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(proto)
+    known = {o.name for o in probe.graph.output}
+    for name in names:
+        if name not in known:
+            probe.graph.output.append(onnx.ValueInfoProto(name=name))
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL   # keep every tensor
+    session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    wanted = {i.name for i in session.get_inputs()}
+    amax = dict.fromkeys(names, 0.0)
+    for feed in feeds:
+        values = session.run(names, {k: v for k, v in feed.items() if k in wanted})
+        for name, value in zip(names, values):
+            amax[name] = max(amax[name], float(np.max(np.abs(value), initial=0.0)))
+    return amax
+
+
+def calibrated_qdq(proto: onnx.ModelProto, feeds: list[dict]) -> onnx.ModelProto:
+    """`proto` (in MatMul form) with every weight MatMul in int8 QDQ form for TensorRT: the weight
+    an int8 initializer with one scale per output channel -> DequantizeLinear, the activation
+    QuantizeLinear -> DequantizeLinear with the scale calibrated on `feeds`; all zero-points 0."""
+    inits = _initializers(proto)
+    weights = weight_shapes(proto)
+    matmuls = [n for n in proto.graph.node if n.op_type == "MatMul" and n.input[1] in weights]
+    activations = list(dict.fromkeys(n.input[0] for n in matmuls))
+    amax = activation_ranges(proto, activations, feeds)
+    new_nodes, new_inits = [], []
+    zero = numpy_helper.from_array(np.zeros((), np.int8), "int8_zero_point")
+    new_inits.append(zero)
+    for name in activations:
+        scale = numpy_helper.from_array(np.asarray(max(amax[name], 1e-8) / ACTIVATION_QMAX, np.float32), f"{name}_act_scale")
+        new_inits.append(scale)
+        new_nodes += [helper.make_node("QuantizeLinear", [name, scale.name, zero.name], [f"{name}_q"], name=f"{name}_QuantizeLinear"),
+                      helper.make_node("DequantizeLinear", [f"{name}_q", scale.name, zero.name], [f"{name}_qdq"],
+                                       name=f"{name}_act_DequantizeLinear")]
+    for weight in weights:
+        values, scales = per_channel_int8(numpy_helper.to_array(inits[weight]))
+        q = numpy_helper.from_array(values, f"{weight}_int8")
+        new_inits += [q, numpy_helper.from_array(scales.astype(np.float32), f"{weight}_scale")]
+        new_nodes.append(helper.make_node("DequantizeLinear", [q.name, f"{weight}_scale"], [f"{weight}_dq"],
+                                          name=f"{weight}_DequantizeLinear", axis=1))
+    # the activation's QDQ pair goes right after the node that makes it (or first, for a graph input)
+    made_by = {o: i for i, n in enumerate(proto.graph.node) for o in n.output}
+    placed: dict[int, list] = {}
+    weight_dq = [n for n in new_nodes if n.name.endswith("_DequantizeLinear") and n.input[0].endswith("_int8")]
+    act_pairs = [new_nodes[i:i + 2] for i in range(0, 2 * len(activations), 2)]
+    for pair in act_pairs:
+        placed.setdefault(made_by.get(pair[0].input[0], -1), []).extend(pair)
+    for node in matmuls:
+        node.input[0] = f"{node.input[0]}_qdq"
+        node.input[1] = f"{node.input[1]}_dq"
+    ordered = weight_dq + placed.get(-1, [])
+    for i, node in enumerate(proto.graph.node):
+        ordered.append(node)
+        ordered += placed.get(i, [])
+    del proto.graph.node[:]
+    proto.graph.node.extend(ordered)
+    kept = [t for t in proto.graph.initializer if t.name not in weights]
+    del proto.graph.initializer[:]
+    proto.graph.initializer.extend(kept + new_inits)
+    return proto
+
+
+def trt_calibrated_int8(source: Path, feeds: list[dict], workdir: WorkingDir, onnx_dir: Path) -> Path:
+    """The cached calibrated QDQ graph of `source` for TensorRT, keyed by the source and the
+    calibration data."""
+    source = Path(source)
+    identity = _source_identity(source)
+    digest = hashlib.sha256()
+    for feed in feeds:
+        for name in sorted(feed):
+            digest.update(name.encode())
+            digest.update(np.ascontiguousarray(feed[name]).tobytes())
+    key = {"source": identity, "form": "trt-calibrated", "scheme": "int8", "calibration": digest.hexdigest()[:16],
+           "version": ENCODER_INT8_VERSION}
+    base = source.parent.name if (source.parent / MANIFEST).is_file() else f"{source.stem}-given-{identity[:10]}"
+    target = onnx_dir / f"{base}-int8-calibrated-trt"
+
+    def produce(tmp: Path) -> dict:
+        from NNDF.progress import status
+
+        described = _described(source)
+        with status(f"calibrating and writing the TensorRT int8 QDQ form of {described['graph']}"):
+            proto = _load_with_weights(source)
+            matmul_form(proto)
+            qdq = calibrated_qdq(proto, feeds)
+            _save(qdq, tmp)
+        return {**described, "graph": f"{described['graph']} (int8, calibrated QDQ)",
+                "quantized_weights": sum(n.name.endswith("_DequantizeLinear") and n.input[0].endswith("_int8")
+                                         for n in qdq.graph.node),
+                "calibration_batches": len(feeds)}
+
+    return workdir.build(target, key, (MODEL_FILE,), produce).file(MODEL_FILE)

@@ -93,3 +93,39 @@ def trained_tiny(name: str, seed: int, build: Callable[[], tuple], steps: int, l
                     discard(path, f"{WEIGHTS} cannot be loaded ({type(e).__name__})")
     raise UsageError(f"the tiny-model cache {path} cannot be loaded even after retraining",
                      "delete it, or point HF_TRT_TOOLKIT_CACHE at another directory")
+
+
+def cached_training(name: str, seed: int, model, train: Callable[[], None], data_files: tuple[Path, ...],
+                    version: int = 1):
+    """`model` with trained weights: loaded from the tiny-model cache, or `train()`ed (in place) and
+    cached. Keyed by the data files' bytes, the config, seed and library versions; a damaged cache
+    entry is retrained, as for `trained_tiny`. Encoder families use it with their own training loop."""
+    cache = cache_dir()
+    key = {"name": name, "seed": seed, "version": version, "data": [file_digest(p) for p in data_files],
+           "transformers": transformers.__version__, "torch": torch.__version__.split("+")[0],
+           "config": stable_hash(model.config.to_dict())}
+    path = cache.artifact_dir(f"{name}-{stable_hash(key)}")
+    trained = []
+
+    def produce(tmp: Path) -> None:
+        torch.manual_seed(seed)
+        model.train()
+        with torch_threads(1):   # as memorize: a second thread only adds synchronisation for a model this small
+            train()
+        model.eval()
+        torch.save(model.state_dict(), tmp / WEIGHTS)
+        trained.append(True)
+
+    for _ in range(2):
+        artifact = cache.build(path, key, (WEIGHTS,), produce)
+        if trained:
+            return model.eval()
+        try:
+            model.load_state_dict(torch.load(artifact.file(WEIGHTS), map_location="cpu", weights_only=True))
+            return model.eval()
+        except Exception as e:  # torch raises several types for a damaged file whose size and mtime were kept
+            with WorkingDir.lock(path):
+                if path.exists():
+                    discard(path, f"{WEIGHTS} cannot be loaded ({type(e).__name__})")
+    raise UsageError(f"the tiny-model cache {path} cannot be loaded even after retraining",
+                     "delete it, or point HF_TRT_TOOLKIT_CACHE at another directory")

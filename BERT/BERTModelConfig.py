@@ -1,0 +1,49 @@
+"""BERT and DistilBERT encoders: text classification, question answering, NER and embeddings.
+
+The head comes from the checkpoint's architecture (`DistilBertForSequenceClassification`,
+`BertForQuestionAnswering`, `BertForTokenClassification`; `BertModel` and the pre-training
+heads `...ForMaskedLM` / `BertForPreTraining` serve as the bare encoder, mean-pooled into an
+embedding). Other heads (multiple choice, next sentence prediction, causal LM) are refused.
+"""
+
+from NNDF.encoder_only import EncoderFamily, EncoderLayout, Task, TaskModels, max_text_positions
+from NNDF.family import Variant
+
+from BERT.tiny import build_embeddings, build_ner, build_qa, build_sentiment, wordpiece_tokenizer
+
+HEADS = {"ForSequenceClassification": Task.SEQUENCE_CLASSIFICATION, "ForQuestionAnswering": Task.QUESTION_ANSWERING,
+         "ForTokenClassification": Task.TOKEN_CLASSIFICATION, "Model": Task.EMBEDDINGS,
+         "ForMaskedLM": Task.EMBEDDINGS, "ForPreTraining": Task.EMBEDDINGS}
+
+# BERT takes token type ids (QA's question / context segments); DistilBERT has none. Both get
+# ONNX Runtime's "bert" fusions (EmbedLayerNormalization, Attention, SkipLayerNormalization, BiasGelu).
+BERT_LAYOUT = EncoderLayout("Bert", HEADS, uses_token_types=True, ort_fusions="bert")
+DISTILBERT_LAYOUT = EncoderLayout("DistilBert", {k: v for k, v in HEADS.items() if k != "ForPreTraining"},
+                                  ort_fusions="bert")
+
+HUB_VARIANTS = ("bert-base-uncased", "bert-large-uncased", "distilbert-base-uncased",
+                "distilbert-base-uncased-finetuned-sst-2-english",
+                "bert-large-uncased-whole-word-masking-finetuned-squad", "dslim/bert-base-NER",
+                "sentence-transformers/all-MiniLM-L6-v2")
+
+BERTModelConfig = EncoderFamily(
+    name="BERT",
+    package="BERT",
+    variants=(
+        Variant("distilbert-tiny-sst2", arch="distilbert", build_tiny=build_sentiment),   # first: the default
+        Variant("bert-tiny-squad", arch="bert", build_tiny=build_qa),
+        Variant("bert-tiny-ner", arch="bert", build_tiny=build_ner),
+        Variant("minilm-tiny-embeddings", arch="bert", build_tiny=build_embeddings),
+        *(Variant(h.split("/")[-1], h, f"{h.split('/')[-1]}.json") for h in HUB_VARIANTS),
+    ),
+    model_class=TaskModels("BERT"),
+    fallback_tokenizer=wordpiece_tokenizer,
+    max_positions=max_text_positions,
+    layouts={"default": BERT_LAYOUT, "bert": BERT_LAYOUT, "distilbert": DISTILBERT_LAYOUT},
+    model_types=("bert", "distilbert"),
+    samples={Task.SEQUENCE_CLASSIFICATION: "data/sentiment_test.jsonl", Task.QUESTION_ANSWERING: "data/qa_test.jsonl",
+             Task.TOKEN_CLASSIFICATION: "data/ner_test.jsonl", Task.EMBEDDINGS: "data/sentiment_test.jsonl"},
+    calibration_data={Task.SEQUENCE_CLASSIFICATION: "data/sentiment_train.jsonl",
+                      Task.QUESTION_ANSWERING: "data/qa_train.jsonl", Task.TOKEN_CLASSIFICATION: "data/ner_train.jsonl",
+                      Task.EMBEDDINGS: "data/sentiment_train.jsonl"},
+)
