@@ -79,7 +79,8 @@ def _fit(model, batch: dict, steps: int, lr: float):
 
 
 def _train(name: str, seed: int, model, batch: dict, data: str, steps: int = 120, lr: float = 3e-3):
-    return cached_training(name, seed, model, _fit(model, batch, steps, lr), (DATA / f"{data}.jsonl",))
+    return cached_training(name, seed, model, _fit(model, batch, steps, lr), (DATA / f"{data}.jsonl", Path(__file__)),
+                           {"steps": steps, "lr": lr})
 
 
 def build_sentiment(seed: int):
@@ -93,7 +94,7 @@ def build_sentiment(seed: int):
     train = rows("sentiment_train")
     batch = dict(tok([r["text"] for r in train], padding=True, return_tensors="pt", return_token_type_ids=False))
     batch["labels"] = torch.tensor([config.label2id[r["label"]] for r in train])
-    return _train("distilbert-tiny-sst2", seed, model, batch, "sentiment_train"), tok
+    return _train("distilbert-tiny-sst2", seed, model, batch, "sentiment_train", 150, 1e-3), tok
 
 
 def build_qa(seed: int):

@@ -327,8 +327,8 @@ class TorchEncoder(EncoderBackend):
         with torch.inference_mode():
             args = []
             for n in self.spec.input_names:
-                t = self.placement.tensor(feed[n])
-                args.append(t.to(self.placement.dtype) if t.is_floating_point() else t)
+                t = torch.from_numpy(np.ascontiguousarray(feed[n])).to(self.placement.device)
+                args.append(t.to(self.placement.dtype) if t.is_floating_point() else t.long())
             outs = self.module(*args)
         outs = (outs,) if isinstance(outs, torch.Tensor) else outs
         return {n: t.float().cpu().numpy() for n, t in zip(self.spec.output_names, outs)}

@@ -96,12 +96,13 @@ def trained_tiny(name: str, seed: int, build: Callable[[], tuple], steps: int, l
 
 
 def cached_training(name: str, seed: int, model, train: Callable[[], None], data_files: tuple[Path, ...],
-                    version: int = 1):
+                    recipe: dict, version: int = 1):
     """`model` with trained weights: loaded from the tiny-model cache, or `train()`ed (in place) and
-    cached. Keyed by the data files' bytes, the config, seed and library versions; a damaged cache
+    cached. Keyed by the data files' bytes, the recipe (steps, learning rate ...), the config, seed
+    and library versions; a damaged cache
     entry is retrained, as for `trained_tiny`. Encoder families use it with their own training loop."""
     cache = cache_dir()
-    key = {"name": name, "seed": seed, "version": version, "data": [file_digest(p) for p in data_files],
+    key = {"name": name, "seed": seed, "version": version, "data": [file_digest(p) for p in data_files], "recipe": recipe,
            "transformers": transformers.__version__, "torch": torch.__version__.split("+")[0],
            "config": stable_hash(model.config.to_dict())}
     path = cache.artifact_dir(f"{name}-{stable_hash(key)}")

@@ -1,0 +1,31 @@
+"""ViT image classification (google/vit-base-patch16-224 and any `ViTForImageClassification`).
+
+Images are prepared as ViT's image processor does: bilinear resize to the config's image
+size, rescale 1/255, normalise with mean and std 0.5. A chat line, a checkpoint input or
+--image is an image path (relative paths are also looked up in this folder).
+"""
+
+from NNDF.encoder_only import EncoderFamily, EncoderLayout, Task, TaskModels, image_positions
+from NNDF.family import Variant
+
+from VIT.tiny import build_tiny
+
+# ONNX Runtime's "vit" fusions (Attention, SkipLayerNormalization, BiasGelu) for onnxrt.
+VIT_LAYOUT = EncoderLayout("ViT", {"ForImageClassification": Task.IMAGE_CLASSIFICATION}, image_input=True,
+                           ort_fusions="vit")
+
+VITModelConfig = EncoderFamily(
+    name="VIT",
+    package="VIT",
+    variants=(
+        Variant("vit-tiny-shapes", build_tiny=build_tiny),
+        Variant("vit-base-patch16-224", "google/vit-base-patch16-224", "vit-base-patch16-224.json"),
+    ),
+    model_class=TaskModels("VIT"),
+    fallback_tokenizer=lambda: None,       # images need no tokenizer
+    max_positions=image_positions,
+    layouts={"default": VIT_LAYOUT, "vit": VIT_LAYOUT},
+    model_types=("vit",),
+    samples={Task.IMAGE_CLASSIFICATION: "data/shapes_test.jsonl"},
+    calibration_data={Task.IMAGE_CLASSIFICATION: "data/shapes_calibration.jsonl"},
+)
