@@ -422,7 +422,9 @@ def ort_dynamic_int8(source: Path, workdir: WorkingDir, onnx_dir: Path) -> Path:
         root.handlers[:] = handlers
         with status(f"quantizing {source.parent.name} to int8 (ONNX Runtime dynamic quantization)"):
             quantize_dynamic(source, tmp / MODEL_FILE, per_channel=True, weight_type=QuantType.QInt8,
-                             use_external_data_format=True, extra_options={"MatMulConstBOnly": True})
+                             use_external_data_format=True, extra_options={"MatMulConstBOnly": True,
+                                            # the fused graph's contrib ops defeat shape inference: its floats are fp32
+                                            "DefaultTensorType": onnx.TensorProto.FLOAT})
         proto = onnx.load(str(tmp / MODEL_FILE), load_external_data=False)
         ops = [n.op_type for n in proto.graph.node]
         return {**_described(source), "graph": f"{_described(source)['graph']} (int8, dynamic)",
