@@ -76,6 +76,9 @@ class EncoderLayout:
     uses_token_types: bool = False          # BERT takes token_type_ids (QA's question/context segments)
     ort_fusions: str | None = None          # onnxruntime.transformers model_type whose fusions onnxrt applies
     fp16_keep_fp32_ops: tuple[str, ...] = ()
+    # how attention is traced for export (see eager_attention): "eager", or EXPORT_ATTENTION where
+    # eager's pattern escapes ONNX Runtime's fusion (ViT: scores scaled by Mul, and no mask)
+    export_attention: str = "eager"
     image_mean: tuple[float, ...] = (0.5, 0.5, 0.5)     # the image processor's normalisation (ViT's)
     image_std: tuple[float, ...] = (0.5, 0.5, 0.5)
 
@@ -207,14 +210,36 @@ def image_positions(config) -> int:
 
 
 # --------------------------------------------------------------------------- graph
+EXPORT_ATTENTION = "hf_trt_toolkit_export"
+
+
+def _export_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """Eager attention as ONNX Runtime's Attention fusion recognises it without a mask: the scores
+    *divided* by sqrt(head_dim) (transformers 5 multiplies by the inverse, which the fusion matches
+    only when a mask Add follows, so ViT's attention stayed unfused), softmax, the weighted sum.
+    Plain MatMul/Div/Softmax, so TensorRT parses it too. Only for mask-free models: transformers
+    builds no mask for an attention implementation it does not know."""
+    if scaling is None:
+        scaling = query.size(-1) ** -0.5
+    scores = torch.matmul(query, key.transpose(2, 3)) / (1.0 / scaling)
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    weights = torch.nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
+
+
 @contextlib.contextmanager
-def eager_attention(model):
-    """Trace attention as plain MatMul/Softmax (the eager implementation): that is the pattern
-    ONNX Runtime's Attention fusion recognises, and TensorRT parses. The PyTorch backend keeps
-    the model's own (SDPA) attention, so frameworks is measured at its best."""
+def eager_attention(model, implementation: str = "eager"):
+    """Trace attention as plain MatMul/Softmax (the eager computation, or `_export_attention`):
+    the pattern ONNX Runtime's Attention fusion recognises, and TensorRT parses. The PyTorch
+    backend keeps the model's own (SDPA) attention, so frameworks is measured at its best."""
+    from transformers import AttentionInterface
+
+    if implementation == EXPORT_ATTENTION:
+        AttentionInterface.register(EXPORT_ATTENTION, _export_attention)
     config = model.config
     before = config._attn_implementation
-    config._attn_implementation = "eager"
+    config._attn_implementation = implementation
     try:
         yield
     finally:
@@ -224,13 +249,13 @@ def eager_attention(model):
 class EncoderWrapper(torch.nn.Module):
     """Flat tensors in, the task's outputs out (no ModelOutput objects in the graph)."""
 
-    def __init__(self, model, task: Task, input_names: list[str], eager: bool = True):
+    def __init__(self, model, task: Task, input_names: list[str], attention: str | None = "eager"):
         super().__init__()
-        self.model, self.task, self.input_names, self.eager = model, task, input_names, eager
+        self.model, self.task, self.input_names, self.attention = model, task, input_names, attention
 
     def forward(self, *inputs):
         kwargs = dict(zip(self.input_names, inputs))
-        with eager_attention(self.model) if self.eager else contextlib.nullcontext():
+        with eager_attention(self.model, self.attention) if self.attention else contextlib.nullcontext():
             out = self.model(**kwargs)
         if self.task is Task.QUESTION_ANSWERING:
             return out.start_logits, out.end_logits
@@ -278,7 +303,7 @@ def encoder_spec(loaded: EncoderModel) -> GraphSpec:
     outputs = TASK_OUTPUTS[task]
     return GraphSpec(
         name="encoder", inputs=inputs, outputs=outputs,
-        make_module=lambda m: EncoderWrapper(m, task, names),
+        make_module=lambda m: EncoderWrapper(m, task, names, layout.export_attention),
         make_inputs=make_inputs, trace_sizes=trace, verify_sizes=verify,
         fp16_keep_fp32_ops=layout.fp16_keep_fp32_ops, float_outputs_fp32=tuple(outputs),
     )
@@ -321,7 +346,7 @@ class TorchEncoder(EncoderBackend):
         self.placement = placement
         self.model = placement.place(loaded.model)
         self.spec = encoder_spec(loaded)
-        self.module = EncoderWrapper(self.model, loaded.task, self.spec.input_names, eager=False).eval()
+        self.module = EncoderWrapper(self.model, loaded.task, self.spec.input_names, attention=None).eval()
 
     def forward(self, feed):
         with torch.inference_mode():

@@ -5,14 +5,15 @@ size, rescale 1/255, normalise with mean and std 0.5. A chat line, a checkpoint 
 --image is an image path (relative paths are also looked up in this folder).
 """
 
-from NNDF.encoder_only import EncoderFamily, EncoderLayout, Task, TaskModels, image_positions
+from NNDF.encoder_only import EXPORT_ATTENTION, EncoderFamily, EncoderLayout, Task, TaskModels, image_positions
 from NNDF.family import Variant
 
 from VIT.tiny import build_tiny
 
-# ONNX Runtime's "vit" fusions (Attention, SkipLayerNormalization, BiasGelu) for onnxrt.
+# ONNX Runtime's "vit" fusions (Attention, SkipLayerNormalization, BiasGelu) for onnxrt; its
+# Attention fusion needs the scores divided by sqrt(head_dim), hence the export's own attention.
 VIT_LAYOUT = EncoderLayout("ViT", {"ForImageClassification": Task.IMAGE_CLASSIFICATION}, image_input=True,
-                           ort_fusions="vit")
+                           ort_fusions="vit", export_attention=EXPORT_ATTENTION)
 
 VITModelConfig = EncoderFamily(
     name="VIT",
