@@ -1,5 +1,6 @@
 """BERT / DistilBERT on ONNX Runtime, with its "bert" transformer fusions (int8: dynamic quantization)."""
 
+from NNDF.api import Model
 from NNDF.encoder_only import onnxrt_backend
 
 from BERT.BERTModelConfig import BERTModelConfig
@@ -7,3 +8,8 @@ from BERT.BERTModelConfig import BERTModelConfig
 
 def make_backend(loaded, cfg, workdir):
     return onnxrt_backend(BERTModelConfig, loaded, cfg, workdir)
+
+
+class BERTOnnxRT(Model, family="BERT", backend="onnxrt"):
+    """BERT / DistilBERT on ONNX Runtime, for scripts and notebooks: `predict(input="What a great book .")` gives the answer
+    (keyword arguments are run.py's flags; see NNDF.api)."""

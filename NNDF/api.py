@@ -123,6 +123,20 @@ class Model:
         texts = [self.loaded.output_text(p, tokens[row]) for row, p in enumerate(prompts)]
         return texts[0] if isinstance(input, str) else texts
 
+    def predict(self, input: str | list[str], context: str | None = None, **flags) -> dict | list[dict]:
+        """Encoder families (BERT, VIT): the answer to one input, or to a list (one batch): a text, an
+        image path, or a question (with `context=`, or written "QUESTION ||| CONTEXT"). Each answer
+        has the "label" run.py shows (class, answer span, entities, top-1 class) and its details."""
+        from NNDF.encoder_tasks import encode, parse_line, predict
+
+        if getattr(self.loaded, "generates", True):
+            raise UsageError(f"predict is for encoder families; {self.family.name} generates", "use generate")
+        cfg = self._config("run", flags)
+        inputs = [input] if isinstance(input, str) else list(input)
+        batch = encode(self.loaded, [parse_line(self.loaded, text, context) for text in inputs])
+        answers = predict(self.loaded, batch, self._backend_for(cfg).forward(batch.feed))
+        return answers[0] if isinstance(input, str) else answers
+
     def benchmark(self, **flags) -> dict:
         """`run.py benchmark`: latency and tokens/s; returns what its --save-output-fpath JSON holds."""
         return self._perform("benchmark", flags)

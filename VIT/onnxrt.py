@@ -1,5 +1,6 @@
 """ViT on ONNX Runtime, with its "vit" transformer fusions (int8: dynamic quantization)."""
 
+from NNDF.api import Model
 from NNDF.encoder_only import onnxrt_backend
 
 from VIT.VITModelConfig import VITModelConfig
@@ -7,3 +8,8 @@ from VIT.VITModelConfig import VITModelConfig
 
 def make_backend(loaded, cfg, workdir):
     return onnxrt_backend(VITModelConfig, loaded, cfg, workdir)
+
+
+class VITOnnxRT(Model, family="VIT", backend="onnxrt"):
+    """ViT on ONNX Runtime, for scripts and notebooks: `predict(input="images/circle_0.png")` gives the answer
+    (keyword arguments are run.py's flags; see NNDF.api)."""

@@ -267,3 +267,13 @@ def test_bad_input_is_one_error_line(capsys, workdir, tmp_path, argv, needle):
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert code == 2 and len(errors) == 1 and "Traceback" not in err, err
     assert needle in errors[0], errors[0]
+
+
+def test_python_api_predicts_like_run(workdir):
+    from BERT.onnxrt import BERTOnnxRT
+
+    ner = BERTOnnxRT(variant="bert-tiny-ner", working_dir=str(workdir.root))
+    assert ner.predict(input="Anna Smith moved to Paris last year .")["label"] == "Anna Smith (PER), Paris (LOC)"
+    qa = BERTOnnxRT(variant="bert-tiny-squad", working_dir=str(workdir.root))
+    assert qa.predict(input="Where does Anna live ?",
+                      context="Anna works as a baker for Acme . Anna lives in Paris and has a red car .")["label"] == "Paris"
