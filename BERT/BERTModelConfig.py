@@ -15,8 +15,9 @@ HEADS = {"ForSequenceClassification": Task.SEQUENCE_CLASSIFICATION, "ForQuestion
          "ForTokenClassification": Task.TOKEN_CLASSIFICATION, "Model": Task.EMBEDDINGS,
          "ForMaskedLM": Task.EMBEDDINGS, "ForPreTraining": Task.EMBEDDINGS}
 
-# BERT takes token type ids (QA's question / context segments); DistilBERT has none. Both get
-# ONNX Runtime's "bert" fusions (EmbedLayerNormalization, Attention, SkipLayerNormalization, BiasGelu).
+# BERT takes token type ids (QA's question / context segments); DistilBERT has none. Both are fused
+# with ONNX Runtime's "bert" fusions (EmbedLayerNormalization, Attention, SkipLayerNormalization,
+# BiasGelu) before onnxrt's int8 quantization (see NNDF/encoder_only.onnxrt_backend).
 BERT_LAYOUT = EncoderLayout("Bert", HEADS, uses_token_types=True, ort_fusions="bert")
 DISTILBERT_LAYOUT = EncoderLayout("DistilBert", {k: v for k, v in HEADS.items() if k != "ForPreTraining"},
                                   ort_fusions="bert")

@@ -1,4 +1,5 @@
-"""BERT / DistilBERT on ONNX Runtime, with its "bert" transformer fusions (int8: dynamic quantization)."""
+"""BERT / DistilBERT on ONNX Runtime: the plain export under ONNX Runtime's session optimizations; int8 is
+dynamic quantization of its "bert"-fused graph (Attention -> QAttention)."""
 
 from NNDF.api import Model
 from NNDF.encoder_only import onnxrt_backend

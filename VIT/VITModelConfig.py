@@ -10,8 +10,9 @@ from NNDF.family import Variant
 
 from VIT.tiny import build_tiny
 
-# ONNX Runtime's "vit" fusions (Attention, SkipLayerNormalization, BiasGelu) for onnxrt; its
-# Attention fusion needs the scores divided by sqrt(head_dim), hence the export's own attention.
+# ONNX Runtime's "vit" fusions (Attention, SkipLayerNormalization, BiasGelu) before onnxrt's int8
+# quantization; its Attention fusion needs the scores divided by sqrt(head_dim), hence the
+# export's own attention.
 VIT_LAYOUT = EncoderLayout("ViT", {"ForImageClassification": Task.IMAGE_CLASSIFICATION}, image_input=True,
                            ort_fusions="vit", export_attention=EXPORT_ATTENTION)
 

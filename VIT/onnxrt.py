@@ -1,4 +1,5 @@
-"""ViT on ONNX Runtime, with its "vit" transformer fusions (int8: dynamic quantization)."""
+"""ViT on ONNX Runtime: the plain export under ONNX Runtime's session optimizations; int8 is
+dynamic quantization of its "vit"-fused graph (Attention -> QAttention)."""
 
 from NNDF.api import Model
 from NNDF.encoder_only import onnxrt_backend

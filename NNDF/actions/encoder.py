@@ -29,7 +29,7 @@ import numpy as np
 
 from NNDF.actions.common import identity, label, settings_dict, table
 from NNDF.config import RunConfig
-from NNDF.encoder_only import EncoderBackend, EncoderModel, Task, frameworks_backend
+from NNDF.encoder_only import EncoderBackend, EncoderModel, Task
 from NNDF.encoder_tasks import (NO_ENTITIES, PRIMARY_METRIC, cosine, dataset, encode, parse_line, predict, random_batch,
                                 read_jsonl, score)
 from NNDF.errors import UsageError
