@@ -27,11 +27,15 @@ SHARED_MATRIX = ROOT.parent / "shared" / "reference" / "tensorrt10-onnx-operator
 VARIANTS = [("GPT2", "gpt2-tiny"), ("GPT2", "gpt-neo-tiny"), ("GPT2", "gptj-tiny"), ("GPT2", "gpt-neox-tiny"),
             ("OPT", "opt-tiny"), ("BLOOM", "bloom-tiny"), ("T5", "t5-tiny"), ("T5", "flan-t5-tiny"),
             ("BART", "bart-tiny"), ("BART", "mbart-tiny"), ("BLIP", "blip-tiny"),
-            ("LLAMA", "llama-tiny"), ("LLAMA", "qwen2-tiny"), ("LLAMA", "mistral-tiny")]
+            ("LLAMA", "llama-tiny"), ("LLAMA", "qwen2-tiny"), ("LLAMA", "mistral-tiny"),
+            ("BERT", "distilbert-tiny-sst2"), ("BERT", "bert-tiny-squad"), ("BERT", "bert-tiny-ner"),
+            ("BERT", "minilm-tiny-embeddings"), ("VIT", "vit-tiny-shapes")]
 
 
 def trt_graph_specs(family, loaded, use_cache: bool) -> dict:
-    """The graphs the family's trt backend parses for this cache setting."""
+    """The graphs the family's trt backend parses for this cache setting (encoders have one, cache or not)."""
+    if not getattr(family, "generates", True):
+        return {"encoder": importlib.import_module(f"{family.package}.export").encoder_graph(loaded)}
     if family.name in ("T5", "BART"):
         from Seq2Seq.export import specs_for
         return specs_for(family, loaded, use_cache)
