@@ -81,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--num-samples", type=int, default=20)
     g.add_argument("--tokens-to-generate", type=int, default=5)
     g.add_argument("--topN", dest="top_n", type=int, default=2)
-    g.add_argument("--dataset-path", type=Path, help="local JSONL file: LAMBADA's {\"text\": ...} per line; encoder families take their task's "
+    g.add_argument("--dataset-path", type=Path,
+                   help="local JSONL file: LAMBADA's {\"text\": ...} per line; encoder families take their task's "
                         "fields (see README, Encoders)")
 
     g = p.add_argument_group("run / compare / chat")

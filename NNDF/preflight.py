@@ -58,6 +58,9 @@ def check_inputs(cfg: RunConfig, family: ModelFamily) -> None:
         from NNDF.actions import encoder
 
         return encoder.check_inputs(cfg, family)
+    if cfg.batch_sweep:
+        raise UsageError(f"--batch-sweep times encoder families; {family.name} generates",
+                         "run one benchmark per --batch-size")
     if cfg.action == "accuracy":
         from NNDF.actions.accuracy import lambada_cache, load_texts
 

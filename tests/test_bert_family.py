@@ -260,6 +260,8 @@ def test_chat_answers_questions_about_a_context_and_classifies_lines(workdir):
     (["accuracy", "BERT", "onnxrt", "--variant", "bert-tiny-squad", "--dataset-path", "{qa_rows_without_context}"],
      "no context"),
     (["run", "BERT", "onnxrt", "--quantize", "int4"], "encoders quantize to int8"),
+    (["benchmark", "BERT", "onnxrt", "--batch-size", "1000000"], "lower --batch-size"),
+    (["benchmark", "GPT2", "onnxrt", "--batch-sweep", "1,2"], "times encoder families"),
 ])
 def test_bad_input_is_one_error_line(capsys, workdir, tmp_path, argv, needle):
     from transformers import BertConfig, BertForMultipleChoice

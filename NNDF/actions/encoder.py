@@ -107,10 +107,12 @@ def estimate(cfg: RunConfig, loaded: EncoderModel):
     seq = image_positions(config) if loaded.is_image else min(cfg.input_seq_len if cfg.action == "benchmark"
                                                               else loaded.max_positions, loaded.max_positions)
     heads, hidden = config.num_attention_heads, config.hidden_size
-    attention = rows * heads * seq * seq * 4
-    states = rows * seq * max(hidden, getattr(config, "intermediate_size", 0) or getattr(config, "hidden_dim", 0)) * 4 * 3
-    return memory.MemoryEstimate(weights, sessions, 0, attention, states if on_gpu != tuple(cfg.backends) else 0,
-                                 rows, seq, on_gpu)
+    wide = max(hidden, getattr(config, "intermediate_size", 0) or getattr(config, "hidden_dim", 0))
+    # one layer's scores, and a few (rows, seq, feed-forward width) activations, counted as attention
+    activations = rows * heads * seq * seq * 4 + rows * seq * wide * 4 * 3
+    if len(on_gpu) == len(cfg.backends):
+        activations = 0
+    return memory.MemoryEstimate(weights, sessions, 0, activations, 0, rows, seq, on_gpu)
 
 
 # --------------------------------------------------------------------------- run / compare
