@@ -7,7 +7,7 @@ after 2 warm-ups:
 - distilbert-base-uncased-finetuned-sst-2-english (DistilBERT base, a classification head),
   128 tokens per row, at batch 1 and 32: frameworks, onnxrt fp32 and onnxrt int8;
 - vit-base-patch16-224 (ViT base, 224x224 images) at batch 1: frameworks and onnxrt fp32.
-Targets: onnxrt >= 2.5x frameworks at batch 1 and >= 2x at batch 32, int8 >= 3x at batch 1
+Each onnxrt row also names its graph's size (MB of ONNX + weights). Targets: onnxrt >= 2.5x frameworks at batch 1 and >= 2x at batch 32, int8 >= 3x at batch 1
 (distilbert); onnxrt >= 2x at batch 1 (ViT). Results go to benchmarks/results-encoder-speed.json.
 
     python benchmarks/encoder_speed.py [--iterations 10] [--working-dir temp]
@@ -47,6 +47,20 @@ def run_backend(family: str, variant: str, backend: str, flags: list[str], sizes
         return json.loads(Path(out.name).read_text())["results"][backend]
 
 
+def graph_megabytes(workdir: str, family: str, variant: str) -> dict[str, float]:
+    """MB of the graph each onnxrt run used (ONNX + weights, from the artifacts' manifests): the plain
+    export for fp32, its dynamic-int8 form for int8."""
+    sys.path.insert(0, str(ROOT))
+    from NNDF.pipeline import graph_sizes
+    from NNDF.workdir import WorkingDir
+
+    sizes = dict(graph_sizes(WorkingDir(Path(workdir)), (family, variant.replace("/", "--"))))
+    newest = lambda suffix: max((n for n in sizes if n.endswith(suffix) and n.startswith("encoder-fp32")), default=None)
+    plain = next((n for n in sizes if n.startswith("encoder-fp32") and n.count("-") == 2), None)
+    found = {"onnxrt fp32": plain, "onnxrt int8": newest("-int8-dynamic")}
+    return {label: round(sizes[name] / 1e6, 1) for label, name in found.items() if name}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=10)
@@ -70,13 +84,16 @@ def main() -> None:
                 rows.append({"backend": label, "batch": int(b), "latency_s": s["latency_s"],
                              "samples_per_second": s["samples_per_second"], "speedup": speedup, "target": target,
                              "meets_target": None if target is None else speedup >= target})
+        megabytes = graph_megabytes(args.working_dir, family, variant)
+        for row in rows:
+            row["graph_mb"] = megabytes.get(row["backend"])
         report["cases"][name] = {"family": family, "variant": variant, "rows": rows}
         print(f"\n{name} ({variant}, random weights{', 128 tokens' if family == 'BERT' else ', 224x224'})")
-        print(f"{'backend':<14}{'batch':>6}{'latency (ms)':>14}{'samples/s':>11}{'speed-up':>10}  target")
+        print(f"{'backend':<14}{'batch':>6}{'latency (ms)':>14}{'samples/s':>11}{'speed-up':>10}{'graph MB':>10}  target")
         for row in rows:
             target = "-" if row["target"] is None else f">= {row['target']}x {'met' if row['meets_target'] else 'MISSED'}"
             print(f"{row['backend']:<14}{row['batch']:>6}{row['latency_s'] * 1e3:>14.1f}"
-                  f"{row['samples_per_second']:>11.1f}{row['speedup']:>9.2f}x  {target}")
+                  f"{row['samples_per_second']:>11.1f}{row['speedup']:>9.2f}x{row['graph_mb'] or '-':>10}  {target}")
     report["load_average_at_end"] = os.getloadavg()
     Path(args.save).write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nsaved {args.save}")
