@@ -103,7 +103,9 @@ class TaskModels:
 
         family = get_family(self.family_name)
         layout = family.layouts.get(config.model_type, family.layouts["default"])
-        architecture = (config.architectures or [layout.class_prefix + next(iter(layout.heads))])[0]
+        # a config without architectures (built in code) is the bare encoder where the family serves one
+        bare = "Model" if "Model" in layout.heads else next(iter(layout.heads))
+        architecture = (config.architectures or [layout.class_prefix + bare])[0]
         return layout.task_of(architecture, what)
 
     def from_config(self, config, **kwargs):
@@ -183,6 +185,26 @@ class EncoderFamily(ModelFamily):
         self.check_model_type(model.config, f"--torch-dir {path}")
         stamps = sorted((f.name, f.stat().st_size, int(f.stat().st_mtime)) for f in path.iterdir() if f.is_file())
         return self._finish(Variant(name), model, None, {"torch_dir": str(path.resolve()), "files": stable_hash(stamps)})
+
+    def _load_hub(self, variant: Variant):
+        if not self._image_only():
+            return super()._load_hub(variant)
+        from NNDF.hub import hub_reachable
+
+        local_only = not hub_reachable()
+        try:   # as ModelFamily._load_hub, without the tokenizer an image model does not have
+            model = self.model_class.from_pretrained(variant.hub_id, dtype=HOST_DTYPE, local_files_only=local_only)
+        except UsageError:
+            raise
+        except Exception as e:  # offline, unknown repo, gated model...: the user's fix is the same
+            why = "the hub is unreachable and it is not in the local HF cache" if local_only else \
+                (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+            raise UsageError(f"could not load '{variant.hub_id}' from the HuggingFace hub ({why})",
+                             f"check the network, pass --torch-dir DIR, or use --random-weights / --variant "
+                             f"{self.tiny_variant}") from None
+        self.check_model_type(model.config, f"'{variant.hub_id}'")
+        key = {"hub_id": variant.hub_id, "revision": getattr(model.config, "_commit_hash", None)}
+        return self._finish(variant, model, None, key)
 
     def _finish(self, variant: Variant, model, tokenizer, key: dict) -> EncoderModel:
         model.eval()
