@@ -150,3 +150,10 @@ def test_bad_input_is_one_error_line(capsys, workdir, tmp_path, argv, needle):
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert code == 2 and len(errors) == 1 and "Traceback" not in err, err
     assert needle in errors[0], errors[0]
+
+
+def test_a_batch_sweep_outside_the_dynamic_batch_range_is_one_line(standin, capsys, workdir):
+    code, out, err = call(capsys, "benchmark", "VIT", "trt", "--working-dir", str(workdir.root), "--dynamic-batch",
+                          "--max-dynamic-batch", "2", "--batch-sweep", "1,4")
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1 and "outside the dynamic batch range [1, 2]" in errors[0], err
