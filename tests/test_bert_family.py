@@ -290,3 +290,14 @@ def test_python_api_predicts_like_run(workdir):
     qa = BERTOnnxRT(variant="bert-tiny-squad", working_dir=str(workdir.root))
     assert qa.predict(input="Where does Anna live ?",
                       context="Anna works as a baker for Acme . Anna lives in Paris and has a red car .")["label"] == "Paris"
+
+
+def test_trt_standin_fp16_gives_frameworks_answers(standin, capsys, workdir, tmp_path):
+    """The fp16 graph through the trt path (strongly typed: its precision is the graph's)."""
+    out_file = tmp_path / "run.json"
+    code, out, err = call(capsys, "compare", "BERT", "frameworks", "trt", "--fp16", "--variant", "bert-tiny-ner",
+                          "--working-dir", str(workdir.root), "--iterations", "1", "--warmup", "0",
+                          "--save-output-fpath", str(out_file))
+    assert code == 0, err
+    trt = json.loads(out_file.read_text())["results"]["trt"]
+    assert trt["precision"] == "fp16" and all(ex["same_as_frameworks"] for ex in trt["examples"].values())
