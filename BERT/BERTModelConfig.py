@@ -27,7 +27,7 @@ HUB_VARIANTS = ("bert-base-uncased", "bert-large-uncased", "distilbert-base-unca
                 "bert-large-uncased-whole-word-masking-finetuned-squad", "dslim/bert-base-NER",
                 "sentence-transformers/all-MiniLM-L6-v2")
 
-BERTModelConfig = EncoderFamily(
+BERT_FAMILY = EncoderFamily(
     name="BERT",
     package="BERT",
     variants=(

@@ -1,8 +1,5 @@
 """BERT's one graph: the encoder with the checkpoint's head, dynamic batch and sequence, on the shared encoder exporter."""
 
-from NNDF.encoder_only import EncoderModel, encoder_spec
-from NNDF.onnx_export import GraphSpec
+from BERT.BERTModelConfig import BERT_FAMILY
 
-
-def encoder_graph(loaded: EncoderModel) -> GraphSpec:
-    return encoder_spec(loaded)
+encoder_graph = BERT_FAMILY.encoder_graph

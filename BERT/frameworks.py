@@ -1,11 +1,10 @@
 """BERT / DistilBERT on PyTorch: the reference backend."""
 
 from NNDF.api import Model
-from NNDF.encoder_only import frameworks_backend
 
+from BERT.BERTModelConfig import BERT_FAMILY
 
-def make_backend(loaded, cfg, workdir):
-    return frameworks_backend(loaded, cfg)
+make_backend = BERT_FAMILY.frameworks
 
 
 class BERTHF(Model, family="BERT", backend="frameworks"):

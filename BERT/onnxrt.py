@@ -2,13 +2,10 @@
 dynamic quantization of its "bert"-fused graph (Attention -> QAttention)."""
 
 from NNDF.api import Model
-from NNDF.encoder_only import onnxrt_backend
 
-from BERT.BERTModelConfig import BERTModelConfig
+from BERT.BERTModelConfig import BERT_FAMILY
 
-
-def make_backend(loaded, cfg, workdir):
-    return onnxrt_backend(BERTModelConfig, loaded, cfg, workdir)
+make_backend = BERT_FAMILY.onnxrt
 
 
 class BERTOnnxRT(Model, family="BERT", backend="onnxrt"):

@@ -1,13 +1,10 @@
 """BERT / DistilBERT on TensorRT: an engine from the plain export (int8: calibrated QDQ)."""
 
 from NNDF.api import Model
-from NNDF.encoder_only import trt_backend
 
-from BERT.BERTModelConfig import BERTModelConfig
+from BERT.BERTModelConfig import BERT_FAMILY
 
-
-def make_backend(loaded, cfg, workdir):
-    return trt_backend(BERTModelConfig, loaded, cfg, workdir)
+make_backend = BERT_FAMILY.trt
 
 
 class BERTTRT(Model, family="BERT", backend="trt"):

@@ -168,6 +168,20 @@ class EncoderFamily(ModelFamily):
                              f"({loaded.task.value})", "drop --image, or use an image family such as VIT")
         return loaded
 
+    # what the family folder binds: export.py's graph, and the backend makers of frameworks.py,
+    # onnxrt.py and trt.py (`make_backend = BERT_FAMILY.onnxrt`)
+    def encoder_graph(self, loaded: EncoderModel) -> GraphSpec:
+        return encoder_spec(loaded)
+
+    def frameworks(self, loaded: EncoderModel, cfg: RunConfig, workdir=None) -> "TorchEncoder":
+        return frameworks_backend(loaded, cfg)
+
+    def onnxrt(self, loaded: EncoderModel, cfg: RunConfig, workdir) -> "CompiledEncoder":
+        return onnxrt_backend(self, loaded, cfg, workdir)
+
+    def trt(self, loaded: EncoderModel, cfg: RunConfig, workdir) -> "CompiledEncoder":
+        return trt_backend(self, loaded, cfg, workdir)
+
     def _image_only(self) -> bool:
         return all(layout.image_input for layout in self.layouts.values())
 

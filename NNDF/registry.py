@@ -20,8 +20,8 @@ FAMILIES = {
     "T5": "T5.T5ModelConfig:T5_FAMILY",          # also Flan-T5
     "BART": "BART.BARTModelConfig:BART_FAMILY",  # also mBART
     "BLIP": "BLIP.BLIPModelConfig:BLIP_FAMILY",  # image captioning
-    "BERT": "BERT.BERTModelConfig:BERTModelConfig",  # also DistilBERT: classification, QA, NER, embeddings
-    "VIT": "VIT.VITModelConfig:VITModelConfig",      # image classification
+    "BERT": "BERT.BERTModelConfig:BERT_FAMILY",  # also DistilBERT: classification, QA, NER, embeddings
+    "VIT": "VIT.VITModelConfig:VIT_FAMILY",      # image classification
 }
 
 

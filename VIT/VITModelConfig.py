@@ -16,7 +16,7 @@ from VIT.tiny import build_tiny
 VIT_LAYOUT = EncoderLayout("ViT", {"ForImageClassification": Task.IMAGE_CLASSIFICATION}, image_input=True,
                            ort_fusions="vit", export_attention=EXPORT_ATTENTION)
 
-VITModelConfig = EncoderFamily(
+VIT_FAMILY = EncoderFamily(
     name="VIT",
     package="VIT",
     variants=(

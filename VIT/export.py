@@ -1,8 +1,5 @@
 """VIT's one graph: the encoder with the checkpoint's head, dynamic batch, on the shared encoder exporter."""
 
-from NNDF.encoder_only import EncoderModel, encoder_spec
-from NNDF.onnx_export import GraphSpec
+from VIT.VITModelConfig import VIT_FAMILY
 
-
-def encoder_graph(loaded: EncoderModel) -> GraphSpec:
-    return encoder_spec(loaded)
+encoder_graph = VIT_FAMILY.encoder_graph

@@ -1,11 +1,10 @@
 """ViT on PyTorch: the reference backend."""
 
 from NNDF.api import Model
-from NNDF.encoder_only import frameworks_backend
 
+from VIT.VITModelConfig import VIT_FAMILY
 
-def make_backend(loaded, cfg, workdir):
-    return frameworks_backend(loaded, cfg)
+make_backend = VIT_FAMILY.frameworks
 
 
 class VITHF(Model, family="VIT", backend="frameworks"):

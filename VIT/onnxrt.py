@@ -2,13 +2,10 @@
 dynamic quantization of its "vit"-fused graph (Attention -> QAttention)."""
 
 from NNDF.api import Model
-from NNDF.encoder_only import onnxrt_backend
 
-from VIT.VITModelConfig import VITModelConfig
+from VIT.VITModelConfig import VIT_FAMILY
 
-
-def make_backend(loaded, cfg, workdir):
-    return onnxrt_backend(VITModelConfig, loaded, cfg, workdir)
+make_backend = VIT_FAMILY.onnxrt
 
 
 class VITOnnxRT(Model, family="VIT", backend="onnxrt"):

@@ -1,13 +1,10 @@
 """ViT on TensorRT: an engine from the plain export (int8: calibrated QDQ)."""
 
 from NNDF.api import Model
-from NNDF.encoder_only import trt_backend
 
-from VIT.VITModelConfig import VITModelConfig
+from VIT.VITModelConfig import VIT_FAMILY
 
-
-def make_backend(loaded, cfg, workdir):
-    return trt_backend(VITModelConfig, loaded, cfg, workdir)
+make_backend = VIT_FAMILY.trt
 
 
 class VITTRT(Model, family="VIT", backend="trt"):

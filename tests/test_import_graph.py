@@ -9,7 +9,7 @@ from pathlib import Path
 
 from conftest import ROOT
 
-PACKAGES = ("NNDF", "GPT2", "OPT", "BLOOM", "LLAMA", "Seq2Seq", "T5", "BART", "Vision2Seq", "BLIP")
+PACKAGES = ("NNDF", "GPT2", "OPT", "BLOOM", "LLAMA", "Seq2Seq", "T5", "BART", "Vision2Seq", "BLIP", "BERT", "VIT")
 
 
 def module_files() -> dict[str, Path]:
