@@ -167,7 +167,10 @@ class Model:
 
         key = _session_key(cfg)
         if self._backend is None or key != self._backend_key:
-            self._backend, = make_backends(self.family, self.loaded, cfg, self.workdir)
+            # this object's backend only: the command line adds frameworks (the fp32 reference) to
+            # accuracy and compare under --quantize, which made this unpacking fail for every family
+            self._backend, = make_backends(self.family, self.loaded, replace(cfg, backends=(self.backend_name,)),
+                                           self.workdir)
             self._backend_key = key
         return self._backend
 
