@@ -23,7 +23,7 @@ from NNDF.registry import FAMILIES
 
 NOTEBOOKS = ROOT / "notebooks"
 PATHS = sorted(NOTEBOOKS.glob("*.ipynb"))
-EXPECTED = {"playground", "GPT2", "T5", "BART", "BLIP"}
+EXPECTED = {"playground", "GPT2", "T5", "BART", "BLIP", "encoders"}
 CELL_TIMEOUT_S = 300
 # A notebook executed only when the family it shows is registered (written ahead of its family).
 NEEDS_FAMILY = {"BLIP": "BLIP"}
