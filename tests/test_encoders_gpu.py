@@ -12,7 +12,7 @@ import sys
 import pytest
 import torch
 
-from test_cli import call
+from conftest import call
 
 pytestmark = pytest.mark.gpu
 CASES = [("BERT", "distilbert-tiny-sst2"), ("BERT", "bert-tiny-squad"), ("BERT", "bert-tiny-ner"),
@@ -20,7 +20,13 @@ CASES = [("BERT", "distilbert-tiny-sst2"), ("BERT", "bert-tiny-squad"), ("BERT",
 
 
 @pytest.fixture(scope="module")
-def real_tensorrt():
+def cuda():
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device is visible to PyTorch")
+
+
+@pytest.fixture(scope="module")
+def real_tensorrt(cuda):
     stand_in = sys.modules.get("tensorrt")
     if stand_in is not None and hasattr(stand_in, "_VERSION"):
         pytest.fail("the TensorRT stand-in leaked into the GPU tests")
@@ -28,8 +34,6 @@ def real_tensorrt():
         import tensorrt
     except (ImportError, OSError) as e:
         pytest.skip(f"TensorRT is not usable here: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA device is visible to PyTorch")
     return tensorrt
 
 
@@ -49,7 +53,7 @@ def test_trt_engines_answer_like_pytorch(real_tensorrt, capsys, workdir, tmp_pat
 
 
 @pytest.mark.parametrize("family,variant", CASES, ids=[v for _, v in CASES])
-def test_frameworks_on_cuda_answers_like_the_host(real_tensorrt, capsys, workdir, tmp_path, family, variant):
+def test_frameworks_on_cuda_answers_like_the_host(cuda, capsys, workdir, tmp_path, family, variant):
     answers = {}
     for where in ("--cpu", None):
         out_file = tmp_path / f"run{where}.json"
