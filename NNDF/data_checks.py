@@ -48,9 +48,10 @@ def toml_text(table: dict, field: str, where: str, path: Path) -> str:
     return value
 
 
-def jsonl_texts(path: Path, field: str = "text") -> list[str]:
-    """The string `field` of every object in a JSONL file (blank lines skipped)."""
-    texts = []
+def read_jsonl(path: Path, expect: str = "one JSON object per line") -> list[tuple[int, dict]]:
+    """(line number, object) of every non-blank line of a --dataset-path file, or one error line
+    naming the first line that is not a JSON object (`expect` says what a line should hold)."""
+    rows = []
     for number, line in enumerate(read_text(path, "--dataset-path").splitlines(), 1):
         if not line.strip():
             continue
@@ -58,9 +59,19 @@ def jsonl_texts(path: Path, field: str = "text") -> list[str]:
             row = json.loads(line)
         except ValueError:
             row = None
-        if not isinstance(row, dict) or field not in row:
+        if not isinstance(row, dict):
+            raise UsageError(f"{path} line {number} is not a JSON object", f"write {expect}")
+        rows.append((number, row))
+    return rows
+
+
+def jsonl_texts(path: Path, field: str = "text") -> list[str]:
+    """The string `field` of every object in a JSONL file (blank lines skipped)."""
+    texts = []
+    for number, row in read_jsonl(path, f'LAMBADA\'s format: one {{"{field}": ...}} object per line'):
+        if field not in row:
             raise UsageError(f"{path} line {number} is not a JSON object with a \"{field}\" field",
-                             "use LAMBADA's format: one {\"text\": ...} object per line")
+                             f'use LAMBADA\'s format: one {{"{field}": ...}} object per line')
         if not isinstance(row[field], str):
             raise UsageError(f"{path} line {number}: \"{field}\" is {type_name(row[field])}, not a string",
                              "every sample's text must be a JSON string")

@@ -18,7 +18,6 @@ Examples are dicts: {"text"}, {"question", "context"}, {"image"}, with an option
 
 from __future__ import annotations
 
-import json
 import re
 import string
 from collections import Counter
@@ -27,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from NNDF.data_checks import read_text, type_name
+from NNDF.data_checks import read_jsonl, type_name
 from NNDF.encoder_only import EncoderModel, Task
 from NNDF.errors import UsageError
 
@@ -295,22 +294,6 @@ DATASET_FIELDS = {
 }
 
 
-def read_jsonl(path: Path) -> list[tuple[int, dict]]:
-    """(line number, object) of every non-blank line, or one error line naming the bad one."""
-    rows = []
-    for number, line in enumerate(read_text(path, "--dataset-path").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError:
-            row = None
-        if not isinstance(row, dict):
-            raise UsageError(f"{path} line {number} is not a JSON object", "write one JSON object per line")
-        rows.append((number, row))
-    if not rows:
-        raise UsageError(f"{path} holds no samples")
-    return rows
 
 
 def calibration_feeds(loaded: EncoderModel, batch_size: int = 8, batches: int = 4) -> list[dict]:

@@ -345,12 +345,16 @@ def qdq_graph(float_proto: onnx.ModelProto, int4_proto: onnx.ModelProto | None, 
     for node in proto.graph.node:
         if node.op_type == "MatMul" and node.input[1] in weights:
             node.input[1] = f"{node.input[1]}_dq"
-    nodes = dq_nodes + list(proto.graph.node)
+    return _rebuilt(proto, dq_nodes + list(proto.graph.node), weights, new_inits)
+
+
+def _rebuilt(proto: onnx.ModelProto, nodes: list, replaced: set | dict, added: list) -> onnx.ModelProto:
+    """`proto` with `nodes` as its nodes, and the initializers named in `replaced` swapped for `added`."""
     del proto.graph.node[:]
     proto.graph.node.extend(nodes)
-    kept = [t for t in proto.graph.initializer if t.name not in weights]
+    kept = [t for t in proto.graph.initializer if t.name not in replaced]
     del proto.graph.initializer[:]
-    proto.graph.initializer.extend(kept + new_inits)
+    proto.graph.initializer.extend(kept + added)
     return proto
 
 
@@ -495,12 +499,7 @@ def calibrated_qdq(proto: onnx.ModelProto, feeds: list[dict]) -> onnx.ModelProto
     for i, node in enumerate(proto.graph.node):
         ordered.append(node)
         ordered += placed.get(i, [])
-    del proto.graph.node[:]
-    proto.graph.node.extend(ordered)
-    kept = [t for t in proto.graph.initializer if t.name not in weights]
-    del proto.graph.initializer[:]
-    proto.graph.initializer.extend(kept + new_inits)
-    return proto
+    return _rebuilt(proto, ordered, weights, new_inits)
 
 
 def trt_calibrated_int8(source: Path, feeds: list[dict], workdir: WorkingDir, onnx_dir: Path) -> Path:

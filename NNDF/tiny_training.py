@@ -71,28 +71,12 @@ def trained_tiny(name: str, seed: int, build: Callable[[], tuple], steps: int, l
            "pairs": file_digest(PAIRS_FILE), "transformers": transformers.__version__,
            "torch": torch.__version__.split("+")[0], "config": stable_hash(model.config.to_dict()),
            "cache_format": 2}
-    path = cache.artifact_dir(f"{name}-{stable_hash(key)}")
-    trained = []
 
-    def produce(tmp: Path) -> None:
+    def train() -> None:
         memorize(model, tokenizer, read_pairs(), steps, lr, seed)
-        torch.save(model.state_dict(), tmp / WEIGHTS)
-        trained.append(True)
 
-    for _ in range(2):
-        artifact = cache.build(path, key, (WEIGHTS,), produce)
-        if trained:
-            return model, tokenizer
-        try:
-            model.load_state_dict(torch.load(artifact.file(WEIGHTS), map_location="cpu", weights_only=True))
-            model.eval()
-            return model, tokenizer
-        except Exception as e:  # torch raises several types for a damaged file whose size and mtime were kept
-            with WorkingDir.lock(path):
-                if path.exists():
-                    discard(path, f"{WEIGHTS} cannot be loaded ({type(e).__name__})")
-    raise UsageError(f"the tiny-model cache {path} cannot be loaded even after retraining",
-                     "delete it, or point HF_TRT_TOOLKIT_CACHE at another directory")
+    _trained_weights(cache, cache.artifact_dir(f"{name}-{stable_hash(key)}"), key, model, train)
+    return model, tokenizer
 
 
 def cached_training(name: str, seed: int, model, train: Callable[[], None], data_files: tuple[Path, ...],
@@ -105,28 +89,39 @@ def cached_training(name: str, seed: int, model, train: Callable[[], None], data
     key = {"name": name, "seed": seed, "version": version, "data": [file_digest(p) for p in data_files], "recipe": recipe,
            "transformers": transformers.__version__, "torch": torch.__version__.split("+")[0],
            "config": stable_hash(model.config.to_dict())}
-    path = cache.artifact_dir(f"{name}-{stable_hash(key)}")
-    trained = []
 
-    def produce(tmp: Path) -> None:
+    def seeded_train() -> None:
         torch.manual_seed(seed)
         model.train()
         with torch_threads(1):   # as memorize: a second thread only adds synchronisation for a model this small
             train()
-        model.eval()
+
+    _trained_weights(cache, cache.artifact_dir(f"{name}-{stable_hash(key)}"), key, model, seeded_train)
+    return model
+
+
+def _trained_weights(cache: WorkingDir, path: Path, key: dict, model, train: Callable[[], None]) -> None:
+    """Put the cached weights at `path` into `model` (eval mode), training and caching them first
+    where the entry is missing or stale; an entry whose file cannot be loaded is discarded and
+    retrained once."""
+    trained = []
+
+    def produce(tmp: Path) -> None:
+        train()
         torch.save(model.state_dict(), tmp / WEIGHTS)
         trained.append(True)
 
     for _ in range(2):
         artifact = cache.build(path, key, (WEIGHTS,), produce)
-        if trained:
-            return model.eval()
-        try:
-            model.load_state_dict(torch.load(artifact.file(WEIGHTS), map_location="cpu", weights_only=True))
-            return model.eval()
-        except Exception as e:  # torch raises several types for a damaged file whose size and mtime were kept
-            with WorkingDir.lock(path):
-                if path.exists():
-                    discard(path, f"{WEIGHTS} cannot be loaded ({type(e).__name__})")
+        if not trained:
+            try:
+                model.load_state_dict(torch.load(artifact.file(WEIGHTS), map_location="cpu", weights_only=True))
+            except Exception as e:  # torch raises several types for a damaged file whose size and mtime were kept
+                with WorkingDir.lock(path):
+                    if path.exists():
+                        discard(path, f"{WEIGHTS} cannot be loaded ({type(e).__name__})")
+                continue
+        model.eval()
+        return
     raise UsageError(f"the tiny-model cache {path} cannot be loaded even after retraining",
                      "delete it, or point HF_TRT_TOOLKIT_CACHE at another directory")

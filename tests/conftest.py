@@ -70,3 +70,27 @@ def standin():
 
     with pytest.MonkeyPatch.context() as mp:
         yield trt_standin.install(mp)
+
+
+@pytest.fixture(scope="module")
+def cuda():
+    """Skips (with the reason) where PyTorch sees no CUDA device."""
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device is visible to PyTorch")
+
+
+@pytest.fixture(scope="module")
+def real_tensorrt(cuda):
+    """TensorRT's real module, for the gpu-marked tests; skips where its native libraries are missing."""
+    stand_in = sys.modules.get("tensorrt")
+    if stand_in is not None and hasattr(stand_in, "_VERSION"):
+        pytest.fail("the TensorRT stand-in leaked into the GPU tests")
+    try:
+        import tensorrt
+    except (ImportError, OSError) as e:
+        pytest.skip(f"TensorRT is not usable here: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+    from NNDF import trt_env
+
+    # INFO: what the builder chose (tactics, precisions, memory) is in the test log when a GPU run fails
+    trt_env.logger_for(tensorrt).min_severity = tensorrt.Logger.INFO
+    return tensorrt

@@ -92,32 +92,27 @@ def fused_graph(workdir, loaded, family=BERT):
     return path
 
 
-def _pipeline_answers(loaded, task: str, inputs: list[str]):
+def _ours_and_the_pipelines(workdir, variant: str, data: str, task: str):
+    """(our onnxrt answers, the HF pipeline's answers) for the shipped test file `data`."""
     import transformers
 
+    loaded = load(workdir, variant)
+    rows = dataset(loaded, ROOT / "BERT" / "data" / data)
+    _, ort = backends(workdir, variant, "frameworks", "onnxrt")
+    batch = encode(loaded, rows)
     pipe = transformers.pipeline(task, model=loaded.model, tokenizer=loaded.tokenizer, device="cpu",
                                  **({"aggregation_strategy": "simple"} if task == "token-classification" else {}))
-    return [pipe(text) for text in inputs]
+    return predict(loaded, batch, ort.forward(batch.feed)), [pipe(r["text"]) for r in rows]
 
 
 def test_classification_equals_the_text_classification_pipeline(workdir):
-    loaded = load(workdir, "distilbert-tiny-sst2")
-    rows = dataset(loaded, ROOT / "BERT" / "data" / "sentiment_test.jsonl")
-    _, ort = backends(workdir, "distilbert-tiny-sst2", "frameworks", "onnxrt")
-    batch = encode(loaded, rows)
-    ours = predict(loaded, batch, ort.forward(batch.feed))
-    theirs = _pipeline_answers(loaded, "text-classification", [r["text"] for r in rows])
+    ours, theirs = _ours_and_the_pipelines(workdir, "distilbert-tiny-sst2", "sentiment_test.jsonl", "text-classification")
     for a, t in zip(ours, theirs):
         assert a["label"] == t[0]["label"] and a["score"] == pytest.approx(t[0]["score"], abs=1e-4)
 
 
 def test_entities_equal_the_token_classification_pipeline(workdir):
-    loaded = load(workdir, "bert-tiny-ner")
-    rows = dataset(loaded, ROOT / "BERT" / "data" / "ner_test.jsonl")
-    _, ort = backends(workdir, "bert-tiny-ner", "frameworks", "onnxrt")
-    batch = encode(loaded, rows)
-    ours = predict(loaded, batch, ort.forward(batch.feed))
-    theirs = _pipeline_answers(loaded, "token-classification", [r["text"] for r in rows])
+    ours, theirs = _ours_and_the_pipelines(workdir, "bert-tiny-ner", "ner_test.jsonl", "token-classification")
     assert sum(len(t) for t in theirs) > 10    # the shipped sentences do have entities
     for a, t in zip(ours, theirs):
         assert [(e["entity_group"], e["word"], e["start"], e["end"]) for e in a["entities"]] == \

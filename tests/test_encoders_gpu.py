@@ -7,34 +7,14 @@ Not yet run anywhere: no machine here has had TensorRT's libraries."""
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
-import torch
 
 from conftest import call
 
 pytestmark = pytest.mark.gpu
 CASES = [("BERT", "distilbert-tiny-sst2"), ("BERT", "bert-tiny-squad"), ("BERT", "bert-tiny-ner"),
          ("BERT", "minilm-tiny-embeddings"), ("VIT", "vit-tiny-shapes")]
-
-
-@pytest.fixture(scope="module")
-def cuda():
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA device is visible to PyTorch")
-
-
-@pytest.fixture(scope="module")
-def real_tensorrt(cuda):
-    stand_in = sys.modules.get("tensorrt")
-    if stand_in is not None and hasattr(stand_in, "_VERSION"):
-        pytest.fail("the TensorRT stand-in leaked into the GPU tests")
-    try:
-        import tensorrt
-    except (ImportError, OSError) as e:
-        pytest.skip(f"TensorRT is not usable here: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
-    return tensorrt
 
 
 @pytest.mark.parametrize("family,variant", CASES, ids=[v for _, v in CASES])

@@ -7,11 +7,9 @@ missing. The stand-in tests cover the same path everywhere else.
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 import pytest
-import torch
 
 from conftest import make_cfg
 from GPT2 import trt as gpt2_trt
@@ -20,22 +18,6 @@ from NNDF.decoder_only_family import frameworks_backend
 from NNDF.workdir import MANIFEST
 
 pytestmark = pytest.mark.gpu
-
-
-@pytest.fixture(scope="module")
-def real_tensorrt():
-    stand_in = sys.modules.get("tensorrt")
-    if stand_in is not None and hasattr(stand_in, "_VERSION"):
-        pytest.fail("the TensorRT stand-in leaked into the GPU tests")
-    try:
-        import tensorrt
-    except (ImportError, OSError) as e:
-        pytest.skip(f"TensorRT is not usable here: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA device is visible to PyTorch")
-    # INFO: what the builder chose (tactics, precisions, memory) is in the test log when a GPU run fails
-    trt_env.logger_for(tensorrt).min_severity = tensorrt.Logger.INFO
-    return tensorrt
 
 
 @pytest.fixture(scope="module")
