@@ -128,7 +128,6 @@ class ModelFamily:
     fallback_tokenizer: Callable[[], Any]                       # offline tokenizer for random weights
     max_positions: Callable[[Any], int]                         # HF config -> longest sequence
     layouts: dict[str, Any] = field(default_factory=dict)      # arch -> graph layout, read by the family's code
-    is_encoder_decoder: bool = False                            # known before loading (export-triton refuses these)
     # HF config.model_type values this family's graphs fit: any hub id or --torch-dir of one of
     # these types loads as this family (empty: not checked)
     model_types: tuple[str, ...] = ()

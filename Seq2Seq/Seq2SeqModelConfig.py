@@ -16,7 +16,6 @@ class Seq2SeqFamily(ModelFamily):
     cfg, workdir)` in frameworks.py, onnxrt.py and trt.py here, so they are this class's methods."""
 
     model_class: type = AutoModelForSeq2SeqLM
-    is_encoder_decoder: bool = True
 
     frameworks = Seq2Seq.frameworks.make_backend
     onnxrt = Seq2Seq.onnxrt.make_backend
