@@ -17,7 +17,6 @@ from NNDF.config import RunConfig
 from NNDF.decoder_only import CompiledDecoderOnly, TorchDecoderOnly, decoder_spec
 from NNDF.family import LoadedModel, ModelFamily
 from NNDF.onnx_export import GraphSpec, ort_optimized
-from NNDF.onnx_rotary import rotary_tables
 from NNDF.ort_session import OrtSession
 from NNDF.pipeline import artifact_subdir, onnx_path, token_ids
 from NNDF.tokenizer import gpt2_style_tokenizer
@@ -56,7 +55,7 @@ class DecoderOnlyFamily(ModelFamily):
         layout, spec = self.layout(loaded), self.decoder_graph(loaded, cfg.generation.use_cache)
         path = onnx_path(spec, loaded, self, cfg, workdir)
         if layout.ort_fusions and not cfg.fp16 and "decoder" not in cfg.trt.prebuilt_onnx:
-            rotary = rotary_tables(loaded.model, loaded.max_positions) if layout.ort_rotary else None
+            rotary = (loaded.model, loaded.max_positions) if layout.ort_rotary else None
             path = ort_optimized(path, layout.ort_fusions, loaded.model.config, workdir, rotary)
         session = OrtSession(path, allow_cuda=not cfg.cpu)
         return CompiledDecoderOnly("onnxrt", session, spec, token_ids(loaded), cfg.graph_precision)

@@ -24,7 +24,7 @@ import torch
 
 from NNDF.errors import UsageError
 from NNDF.onnx_fold import parser_clean
-from NNDF.onnx_rotary import fuse_rotary
+from NNDF.onnx_rotary import fuse_rotary, rotary_tables
 from NNDF.onnx_shapes import fold_shape_arithmetic
 from NNDF.progress import status
 from NNDF.workdir import MANIFEST, Artifact, WorkingDir, file_digest, stable_hash
@@ -266,18 +266,18 @@ def exported(workdir: WorkingDir, subdir: tuple[str, ...], model: torch.nn.Modul
 
 def ort_optimized(source: Path, model_type: str, config, workdir, rotary: tuple | None = None) -> Path:
     """ONNX Runtime's transformer fusions (SkipLayerNormalization, FastGelu, ...) applied to an
-    exported graph, its shape arithmetic folded (NNDF/onnx_shapes.py) and, given the model's
-    rotary (cos, sin) tables, its rotary embeddings fused (NNDF/onnx_rotary.py); cached beside
-    it. Only ONNX Runtime runs the result: the fused ops are its own contrib ops, so TensorRT
-    keeps the plain export."""
-    import hashlib
-
+    exported graph, its shape arithmetic folded (NNDF/onnx_shapes.py) and, given `rotary` =
+    (torch model, positions), its rotary embeddings fused on the model's cos/sin table for that
+    many positions (NNDF/onnx_rotary.py); cached beside it. The table is computed only when the
+    graph is built: the source's digest already names the model and config it comes from. Only
+    ONNX Runtime runs the result: the fused ops are its own contrib ops, so TensorRT keeps the
+    plain export."""
     import onnxruntime as ort
 
     source = Path(source)
     key = {"source": file_digest(source.parent / MANIFEST) if (source.parent / MANIFEST).is_file() else file_digest(source),
            "model_type": model_type, "onnxruntime": ort.__version__, "shape_arithmetic": "folded",
-           "rotary": hashlib.sha256(b"".join(t.tobytes() for t in rotary)).hexdigest() if rotary else None}
+           "rotary_positions": rotary[1] if rotary else None}
     target = source.parent.with_name(source.parent.name + "-ort")
 
     def produce(tmp: Path) -> dict:
@@ -288,7 +288,7 @@ def ort_optimized(source: Path, model_type: str, config, workdir, rotary: tuple 
             optimized = optimize_model(str(source), model_type=model_type, num_heads=heads,
                                        hidden_size=config.hidden_size, opt_level=0)
             folded = fold_shape_arithmetic(optimized.model)
-            rotated = fuse_rotary(optimized.model, *rotary) if rotary else 0
+            rotated = fuse_rotary(optimized.model, *rotary_tables(*rotary)) if rotary else 0
             optimized.save_model_to_file(str(tmp / MODEL_FILE), use_external_data_format=True,
                                          all_tensors_to_one_file=True)
         described = json.loads((source.parent / MANIFEST).read_text()) if (source.parent / MANIFEST).is_file() else {}

@@ -118,13 +118,14 @@ def fold_shape_arithmetic(model: onnx.ModelProto) -> int:
     added: dict[tuple, str] = {}
     replaced = 0
 
-    def constant(values: list[int], shape: tuple[int, ...] | None, hint: str) -> str:
-        key = (tuple(values), shape)
+    def constant(numbers: list[int], shape: tuple[int, ...] | None, hint: str) -> str:
+        key = (tuple(numbers), shape)
         if key not in added:
-            array = np.array(values, np.int64)
+            array = np.array(numbers, np.int64)
             array = array.reshape(shape) if shape is not None else array
             name = f"{hint}/folded_{len(added)}"
             model.graph.initializer.append(numpy_helper.from_array(array, name))
+            initializers.add(name)
             added[key] = name
         return added[key]
 
@@ -141,7 +142,7 @@ def fold_shape_arithmetic(model: onnx.ModelProto) -> int:
                     continue
         for k, name in enumerate(node.input):
             value = values.get(name)
-            if name in initializers or name in added.values() or value is None:
+            if name in initializers or value is None:
                 continue
             items = value if isinstance(value, list) else [value]
             info = inference.known_vi_.get(name)
