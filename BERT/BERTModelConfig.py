@@ -8,6 +8,7 @@ embedding). Other heads (multiple choice, next sentence prediction, causal LM) a
 
 from NNDF.encoder_only import EncoderFamily, EncoderLayout, Task, TaskModels, max_text_positions
 from NNDF.family import Variant
+from NNDF.first_token import LastLayer, first_token_attention
 
 from BERT.tiny import build_embeddings, build_ner, build_qa, build_sentiment, wordpiece_tokenizer
 
@@ -15,12 +16,31 @@ HEADS = {"ForSequenceClassification": Task.SEQUENCE_CLASSIFICATION, "ForQuestion
          "ForTokenClassification": Task.TOKEN_CLASSIFICATION, "Model": Task.EMBEDDINGS,
          "ForMaskedLM": Task.EMBEDDINGS, "ForPreTraining": Task.EMBEDDINGS}
 
+
+def _bert_first_token(layer, hidden, mask):
+    """BertLayer (post-norm) for the first token: BertSelfOutput adds the residual and normalises,
+    BertOutput likewise after the feed-forward."""
+    attn = layer.attention.self
+    context = first_token_attention(attn.query, attn.key, attn.value, attn.num_attention_heads, hidden, mask)
+    attended = layer.attention.output(context, hidden[:, :1])
+    return layer.output(layer.intermediate(attended), attended)
+
+
+def _distilbert_first_token(layer, hidden, mask):
+    """DistilBERT's TransformerBlock (post-norm) for the first token."""
+    attn = layer.attention
+    context = first_token_attention(attn.q_lin, attn.k_lin, attn.v_lin, attn.n_heads, hidden, mask)
+    attended = layer.sa_layer_norm(attn.out_lin(context) + hidden[:, :1])
+    return layer.output_layer_norm(layer.ffn(attended) + attended)
+
+
 # BERT takes token type ids (QA's question / context segments); DistilBERT has none. Both are fused
 # with ONNX Runtime's "bert" fusions (EmbedLayerNormalization, Attention, SkipLayerNormalization,
 # BiasGelu) before onnxrt's int8 quantization (see NNDF/encoder_only.onnxrt_backend).
-BERT_LAYOUT = EncoderLayout("Bert", HEADS, uses_token_types=True, ort_fusions="bert")
+BERT_LAYOUT = EncoderLayout("Bert", HEADS, uses_token_types=True, ort_fusions="bert",
+                            last_layer=LastLayer("encoder.layer", _bert_first_token))
 DISTILBERT_LAYOUT = EncoderLayout("DistilBert", {k: v for k, v in HEADS.items() if k != "ForPreTraining"},
-                                  ort_fusions="bert")
+                                  ort_fusions="bert", last_layer=LastLayer("transformer.layer", _distilbert_first_token))
 
 HUB_VARIANTS = ("bert-base-uncased", "bert-large-uncased", "distilbert-base-uncased",
                 "distilbert-base-uncased-finetuned-sst-2-english",

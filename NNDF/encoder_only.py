@@ -28,6 +28,7 @@ from NNDF.backends import torch_threads
 from NNDF.config import RunConfig
 from NNDF.errors import UsageError
 from NNDF.family import HOST_DTYPE, LoadedModel, ModelFamily, Variant
+from NNDF.first_token import LastLayer, last_layer_first_token
 from NNDF.onnx_export import GraphSpec
 from NNDF.session import Session
 from NNDF.workdir import stable_hash
@@ -42,6 +43,9 @@ class Task(str, enum.Enum):
     EMBEDDINGS = "feature-extraction"          # the encoder alone, mean-pooled over real tokens
     IMAGE_CLASSIFICATION = "image-classification"
 
+
+# Heads that read only the first token of the last layer (the [CLS] token, ViT's class token).
+FIRST_TOKEN_TASKS = (Task.SEQUENCE_CLASSIFICATION, Task.IMAGE_CLASSIFICATION)
 
 # The graph's outputs per task, with their dynamic axes.
 TASK_OUTPUTS: dict[Task, dict[str, dict[int, str]]] = {
@@ -80,6 +84,9 @@ class EncoderLayout:
     export_attention: str = "eager"
     image_mean: tuple[float, ...] = (0.5, 0.5, 0.5)     # the image processor's normalisation (ViT's)
     image_std: tuple[float, ...] = (0.5, 0.5, 0.5)
+    # the last layer run for the first token alone, in graphs whose head reads only that token
+    # (NNDF/first_token.py); None exports the whole last layer
+    last_layer: LastLayer | None = None
 
     def task_of(self, architecture: str, what: str) -> Task:
         """The task of an HF class name, or one line naming the heads this family serves."""
@@ -284,13 +291,19 @@ def eager_attention(model, implementation: str = "eager"):
 class EncoderWrapper(torch.nn.Module):
     """Flat tensors in, the task's outputs out (no ModelOutput objects in the graph)."""
 
-    def __init__(self, model, task: Task, input_names: list[str], attention: str | None = "eager"):
+    def __init__(self, model, task: Task, input_names: list[str], attention: str | None = "eager",
+                 last_layer: LastLayer | None = None):
         super().__init__()
         self.model, self.task, self.input_names, self.attention = model, task, input_names, attention
+        self.last_layer = last_layer
 
     def forward(self, *inputs):
         kwargs = dict(zip(self.input_names, inputs))
-        with eager_attention(self.model, self.attention) if self.attention else contextlib.nullcontext():
+        with contextlib.ExitStack() as stack:
+            if self.attention:
+                stack.enter_context(eager_attention(self.model, self.attention))
+            if self.last_layer:
+                stack.enter_context(last_layer_first_token(self.model, self.last_layer))
             out = self.model(**kwargs)
         if self.task is Task.QUESTION_ANSWERING:
             return out.start_logits, out.end_logits
@@ -336,11 +349,15 @@ def encoder_spec(loaded: EncoderModel) -> GraphSpec:
     else:
         trace, verify = {BATCH: 2, SEQ: 7}, ({BATCH: 3, SEQ: 11}, {BATCH: 1, SEQ: 5}, {BATCH: 4, SEQ: 16})
     outputs = TASK_OUTPUTS[task]
+    last = layout.last_layer if task in FIRST_TOKEN_TASKS else None
     return GraphSpec(
         name="encoder", inputs=inputs, outputs=outputs,
-        make_module=lambda m: EncoderWrapper(m, task, names, layout.export_attention),
+        make_module=lambda m: EncoderWrapper(m, task, names, layout.export_attention, last),
+        # verified against the model's own forward, whole last layer included
+        make_reference=lambda m: EncoderWrapper(m, task, names, layout.export_attention),
         make_inputs=make_inputs, trace_sizes=trace, verify_sizes=verify,
         fp16_keep_fp32_ops=layout.fp16_keep_fp32_ops, float_outputs_fp32=tuple(outputs),
+        key_extra={"last_layer": "first token"} if last else {},
     )
 
 

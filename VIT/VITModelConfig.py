@@ -7,14 +7,26 @@ size, rescale 1/255, normalise with mean and std 0.5. A chat line, a checkpoint 
 
 from NNDF.encoder_only import EXPORT_ATTENTION, EncoderFamily, EncoderLayout, Task, TaskModels, image_positions
 from NNDF.family import Variant
+from NNDF.first_token import LastLayer, first_token_attention
 
 from VIT.tiny import build_tiny
+
+
+def _vit_first_token(layer, hidden, mask):
+    """ViTLayer (pre-norm) for the first token, its residuals added as ViTLayer adds them."""
+    attn = layer.attention
+    normed = layer.layernorm_before(hidden)
+    context = first_token_attention(attn.q_proj, attn.k_proj, attn.v_proj, attn.num_attention_heads, normed, mask)
+    attended = attn.o_proj(context) + hidden[:, :1]
+    return layer.mlp(layer.layernorm_after(attended)) + attended
+
 
 # ONNX Runtime's "vit" fusions (Attention, SkipLayerNormalization, BiasGelu) before onnxrt's int8
 # quantization; its Attention fusion needs the scores divided by sqrt(head_dim), hence the
 # export's own attention.
 VIT_LAYOUT = EncoderLayout("ViT", {"ForImageClassification": Task.IMAGE_CLASSIFICATION}, image_input=True,
-                           ort_fusions="vit", export_attention=EXPORT_ATTENTION)
+                           ort_fusions="vit", export_attention=EXPORT_ATTENTION,
+                           last_layer=LastLayer("layers", _vit_first_token))
 
 VIT_FAMILY = EncoderFamily(
     name="VIT",
