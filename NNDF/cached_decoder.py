@@ -83,6 +83,10 @@ class CachedDecoder:
         self.past_axis = next((a for a, n in axes.items() if n == PAST), 2)
         self.capacity: int | None = None       # fixed-capacity slots for this generation's decode steps
 
+    def graphs(self) -> dict[str, tuple[Session, GraphSpec]]:
+        """Graph name -> (session, spec) of every graph a generation runs (what export-triton serves)."""
+        return {self.spec.name: (self.session, self.spec)}
+
     # ------------------------------------------------------------------ StepModel
     def plan(self, rows: int, prompt_len: int, new_tokens: int) -> None:
         self.plan_decoder(rows, prompt_len, new_tokens, run_description(rows, prompt_len, new_tokens))

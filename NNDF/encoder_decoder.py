@@ -185,7 +185,11 @@ class Seq2SeqSteps(CachedDecoder):
 
     def __init__(self, sessions: dict[str, Session], specs: dict[str, GraphSpec], start_id: int):
         super().__init__(sessions[decoder_of(specs)], specs[decoder_of(specs)])
-        self.sessions, self.start_id = sessions, start_id
+        self.sessions, self.specs, self.start_id = sessions, specs, start_id
+
+    def graphs(self):
+        """The encoder, the cache generator (with the cache) and the decoder."""
+        return {name: (self.sessions[name], spec) for name, spec in self.specs.items()}
 
     def plan(self, rows, prompt_len, new_tokens):
         what = run_description(rows, prompt_len, new_tokens)

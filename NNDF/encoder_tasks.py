@@ -294,8 +294,6 @@ DATASET_FIELDS = {
 }
 
 
-
-
 def calibration_feeds(loaded: EncoderModel, batch_size: int = 8, batches: int = 4) -> list[dict]:
     """Feeds of the family's shipped training data for the task (the int8 activation ranges)."""
     if loaded.calibration_path is None:

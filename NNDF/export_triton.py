@@ -68,20 +68,9 @@ def run(cfg: RunConfig, family: ModelFamily) -> dict:
         shutil.rmtree(retired)
     else:
         staging.rename(out)
-    graphs = ", ".join(_graphs(family, loaded, cfg, backend))
+    graphs = ", ".join(backend.steps.graphs())
     print(f"wrote a Triton model repository to {out}: {graphs} ({s.export_backend}), {GENERATE}, {GENERATE_STREAM}")
     return {"action": "export-triton", "output": str(out), "backend": s.export_backend}
-
-
-def _graphs(family: ModelFamily, loaded: LoadedModel, cfg: RunConfig, backend) -> dict:
-    """Graph name -> (session, spec) of what the backend runs: a decoder-only model's decoder, or an
-    encoder-decoder's encoder, cache generator and decoder."""
-    if not loaded.config.is_encoder_decoder:
-        return {backend.steps.spec.name: (backend.steps.session, backend.steps.spec)}
-    from Seq2Seq.export import specs_for
-
-    specs = specs_for(family, loaded, cfg.generation.use_cache)
-    return {name: (backend.steps.sessions[name], spec) for name, spec in specs.items()}
 
 
 def _write_graph(staging: Path, earlier: Path | None, name: str, session, spec, cfg: RunConfig,
@@ -113,7 +102,7 @@ def _write_repository(staging: Path, earlier: Path | None, cfg: RunConfig, famil
     """The whole repository into `staging`; `earlier`: an export of the same model whose plans stay."""
     s = cfg.serve
     graphs = {name: _write_graph(staging, earlier, name, session, spec, cfg, loaded)
-              for name, (session, spec) in _graphs(family, loaded, cfg, backend).items()}
+              for name, (session, spec) in backend.steps.graphs().items()}
     manifest = {
         "family": family.name, "variant": loaded.variant, "backend": s.export_backend, "graphs": graphs,
         "encoder_decoder": bool(loaded.config.is_encoder_decoder),

@@ -30,8 +30,8 @@ import numpy as np
 from NNDF.actions.common import identity, label, settings_dict, table
 from NNDF.config import RunConfig
 from NNDF.encoder_only import EncoderBackend, EncoderModel, Task
-from NNDF.encoder_tasks import (NO_ENTITIES, PRIMARY_METRIC, cosine, dataset, encode, parse_line, predict, random_batch,
-                                read_jsonl, score)
+from NNDF.encoder_tasks import (NO_ENTITIES, PRIMARY_METRIC, QA_SEPARATOR, cosine, dataset, encode, parse_line, predict,
+                                random_batch, read_jsonl, score)
 from NNDF.errors import UsageError
 from NNDF.progress import progress, status
 from NNDF.timing import measure, percentile
@@ -340,7 +340,7 @@ def chat(cfg: RunConfig, loaded: EncoderModel, backends: list[EncoderBackend], s
                 text = as_text(line).rstrip("\n")
                 if not text.strip():
                     continue
-                if qa and (context is None or text.lower().startswith("context:")) and "|||" not in text:
+                if qa and (context is None or text.lower().startswith("context:")) and QA_SEPARATOR not in text:
                     context = text.split(":", 1)[1].strip() if text.lower().startswith("context:") else text
                     print("(context set; ask questions about it)", file=out, flush=True)
                     continue
