@@ -4,9 +4,10 @@ The same numpy post-processing serves every backend, so frameworks, onnxrt and t
 differ by their outputs. Each task's answer follows the HuggingFace pipeline of that task
 (`tests/test_bert_family.py` checks them against `transformers.pipeline`):
 - text / image classification: softmax, the top class (sigmoid for a one-logit head);
-- question answering: the span of the context that maximises p(start) * p(end), at most 15
-  tokens long, as transformers' question-answering pipeline chose it (5.x removed that pipeline;
-  this is a port of 4.x's `decode_spans` with handle_impossible_answer off);
+- question answering: the answer transformers' question-answering pipeline gives (5.x removed it;
+  this follows 4.57's, with its defaults): p(start) and p(end) are softmaxes over the context and
+  [CLS], [CLS] then zeroed; the 12 best spans of at most 15 tokens by p(start) * p(end) are widened
+  to whole words, spans of the same text (ignoring case) add their scores, and the best wins;
 - token classification: per-token argmax with softmax scores, grouped into entities by the
   token-classification pipeline's "simple" aggregation (B- starts an entity, I- of the same type
   continues it, "O" is dropped);
@@ -31,6 +32,7 @@ from NNDF.encoder_only import EncoderModel, Task
 from NNDF.errors import UsageError
 
 MAX_ANSWER_TOKENS = 15        # the question-answering pipeline's max_answer_len
+QA_CANDIDATES = 12            # the spans it ranks before aligning to words: top_k * 2 + 10, top_k 1
 TOP_K_IMAGES = 5
 NO_ENTITIES = "(no entities)"
 QA_SEPARATOR = "|||"          # chat and --dataset-less inputs: "question ||| context" is one QA example
@@ -45,6 +47,7 @@ class Batch:
     offsets: np.ndarray | None = None          # (rows, seq, 2) character spans of the tokens
     special: np.ndarray | None = None          # (rows, seq) 1 for [CLS]/[SEP]/padding
     sequence_ids: list[list[int | None]] | None = None   # QA: 0 question, 1 context, None special
+    word_ids: list[list[int | None]] | None = None       # QA: the word of each token (None special)
 
 
 # --------------------------------------------------------------------------- inputs
@@ -69,8 +72,10 @@ def encode(loaded: EncoderModel, examples: list[dict], pad_to: int | None = None
         types = enc.get("token_type_ids")
         feed["token_type_ids"] = np.zeros_like(feed["input_ids"]) if types is None else types.astype(np.int64)
     special = np.maximum(enc["special_tokens_mask"], 1 - feed["attention_mask"])
-    seq_ids = [enc.sequence_ids(i) for i in range(len(examples))] if loaded.task is Task.QUESTION_ANSWERING else None
-    return Batch(feed, examples, enc["offset_mapping"], special, seq_ids)
+    qa = loaded.task is Task.QUESTION_ANSWERING
+    seq_ids = [enc.sequence_ids(i) for i in range(len(examples))] if qa else None
+    word_ids = [enc.word_ids(i) for i in range(len(examples))] if qa else None
+    return Batch(feed, examples, enc["offset_mapping"], special, seq_ids, word_ids)
 
 
 def check_qa(example: dict) -> None:
@@ -125,7 +130,7 @@ def predict(loaded: EncoderModel, batch: Batch, outputs: dict[str, np.ndarray]) 
                 for row in outputs["logits"]]
     if task is Task.QUESTION_ANSWERING:
         return [qa_answer(outputs["start_logits"][i], outputs["end_logits"][i], batch.sequence_ids[i],
-                          batch.offsets[i], batch.feed["attention_mask"][i], ex["context"])
+                          batch.word_ids[i], batch.offsets[i], batch.feed["attention_mask"][i], ex["context"])
                 for i, ex in enumerate(batch.examples)]
     if task is Task.TOKEN_CLASSIFICATION:
         return [ner_answer(loaded, outputs["logits"][i], batch.feed["input_ids"][i], batch.offsets[i],
@@ -144,20 +149,39 @@ def classify(logits: np.ndarray, labels: list[str], top_k: int = 1) -> dict:
             "top": [labels[int(i)] for i in order[:top_k]]}
 
 
-def qa_answer(start_logits, end_logits, sequence_ids, offsets, mask, context: str) -> dict:
-    """The context span the question-answering pipeline picks (transformers 4.x, topk 1)."""
+def qa_answer(start_logits, end_logits, sequence_ids, word_ids, offsets, mask, context: str) -> dict:
+    """The answer transformers 4.57's question-answering pipeline gives (top_k 1, max_answer_len 15,
+    align_to_words, handle_impossible_answer off)."""
     context_tokens = np.array([s == 1 for s in sequence_ids], bool) & (np.asarray(mask) == 1)
-    start = np.where(context_tokens, start_logits, -10000.0)
-    end = np.where(context_tokens, end_logits, -10000.0)
-    p_start, p_end = softmax(start), softmax(end)
-    p_start[0] = p_end[0] = 0.0          # the pipeline zeroes [CLS] (its "no answer" slot)
+    # [CLS] (first in BERT's layout) stays in the softmax, as the pipeline's "no answer" slot, then is zeroed
+    normalised = context_tokens.copy()
+    normalised[0] = True
+    p_start = softmax(np.where(normalised, start_logits, -10000.0))
+    p_end = softmax(np.where(normalised, end_logits, -10000.0))
+    p_start[0] = p_end[0] = 0.0
     scores = np.tril(np.triu(np.outer(p_start, p_end)), MAX_ANSWER_TOKENS - 1)
-    scores[~context_tokens, :] = 0.0
-    scores[:, ~context_tokens] = 0.0
-    s, e = np.unravel_index(int(np.argmax(scores)), scores.shape)
-    begin, finish = int(offsets[s][0]), int(offsets[e][1])
-    answer = context[begin:finish]
-    return {"label": answer, "answer": answer, "start": begin, "end": finish, "score": float(scores[s, e])}
+    best = np.argsort(-scores, axis=None, kind="stable")[:QA_CANDIDATES]
+    # each context word's characters: a span is widened to whole words (the pipeline's align_to_words)
+    in_context = [seq == 1 and w is not None for seq, w in zip(sequence_ids, word_ids)]
+    words: dict[int, tuple[int, int]] = {}
+    for t in np.flatnonzero(in_context):
+        a, b = words.get(word_ids[t], (int(offsets[t][0]), int(offsets[t][1])))
+        words[word_ids[t]] = (min(a, int(offsets[t][0])), max(b, int(offsets[t][1])))
+    found: list[dict] = []
+    for flat in best:
+        s, e = np.unravel_index(int(flat), scores.shape)
+        if not ((context_tokens[s] or s == 0) and (context_tokens[e] or e == 0)):
+            continue
+        begin = words[word_ids[s]][0] if in_context[s] else int(offsets[s][0])
+        finish = words[word_ids[e]][1] if in_context[e] else int(offsets[e][1])
+        text = context[begin:finish]
+        same = next((f for f in found if f["answer"].lower() == text.lower()), None)
+        if same is not None:       # the same words found from other tokens: their scores add up
+            same["score"] += float(scores[s, e])
+        else:
+            found.append({"label": text, "answer": text, "start": begin, "end": finish, "score": float(scores[s, e])})
+    # the first of the best (a stable sort, as the pipeline's); nothing when truncation left no context
+    return max(found, key=lambda f: f["score"], default={"label": "", "answer": "", "start": 0, "end": 0, "score": 0.0})
 
 
 def ner_answer(loaded: EncoderModel, logits, input_ids, offsets, special, text: str) -> dict:
