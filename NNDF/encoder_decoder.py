@@ -180,16 +180,24 @@ def decoder_of(specs: dict) -> str:
     return "decoder" if "decoder" in specs else "decoder_nocache"
 
 
-class Seq2SeqSteps(CachedDecoder):
-    """The shared decoder step (CachedDecoder) after an encoder and, with the cache, the cache generator."""
+class EncoderThenDecoder(CachedDecoder):
+    """The shared decoder step (CachedDecoder) of a run whose graphs are an encoder, with the cache a
+    cache generator, and the decoder (text or image encoders: Seq2SeqSteps, Vision2Seq's ImageSteps)."""
 
-    def __init__(self, sessions: dict[str, Session], specs: dict[str, GraphSpec], start_id: int):
+    def __init__(self, sessions: dict[str, Session], specs: dict[str, GraphSpec]):
         super().__init__(sessions[decoder_of(specs)], specs[decoder_of(specs)])
-        self.sessions, self.specs, self.start_id = sessions, specs, start_id
+        self.sessions, self.specs = sessions, specs
 
     def graphs(self):
-        """The encoder, the cache generator (with the cache) and the decoder."""
         return {name: (self.sessions[name], spec) for name, spec in self.specs.items()}
+
+
+class Seq2SeqSteps(EncoderThenDecoder):
+    """The decoder step after a text encoder and, with the cache, the cache generator."""
+
+    def __init__(self, sessions: dict[str, Session], specs: dict[str, GraphSpec], start_id: int):
+        super().__init__(sessions, specs)
+        self.start_id = start_id
 
     def plan(self, rows, prompt_len, new_tokens):
         what = run_description(rows, prompt_len, new_tokens)

@@ -16,9 +16,8 @@ import torch
 from transformers import LogitsProcessorList
 
 from NNDF.backends import CompiledBackend, TorchBackend, hf_generation_config
-from NNDF.cached_decoder import CachedDecoder
 from NNDF.config import GenerationSettings
-from NNDF.encoder_decoder import decoder_of, encoder_timer
+from NNDF.encoder_decoder import EncoderThenDecoder, encoder_timer
 from NNDF.errors import UsageError
 from NNDF.generation import GenerationOutput, TokenIds
 from NNDF.onnx_export import GraphSpec
@@ -36,13 +35,12 @@ def _no_teacher_forcing() -> UsageError:
                       "use run, compare, chat --image or benchmark")
 
 
-class ImageSteps(CachedDecoder):
-    """The shared decoder step (CachedDecoder) after the vision encoder and, with the cache, the
-    cache generator, for one batch of images."""
+class ImageSteps(EncoderThenDecoder):
+    """The decoder step after the vision encoder and, with the cache, the cache generator, for one
+    batch of images."""
 
     def __init__(self, sessions: dict[str, Session], specs: dict[str, GraphSpec]):
-        super().__init__(sessions[decoder_of(specs)], specs[decoder_of(specs)])
-        self.sessions = sessions
+        super().__init__(sessions, specs)
         self.pixel_values: np.ndarray | None = None     # the images the next generation starts from
 
     # plan: the vision side's only dynamic axis is the batch of images, which the engines are built for,

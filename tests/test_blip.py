@@ -105,7 +105,11 @@ def test_onnxrt_tokens_equal_hf_generate(blip, workdir, wd, reference, use_cache
     cfg = cfg_for(wd, *gen_flags(use_cache, beams, batch), backends=("onnxrt",))
     ids, mask = blip.encode_prompts(PROMPTS[:batch], True, cfg.generation.max_new_tokens)
     assert batch == 1 or (mask == 0).any()                  # batch 3 really is left-padded
-    got = blip_onnxrt.make_backend(blip, cfg, workdir).generate(ids, mask, cfg.generation).tokens
+    backend = blip_onnxrt.make_backend(blip, cfg, workdir)
+    # every graph the run uses, as a Triton export would list them
+    assert list(backend.steps.graphs()) == (["encoder", "cache_generator", "decoder"] if use_cache
+                                            else ["encoder", "decoder_nocache"])
+    got = backend.generate(ids, mask, cfg.generation).tokens
     np.testing.assert_array_equal(got, reference(beams, batch))
 
 
