@@ -7,7 +7,7 @@ embedding). Other heads (multiple choice, next sentence prediction, causal LM) a
 """
 
 from NNDF.encoder_only import EncoderFamily, EncoderLayout, Task, TaskModels, max_text_positions
-from NNDF.family import Variant
+from NNDF.family import Variant, hub_variants
 from NNDF.first_token import LastLayer, first_token_attention
 
 from BERT.tiny import build_embeddings, build_ner, build_qa, build_sentiment, wordpiece_tokenizer
@@ -55,7 +55,7 @@ BERT_FAMILY = EncoderFamily(
         Variant("bert-tiny-squad", arch="bert", build_tiny=build_qa),
         Variant("bert-tiny-ner", arch="bert", build_tiny=build_ner),
         Variant("minilm-tiny-embeddings", arch="bert", build_tiny=build_embeddings),
-        *(Variant(h.split("/")[-1], h, f"{h.split('/')[-1]}.json") for h in HUB_VARIANTS),
+        *hub_variants(HUB_VARIANTS),
     ),
     model_class=TaskModels("BERT"),
     fallback_tokenizer=wordpiece_tokenizer,

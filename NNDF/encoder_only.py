@@ -27,11 +27,10 @@ from NNDF.axes import BATCH, SEQ, RunSizes
 from NNDF.backends import torch_threads
 from NNDF.config import RunConfig
 from NNDF.errors import UsageError
-from NNDF.family import HOST_DTYPE, LoadedModel, ModelFamily, Variant
+from NNDF.family import LoadedModel, ModelFamily, Variant
 from NNDF.first_token import LastLayer, last_layer_first_token
 from NNDF.onnx_export import GraphSpec
 from NNDF.session import Session
-from NNDF.workdir import stable_hash
 
 
 class Task(str, enum.Enum):
@@ -164,17 +163,6 @@ class EncoderFamily(ModelFamily):
 
     generates = False
 
-    @property
-    def folder(self) -> Path:
-        return Path(__import__(self.package).__file__).parent
-
-    def load(self, cfg: RunConfig) -> EncoderModel:
-        loaded = super().load(cfg)
-        if cfg.image is not None and not loaded.is_image:
-            raise UsageError(f"--image {cfg.image} was given, but {loaded.variant} is a text model "
-                             f"({loaded.task.value})", "drop --image, or use an image family such as VIT")
-        return loaded
-
     # what the family folder binds: export.py's graph, and the backend makers of frameworks.py,
     # onnxrt.py and trt.py (`make_backend = BERT_FAMILY.onnxrt`)
     def encoder_graph(self, loaded: EncoderModel) -> GraphSpec:
@@ -189,43 +177,11 @@ class EncoderFamily(ModelFamily):
     def trt(self, loaded: EncoderModel, cfg: RunConfig, workdir) -> "CompiledEncoder":
         return trt_backend(self, loaded, cfg, workdir)
 
-    def _image_only(self) -> bool:
-        return all(layout.image_input for layout in self.layouts.values())
-
-    def _load_local(self, path: Path, name: str):
-        if not self._image_only():
-            return super()._load_local(path, name)
-        try:   # image models have no tokenizer files; the config describes their preprocessing
-            model = self.model_class.from_pretrained(str(path), dtype=HOST_DTYPE)
-        except UsageError:
-            raise
-        except Exception as e:  # user files fail in many library-specific ways; all mean "not loadable"
-            raise UsageError(f"could not load a {self.name} model from --torch-dir {path}: "
-                             f"{str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__}",
-                             "the folder needs config.json and model weights saved by save_pretrained") from None
-        self.check_model_type(model.config, f"--torch-dir {path}")
-        stamps = sorted((f.name, f.stat().st_size, int(f.stat().st_mtime)) for f in path.iterdir() if f.is_file())
-        return self._finish(Variant(name), model, None, {"torch_dir": str(path.resolve()), "files": stable_hash(stamps)})
-
-    def _load_hub(self, variant: Variant):
-        if not self._image_only():
-            return super()._load_hub(variant)
-        from NNDF.hub import hub_reachable
-
-        local_only = not hub_reachable()
-        try:   # as ModelFamily._load_hub, without the tokenizer an image model does not have
-            model = self.model_class.from_pretrained(variant.hub_id, dtype=HOST_DTYPE, local_files_only=local_only)
-        except UsageError:
-            raise
-        except Exception as e:  # offline, unknown repo, gated model...: the user's fix is the same
-            why = "the hub is unreachable and it is not in the local HF cache" if local_only else \
-                (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
-            raise UsageError(f"could not load '{variant.hub_id}' from the HuggingFace hub ({why})",
-                             f"check the network, pass --torch-dir DIR, or use --random-weights / --variant "
-                             f"{self.tiny_variant}") from None
-        self.check_model_type(model.config, f"'{variant.hub_id}'")
-        key = {"hub_id": variant.hub_id, "revision": getattr(model.config, "_commit_hash", None)}
-        return self._finish(variant, model, None, key)
+    def saved_tokenizer(self, source: str, **kwargs):
+        """Image models have no tokenizer files: their config describes their preprocessing."""
+        if all(layout.image_input for layout in self.layouts.values()):
+            return None
+        return super().saved_tokenizer(source, **kwargs)
 
     def _finish(self, variant: Variant, model, tokenizer, key: dict) -> EncoderModel:
         model.eval()

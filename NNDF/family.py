@@ -162,8 +162,13 @@ class ModelFamily:
                          f"({', '.join(self.model_types)})",
                          f"run it as `{other}`" if other else "this toolkit has no family for that architecture")
 
+    @property
+    def folder(self) -> Path:
+        """The family's folder (configs/, checkpoint.toml, shipped data)."""
+        return Path(__import__(self.package).__file__).parent
+
     def config_dir(self) -> Path:
-        return Path(__import__(self.package).__file__).parent / "configs"
+        return self.folder / "configs"
 
     # ---------------------------------------------------------------- loading
     def load(self, cfg: RunConfig) -> LoadedModel:
@@ -222,13 +227,20 @@ class ModelFamily:
         variant = Variant(hub_id, hub_id, arch=self.arch_of(config))
         return self._random_from_config(variant, config, seed) if random_weights else self._load_hub(variant)
 
-    def _load_hub(self, variant: Variant) -> LoadedModel:
+    def saved_tokenizer(self, source: str, **kwargs):
+        """The tokenizer saved beside a model (a hub id or a folder); families whose models read no
+        text (images) have none."""
         from transformers import AutoTokenizer
 
+        return AutoTokenizer.from_pretrained(source, **kwargs)
+
+    def _load_hub(self, variant: Variant) -> LoadedModel:
         local_only = not hub_reachable()
         try:
             model = self.model_class.from_pretrained(variant.hub_id, dtype=HOST_DTYPE, local_files_only=local_only)
-            tokenizer = AutoTokenizer.from_pretrained(variant.hub_id, local_files_only=local_only)
+            tokenizer = self.saved_tokenizer(variant.hub_id, local_files_only=local_only)
+        except UsageError:   # the model class's own refusal (a head the family does not serve) says it best
+            raise
         except Exception as e:  # offline, unknown repo, gated model...: the user's fix is the same
             why = "the hub is unreachable and it is not in the local HF cache" if local_only else _first_line(e)
             raise UsageError(f"could not load '{variant.hub_id}' from the HuggingFace hub ({why})",
@@ -239,7 +251,7 @@ class ModelFamily:
         return self._finish(variant, model, tokenizer, key)
 
     def _load_local(self, path: Path, name: str) -> LoadedModel:
-        from transformers import AutoConfig, AutoTokenizer
+        from transformers import AutoConfig
 
         try:
             self.check_model_type(AutoConfig.from_pretrained(str(path)), f"--torch-dir {path}")
@@ -250,7 +262,7 @@ class ModelFamily:
             raise UsageError(f"could not load a {self.name} model from --torch-dir {path}: {_first_line(e)}",
                              "the folder needs config.json and model weights saved by save_pretrained") from None
         try:
-            tokenizer = AutoTokenizer.from_pretrained(str(path))
+            tokenizer = self.saved_tokenizer(str(path))
         except (OSError, ValueError, TypeError):
             raise UsageError(f"--torch-dir {path} has no usable tokenizer files",
                              "save the tokenizer there too (tokenizer.save_pretrained)") from None

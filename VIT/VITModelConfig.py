@@ -6,7 +6,7 @@ size, rescale 1/255, normalise with mean and std 0.5. A chat line, a checkpoint 
 """
 
 from NNDF.encoder_only import EXPORT_ATTENTION, EncoderFamily, EncoderLayout, Task, TaskModels, image_positions
-from NNDF.family import Variant
+from NNDF.family import Variant, hub_variants
 from NNDF.first_token import LastLayer, first_token_attention
 
 from VIT.tiny import build_tiny
@@ -33,7 +33,7 @@ VIT_FAMILY = EncoderFamily(
     package="VIT",
     variants=(
         Variant("vit-tiny-shapes", build_tiny=build_tiny),
-        Variant("vit-base-patch16-224", "google/vit-base-patch16-224", "vit-base-patch16-224.json"),
+        *hub_variants(["google/vit-base-patch16-224"]),
     ),
     model_class=TaskModels("VIT"),
     fallback_tokenizer=lambda: None,       # images need no tokenizer

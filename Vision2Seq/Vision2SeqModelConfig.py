@@ -163,4 +163,4 @@ class Vision2SeqFamily(ModelFamily):
                     "decoder_start_token_id": ids["bos"]}
         base = {f.name: getattr(loaded, f.name) for f in fields(LoadedModel)}
         return ImageTextModel(**{**base, "generation_defaults": defaults}, image_settings=layout.image_settings(model.config),
-                              bos_id=ids["bos"], image_dirs=(Path(__import__(self.package).__file__).parent,))
+                              bos_id=ids["bos"], image_dirs=(self.folder,))

@@ -15,6 +15,7 @@ from conftest import ROOT
 from NNDF.cli import parse_args
 from NNDF.encoder_only import Task, encoder_spec
 from NNDF.encoder_tasks import dataset, encode, predict
+from NNDF.errors import UsageError
 from NNDF.onnx_export import MODEL_FILE, exported
 from NNDF.pipeline import artifact_subdir, make_backends
 from NNDF.registry import get_family
@@ -157,3 +158,22 @@ def test_a_batch_sweep_outside_the_dynamic_batch_range_is_one_line(standin, caps
                           "--max-dynamic-batch", "2", "--batch-sweep", "1,4")
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert code == 2 and len(errors) == 1 and "outside the dynamic batch range [1, 2]" in errors[0], err
+
+
+def test_a_saved_model_loads_from_torch_dir_without_tokenizer_files(vit, workdir, tmp_path):
+    """An image model's folder has config.json and weights only; it loads with its head and classes
+    and answers as the model it was saved from; a folder without weights is one line."""
+    vit.model.save_pretrained(str(tmp_path / "saved"))
+    cfg = parse_args(["run", "VIT", "frameworks", "--torch-dir", str(tmp_path / "saved"),
+                      "--working-dir", str(workdir.root)])
+    loaded = VIT.load(cfg)
+    assert loaded.task is Task.IMAGE_CLASSIFICATION and loaded.labels == vit.labels and loaded.tokenizer is None
+    rows = dataset(vit, SAMPLE)[:4]
+    feed = encode(vit, rows).feed
+    want = make_backends(VIT, vit, cfg, workdir)[0].forward(feed)["logits"]
+    got = make_backends(VIT, loaded, cfg, workdir)[0].forward(feed)["logits"]
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "config.json").write_text((tmp_path / "saved" / "config.json").read_text())
+    with pytest.raises(UsageError, match="could not load a VIT model from --torch-dir"):
+        VIT.load(parse_args(["run", "VIT", "frameworks", "--torch-dir", str(tmp_path / "empty")]))

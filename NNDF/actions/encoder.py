@@ -52,8 +52,7 @@ def perform(cfg: RunConfig, family, loaded: EncoderModel, backends: list[Encoder
 # --------------------------------------------------------------------------- checks before work
 def sample_path(family, loaded_or_task) -> Path:
     task = loaded_or_task.task if isinstance(loaded_or_task, EncoderModel) else loaded_or_task
-    folder = Path(__import__(family.package).__file__).parent
-    return folder / family.samples[task]
+    return family.folder / family.samples[task]
 
 
 def check_inputs(cfg: RunConfig, family) -> None:

@@ -30,7 +30,7 @@ LATENCY_KEYS = ("full_latency_s", "decoder_latency_s", "encoder_latency_s")
 def checkpoint_path(cfg: RunConfig, family: ModelFamily) -> Path:
     if cfg.checkpoint is not None:
         return cfg.checkpoint
-    return Path(__import__(family.package).__file__).parent / "checkpoint.toml"
+    return family.folder / "checkpoint.toml"
 
 
 def examples_for(cfg: RunConfig, family: ModelFamily, variant: str, backend: str, precision: str) -> dict[str, Example]:
