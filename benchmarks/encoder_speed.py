@@ -13,75 +13,59 @@ printed beside it, so their spread is in view. The cases:
 Each onnxrt row also names its graph's size (MB of ONNX + weights). Targets: onnxrt >= 2.5x frameworks at batch 1 and >= 2x at batch 32, int8 >= 3x at batch 1
 (distilbert); onnxrt >= 2x at batch 1 (ViT). Results go to benchmarks/results-encoder-speed.json.
 
-    python benchmarks/encoder_speed.py [--iterations 10] [--rounds 3] [--working-dir temp]
+    python benchmarks/encoder_speed.py [--cases distilbert-base vit-base-patch16-224] [--iterations 10] [--rounds 3]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).parent))
 
-CASES = [  # name, family, variant, batch sizes, runs: (label, backend, flags), targets {(label, batch): speed-up}
-    ("distilbert-base", "BERT", "distilbert-base-uncased-finetuned-sst-2-english", (1, 32),
-     [("frameworks", "frameworks", []), ("onnxrt fp32", "onnxrt", []), ("onnxrt int8", "onnxrt", ["--quantize", "int8"])],
-     {("onnxrt fp32", 1): 2.5, ("onnxrt fp32", 32): 2.0, ("onnxrt int8", 1): 3.0}),
-    ("vit-base-patch16-224", "VIT", "vit-base-patch16-224", (1,),
-     [("frameworks", "frameworks", []), ("onnxrt fp32", "onnxrt", [])],
-     {("onnxrt fp32", 1): 2.0}),
-]
+from runner import case_parser, graph_bytes, newest_graph, run_backend  # noqa: E402
 
-
-def run_backend(family: str, variant: str, backend: str, flags: list[str], sizes, workdir: str, iterations: int) -> dict:
-    with tempfile.NamedTemporaryFile(suffix=".json") as out:
-        cmd = [sys.executable, str(ROOT / "run.py"), "benchmark", family, backend, "--variant", variant,
-               "--random-weights", "--working-dir", workdir, "--input-seq-len", "128",
-               "--batch-sweep", ",".join(map(str, sizes)), "--batch-size", str(sizes[0]),
-               "--iterations", str(iterations), "--warmup", "2", "--save-output-fpath", out.name, *flags]
-        subprocess.run(cmd, check=True, cwd=ROOT)
-        return json.loads(Path(out.name).read_text())["results"][backend]
+CASES = {  # name -> family, variant, batch sizes, runs: (label, backend, flags), targets {(label, batch): speed-up}
+    "distilbert-base": (
+        "BERT", "distilbert-base-uncased-finetuned-sst-2-english", (1, 32),
+        [("frameworks", "frameworks", []), ("onnxrt fp32", "onnxrt", []), ("onnxrt int8", "onnxrt", ["--quantize", "int8"])],
+        {("onnxrt fp32", 1): 2.5, ("onnxrt fp32", 32): 2.0, ("onnxrt int8", 1): 3.0}),
+    "vit-base-patch16-224": (
+        "VIT", "vit-base-patch16-224", (1,),
+        [("frameworks", "frameworks", []), ("onnxrt fp32", "onnxrt", [])],
+        {("onnxrt fp32", 1): 2.0}),
+}
 
 
 def graph_megabytes(workdir: str, family: str, variant: str) -> dict[str, float]:
     """MB of the graph each onnxrt run used (ONNX + weights, from the artifacts' manifests): the plain
     export for fp32, its dynamic-int8 form for int8."""
-    sys.path.insert(0, str(ROOT))
-    from NNDF.pipeline import graph_sizes
-    from NNDF.workdir import WorkingDir
-
-    subdir = (family, variant.replace("/", "--"))
-    sizes = dict(graph_sizes(WorkingDir(Path(workdir)), subdir))
-    onnx_dir = WorkingDir(Path(workdir)).artifact_dir(*subdir, "onnx")
-    # the newest of each kind: a working dir keeps the graphs of earlier code versions too
-    newest = lambda pick: max((n for n in sizes if n.startswith("encoder-fp32") and pick(n)),
-                              key=lambda n: (onnx_dir / n).stat().st_mtime, default=None)
-    found = {"onnxrt fp32": newest(lambda n: n.count("-") == 2), "onnxrt int8": newest(lambda n: n.endswith("-int8-dynamic"))}
-    return {label: round(sizes[name] / 1e6, 1) for label, name in found.items() if name}
+    onnx_dir = Path(workdir) / family / variant.replace("/", "--") / "onnx"
+    found = {"onnxrt fp32": newest_graph(onnx_dir, "encoder-fp32-*", plain=True),
+             "onnxrt int8": newest_graph(onnx_dir, "encoder-fp32-*-int8-dynamic")}
+    return {label: round(graph_bytes(path) / 1e6, 1) for label, path in found.items() if path}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--iterations", type=int, default=10)
+    parser = case_parser(__doc__, CASES, 10, "results-encoder-speed.json")
     parser.add_argument("--rounds", type=int, default=3, help="times each backend is run, in turn")
-    parser.add_argument("--working-dir", default=str(ROOT / "temp"))
-    parser.add_argument("--save", default=str(ROOT / "benchmarks" / "results-encoder-speed.json"))
     args = parser.parse_args()
 
     report = {"machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
                           "load_average_at_start": os.getloadavg()},
               "started": time.strftime("%Y-%m-%d %H:%M:%S"), "iterations": args.iterations, "rounds": args.rounds,
               "cases": {}}
-    for name, family, variant, sizes, runs, targets in CASES:
-        rounds = [{label: run_backend(family, variant, backend, flags, sizes, args.working_dir, args.iterations)
+    for name in args.cases:
+        family, variant, sizes, runs, targets = CASES[name]
+        sweep = ["--batch-sweep", ",".join(map(str, sizes)), "--batch-size", str(sizes[0])]
+        rounds = [{label: run_backend(family, variant, backend, flags + sweep, args.working_dir, args.iterations,
+                                      lengths=("--input-seq-len", "128"))
                    for label, backend, flags in runs} for _ in range(args.rounds)]
         latency = lambda r, label, b: r[label]["batch_sizes"][b]["latency_s"]
         rows = []

@@ -21,7 +21,7 @@ import onnx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).parent))
 
-from runner import case_parser, read_bandwidth_gbs, run_backend  # noqa: E402
+from runner import case_parser, graph_bytes, newest_graph, read_bandwidth_gbs, run_backend  # noqa: E402
 
 CACHE = ["--use-cache"]
 RUNS = [  # label, backend, flags, precision
@@ -37,12 +37,10 @@ CASES = {  # name -> (family, variant, speed-up the issue asks of int4, of int8)
 }
 
 
-def newest_graph(onnx_dir: Path, graph: str, precision: str) -> Path:
+def used_graph(onnx_dir: Path, graph: str, precision: str) -> Path:
     """The onnxrt graph a run just used: the newest export of `graph`, or its quantized form."""
     suffix = "" if precision == "fp32" else f"-{precision}-b32-a4-onnxrt"
-    found = [p for p in onnx_dir.glob(f"{graph}-fp32-*{suffix}") if (p / "manifest.json").is_file()
-             and (suffix or p.name.count("-") == 2)]
-    return max(found, key=lambda p: p.stat().st_mtime) / "model.onnx"
+    return newest_graph(onnx_dir, f"{graph}-fp32-*{suffix}", plain=not suffix)
 
 
 def tensor_bytes(t: onnx.TensorProto) -> int:
@@ -60,12 +58,6 @@ def step_weight_bytes(path: Path) -> int:
         for name in node.input:
             readers.setdefault(name, set()).add(node.op_type)
     return sum(tensor_bytes(t) for t in proto.graph.initializer if readers.get(t.name, set()) - {"Gather"})
-
-
-def graph_bytes(path: Path) -> int:
-    from NNDF.pipeline import artifact_bytes
-
-    return artifact_bytes(json.loads((path.parent / "manifest.json").read_text())["files"])
 
 
 def main() -> None:
@@ -86,10 +78,10 @@ def main() -> None:
         for label, backend, flags, precision in RUNS:
             r = run_backend(family, variant, backend, flags, args.working_dir, args.iterations)
             if backend == "onnxrt":
-                decoder = newest_graph(onnx_dir, "decoder", precision)
+                decoder = used_graph(onnx_dir, "decoder", precision)
                 r["decode_step_weight_bytes"] = step_weight_bytes(decoder)
                 r["decode_step_floor_s"] = r["decode_step_weight_bytes"] / (bandwidth * 1e9)
-                r["graph_bytes"] = {g: graph_bytes(newest_graph(onnx_dir, g, precision))
+                r["graph_bytes"] = {g: graph_bytes(used_graph(onnx_dir, g, precision))
                                     for g in ("encoder", "cache_generator", "decoder")
                                     if list(onnx_dir.glob(f"{g}-fp32-*"))}
             rows[label] = r

@@ -16,14 +16,17 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 
+GENERATION_LENGTHS = ("--input-seq-len", "128", "--output-seq-len", "64")
+
+
 def run_backend(family: str, variant: str, backend: str, flags: list[str], workdir: str, iterations: int,
-                warmup: int = 2, record_failure: bool = False) -> dict:
-    """The backend's result from `run.py benchmark` (random weights, 128 prompt + 64 new tokens).
-    A failed run raises, or with `record_failure` comes back as {"failed": its error line}."""
+                warmup: int = 2, record_failure: bool = False, lengths: tuple[str, ...] = GENERATION_LENGTHS) -> dict:
+    """The backend's result from `run.py benchmark` (random weights; by default 128 prompt + 64 new
+    tokens). A failed run raises, or with `record_failure` comes back as {"failed": its error line}."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
         cmd = [sys.executable, str(ROOT / "run.py"), "benchmark", family, backend, "--variant", variant,
-               "--random-weights", "--working-dir", workdir, "--input-seq-len", "128", "--output-seq-len", "64",
+               "--random-weights", "--working-dir", workdir, *lengths,
                "--iterations", str(iterations), "--warmup", str(warmup), "--save-output-fpath", str(out), *flags]
         done = subprocess.run(cmd, cwd=ROOT, capture_output=record_failure, text=True)
         if done.returncode != 0:
@@ -42,6 +45,21 @@ def case_parser(doc: str, cases: dict, iterations: int, save: str) -> argparse.A
     parser.add_argument("--working-dir", default=str(ROOT / "temp"))
     parser.add_argument("--save", default=str(ROOT / "benchmarks" / save))
     return parser
+
+
+def newest_graph(onnx_dir: Path, pattern: str, plain: bool = False) -> Path | None:
+    """The model.onnx of the newest finished artifact in onnx_dir whose folder matches `pattern`
+    (a working dir keeps the graphs of earlier code versions too); `plain`: only plain exports,
+    named <graph>-<precision>-<key>, not their fused or quantized forms. None if there is none."""
+    found = [p for p in onnx_dir.glob(pattern) if (p / "manifest.json").is_file() and (not plain or p.name.count("-") == 2)]
+    return max(found, key=lambda p: p.stat().st_mtime) / "model.onnx" if found else None
+
+
+def graph_bytes(path: Path) -> int:
+    """Bytes of a graph's files (ONNX + weights), from its artifact's manifest."""
+    from NNDF.pipeline import artifact_bytes
+
+    return artifact_bytes(json.loads((path.parent / "manifest.json").read_text())["files"])
 
 
 def read_bandwidth_gbs(size_gib: float = 1.0, repeats: int = 5) -> float:
