@@ -10,7 +10,6 @@ as a working-dir artifact keyed by everything that could change its content.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import warnings
@@ -27,11 +26,9 @@ from NNDF.onnx_fold import parser_clean
 from NNDF.onnx_rotary import fuse_rotary, rotary_tables
 from NNDF.onnx_shapes import fold_shape_arithmetic
 from NNDF.progress import status
-from NNDF.workdir import MANIFEST, Artifact, WorkingDir, file_digest, stable_hash
+from NNDF.workdir import DATA_FILE, MODEL_FILE, Artifact, WorkingDir, source_description, source_identity, stable_hash
 
 OPSET = 17
-MODEL_FILE = "model.onnx"
-DATA_FILE = "model.onnx.data"
 EXPORTER_VERSION = 3                # bump when export code changes what it writes (3: parser-clean graphs)
 VERIFY_MAX_WEIGHT_BYTES = 1 << 30   # larger models are not verified right after export (memory)
 
@@ -278,8 +275,7 @@ def ort_optimized(source: Path, model_type: str, config, workdir, rotary: tuple 
     import onnxruntime as ort
 
     source = Path(source)
-    key = {"source": file_digest(source.parent / MANIFEST) if (source.parent / MANIFEST).is_file() else file_digest(source),
-           "model_type": model_type, "onnxruntime": ort.__version__, "shape_arithmetic": "folded",
+    key = {"source": source_identity(source), "model_type": model_type, "onnxruntime": ort.__version__, "shape_arithmetic": "folded",
            "rotary_positions": rotary[1] if rotary else None}
     target = source.parent.with_name(source.parent.name + "-ort")
 
@@ -294,9 +290,8 @@ def ort_optimized(source: Path, model_type: str, config, workdir, rotary: tuple 
             rotated = fuse_rotary(optimized.model, *rotary_tables(*rotary)) if rotary else 0
             optimized.save_model_to_file(str(tmp / MODEL_FILE), use_external_data_format=True,
                                          all_tensors_to_one_file=True)
-        described = json.loads((source.parent / MANIFEST).read_text()) if (source.parent / MANIFEST).is_file() else {}
-        return {"graph": f"{described.get('graph', source.stem)} (onnxrt-fused)",
-                "inputs": described.get("inputs", []), "outputs": described.get("outputs", []),
+        described = source_description(source)
+        return {**described, "graph": f"{described['graph']} (onnxrt-fused)",
                 "fusions": {k: v for k, v in optimized.get_fused_operator_statistics().items() if v},
                 "shape_inputs_folded": folded, "rotary_embeddings_fused": rotated}
 

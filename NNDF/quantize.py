@@ -19,7 +19,6 @@ converting ONNX Runtime's blocked int8.
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
@@ -28,12 +27,12 @@ from onnx import TensorProto, helper, numpy_helper
 
 from NNDF.config import QuantSettings
 from NNDF.errors import UsageError
+from NNDF.onnx_shapes import drop_dead_nodes
 from NNDF.progress import progress
-from NNDF.workdir import MANIFEST, WorkingDir, file_digest
+from NNDF.workdir import DATA_FILE, MANIFEST, MODEL_FILE, WorkingDir, source_description, source_identity
 
 QDQ_OPSET = 21                 # blocked DequantizeLinear and the INT4 type arrive in opset 21
 QUANTIZER_VERSION = 1          # bump when this file changes what a quantized graph contains
-MODEL_FILE, DATA_FILE = "model.onnx", "model.onnx.data"
 
 
 def check_block_size(block_size: int) -> None:
@@ -106,11 +105,7 @@ def matmul_form(proto: onnx.ModelProto) -> int:
     graph = proto.graph
     inits = _initializers(proto)
     producer = {o: n for n in graph.node for o in n.output}
-    consumers: dict[str, int] = {}
-    for n in graph.node:
-        for i in n.input:
-            consumers[i] = consumers.get(i, 0) + 1
-    new_nodes, new_inits, rewritten, dropped = [], {}, 0, set()
+    new_nodes, new_inits, rewritten = [], {}, 0
 
     def transposed(name: str) -> str:
         t_name = f"{name}.T"
@@ -125,9 +120,6 @@ def matmul_form(proto: onnx.ModelProto) -> int:
             if t.op_type == "Transpose" and t.input[0] in inits and perm == [1, 0] and len(inits[t.input[0]].dims) == 2:
                 new_nodes.append(helper.make_node("MatMul", [node.input[0], transposed(t.input[0])], list(node.output),
                                                   name=node.name))
-                consumers[t.output[0]] -= 1
-                if consumers[t.output[0]] == 0:
-                    dropped.add(id(t))
                 rewritten += 1
                 continue
         if node.op_type == "Gemm" and node.input[1] in inits:
@@ -143,14 +135,10 @@ def matmul_form(proto: onnx.ModelProto) -> int:
                 rewritten += 1
                 continue
         new_nodes.append(node)
-    kept = [n for n in new_nodes if id(n) not in dropped]
     del graph.node[:]
-    graph.node.extend(kept)
+    graph.node.extend(new_nodes)
     graph.initializer.extend(new_inits.values())
-    still_used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
-    unused = [t for t in graph.initializer if t.name not in still_used]
-    for t in unused:
-        graph.initializer.remove(t)
+    drop_dead_nodes(graph)      # the Transposes no MatMul reads any more, and the weights only they read
     return rewritten
 
 
@@ -164,36 +152,28 @@ def _save(proto: onnx.ModelProto, out_dir: Path) -> None:
                     location=DATA_FILE, size_threshold=1024)
 
 
-def _source_identity(source: Path) -> str:
-    """A cached export is identified by its manifest (which holds its key and file sizes); a
-    user's file by its bytes."""
-    manifest = source.parent / MANIFEST
-    return file_digest(manifest) if manifest.is_file() else file_digest(source)
+def _artifact_base(source: Path, identity: str) -> str:
+    """The name artifacts made from `source` start with: its cached export's, or its file's."""
+    return source.parent.name if (source.parent / MANIFEST).is_file() else f"{source.stem}-given-{identity[:10]}"
 
 
-def _described(source: Path) -> dict:
-    manifest = source.parent / MANIFEST
-    d = json.loads(manifest.read_text()) if manifest.is_file() else {}
-    return {"inputs": d.get("inputs", []), "outputs": d.get("outputs", []), "graph": d.get("graph", source.stem)}
-
-
-def _import_quantizer():
-    """ONNX Runtime's quantization package calls logging.basicConfig(INFO) on import, which would
-    print every library's INFO lines from then on; keep the root logger as it was."""
+def _quiet_import(module: str):
+    """A module of ONNX Runtime's quantization package, which calls logging.basicConfig(INFO) on
+    import and would print every library's INFO lines from then on: the root logger is kept as it was."""
+    import importlib
     import logging
 
     root = logging.getLogger()
     level, handlers = root.level, list(root.handlers)
-    from onnxruntime.quantization import matmul_nbits_quantizer
-
+    imported = importlib.import_module(module)
     root.setLevel(level)
     root.handlers[:] = handlers
-    return matmul_nbits_quantizer
+    return imported
 
 
 def quantize_with_ort(proto: onnx.ModelProto, q: QuantSettings, graph: str) -> onnx.ModelProto:
     """ONNX Runtime's own weight-only quantizer over every MatMul weight, with a progress bar."""
-    nbits = _import_quantizer()
+    nbits = _quiet_import("onnxruntime.quantization.matmul_nbits_quantizer")
     config = nbits.DefaultWeightOnlyQuantConfig(block_size=q.block_size, is_symmetric=True,
                                           accuracy_level=q.accuracy_level or None, bits=q.bits,
                                           op_types_to_quantize=("MatMul",))
@@ -219,10 +199,10 @@ def _artifact(source: Path, q: QuantSettings, form: str, onnx_dir: Path) -> tupl
     """Where the `form` ("onnxrt" or "trt") of `source` quantized by `q` lives, and its key."""
     import onnxruntime as ort
 
-    identity = _source_identity(source)
+    identity = source_identity(source)
     key = {"source": identity, "form": form, "scheme": q.scheme, "block_size": q.block_size,
            "accuracy_level": q.accuracy_level, "onnxruntime": ort.__version__, "quantizer": QUANTIZER_VERSION}
-    base = source.parent.name if (source.parent / MANIFEST).is_file() else f"{source.stem}-given-{identity[:10]}"
+    base = _artifact_base(source, identity)
     return onnx_dir / f"{base}-{q.scheme}-b{q.block_size}-a{q.accuracy_level}-{form}", key
 
 
@@ -235,7 +215,7 @@ def ort_quantized(source: Path, q: QuantSettings, workdir: WorkingDir, onnx_dir:
         proto = _load_with_weights(source)
         matmul_form(proto)
         shapes = weight_shapes(proto)
-        described = _described(source)
+        described = source_description(source)
         check_block_fits(shapes, q.block_size, described["graph"])
         quantized = quantize_with_ort(proto, q, described["graph"])
         _save(quantized, tmp)
@@ -254,7 +234,7 @@ def blocked_int4_from_matmulnbits(node: onnx.NodeProto, inits: dict[str, TensorP
     first, offset by the implicit zero point 8 of a symmetric quantization.
     """
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-    k, n, block = attrs["K"], attrs["N"], attrs["block_size"]
+    k, n = attrs["K"], attrs["N"]
     packed = numpy_helper.to_array(inits[node.input[1]])                        # [N, blocks, block / 2]
     low, high = packed & 0x0F, packed >> 4
     values = np.stack([low, high], axis=-1).reshape(n, -1)[:, :k].astype(np.int8) - 8   # [N, K]
@@ -366,7 +346,7 @@ def trt_quantized(source: Path, q: QuantSettings, workdir: WorkingDir, onnx_dir:
     target, key = _artifact(source, q, "trt", onnx_dir)
 
     def produce(tmp: Path) -> dict:
-        described = _described(source)
+        described = source_description(source)
         proto = _load_with_weights(source)
         matmul_form(proto)
         check_block_fits(weight_shapes(proto), q.block_size, described["graph"])
@@ -405,33 +385,27 @@ def ort_dynamic_int8(source: Path, workdir: WorkingDir, onnx_dir: Path) -> Path:
     import onnxruntime as ort
 
     source = Path(source)
-    identity = _source_identity(source)
+    identity = source_identity(source)
     key = {"source": identity, "form": "onnxrt-dynamic", "scheme": "int8", "onnxruntime": ort.__version__,
            "version": ENCODER_INT8_VERSION}
-    base = source.parent.name if (source.parent / MANIFEST).is_file() else f"{source.stem}-given-{identity[:10]}"
+    base = _artifact_base(source, identity)
     target = onnx_dir / f"{base}-int8-dynamic"
 
     def produce(tmp: Path) -> dict:
-        import logging
-
-        from onnxruntime.quantization import QuantType
-
         from NNDF.progress import status
 
-        root = logging.getLogger()
-        level, handlers = root.level, list(root.handlers)
-        from onnxruntime.quantization import quantize_dynamic   # its import configures the root logger
-
-        root.setLevel(level)
-        root.handlers[:] = handlers
+        quantization = _quiet_import("onnxruntime.quantization")
         with status(f"quantizing {source.parent.name} to int8 (ONNX Runtime dynamic quantization)"):
-            quantize_dynamic(source, tmp / MODEL_FILE, per_channel=True, weight_type=QuantType.QInt8,
-                             use_external_data_format=True, extra_options={"MatMulConstBOnly": True,
-                                            # the fused graph's contrib ops defeat shape inference: its floats are fp32
-                                            "DefaultTensorType": onnx.TensorProto.FLOAT})
+            quantization.quantize_dynamic(
+                source, tmp / MODEL_FILE, per_channel=True, weight_type=quantization.QuantType.QInt8,
+                use_external_data_format=True,
+                extra_options={"MatMulConstBOnly": True,
+                               # the fused graph's contrib ops defeat shape inference: its floats are fp32
+                               "DefaultTensorType": onnx.TensorProto.FLOAT})
         proto = onnx.load(str(tmp / MODEL_FILE), load_external_data=False)
         ops = [n.op_type for n in proto.graph.node]
-        return {**_described(source), "graph": f"{_described(source)['graph']} (int8, dynamic)",
+        described = source_description(source)
+        return {**described, "graph": f"{described['graph']} (int8, dynamic)",
                 "quantized_ops": {op: ops.count(op) for op in sorted(set(ops)) if op.startswith(("Q", "Dynamic", "MatMulInteger"))}}
 
     return workdir.build(target, key, (MODEL_FILE,), produce).file(MODEL_FILE)
@@ -470,26 +444,24 @@ def calibrated_qdq(proto: onnx.ModelProto, feeds: list[dict]) -> onnx.ModelProto
     matmuls = [n for n in proto.graph.node if n.op_type == "MatMul" and n.input[1] in weights]
     activations = list(dict.fromkeys(n.input[0] for n in matmuls))
     amax = activation_ranges(proto, activations, feeds)
-    new_nodes, new_inits = [], []
     zero = numpy_helper.from_array(np.zeros((), np.int8), "int8_zero_point")
-    new_inits.append(zero)
+    new_inits, act_pairs, weight_dq = [zero], [], []
     for name in activations:
         scale = numpy_helper.from_array(np.asarray(max(amax[name], 1e-8) / ACTIVATION_QMAX, np.float32), f"{name}_act_scale")
         new_inits.append(scale)
-        new_nodes += [helper.make_node("QuantizeLinear", [name, scale.name, zero.name], [f"{name}_q"], name=f"{name}_QuantizeLinear"),
-                      helper.make_node("DequantizeLinear", [f"{name}_q", scale.name, zero.name], [f"{name}_qdq"],
-                                       name=f"{name}_act_DequantizeLinear")]
+        act_pairs.append([helper.make_node("QuantizeLinear", [name, scale.name, zero.name], [f"{name}_q"],
+                                           name=f"{name}_QuantizeLinear"),
+                          helper.make_node("DequantizeLinear", [f"{name}_q", scale.name, zero.name], [f"{name}_qdq"],
+                                           name=f"{name}_act_DequantizeLinear")])
     for weight in weights:
         values, scales = per_channel_int8(numpy_helper.to_array(inits[weight]))
         q = numpy_helper.from_array(values, f"{weight}_int8")
         new_inits += [q, numpy_helper.from_array(scales.astype(np.float32), f"{weight}_scale")]
-        new_nodes.append(helper.make_node("DequantizeLinear", [q.name, f"{weight}_scale"], [f"{weight}_dq"],
+        weight_dq.append(helper.make_node("DequantizeLinear", [q.name, f"{weight}_scale"], [f"{weight}_dq"],
                                           name=f"{weight}_DequantizeLinear", axis=1))
     # the activation's QDQ pair goes right after the node that makes it (or first, for a graph input)
     made_by = {o: i for i, n in enumerate(proto.graph.node) for o in n.output}
     placed: dict[int, list] = {}
-    weight_dq = [n for n in new_nodes if n.name.endswith("_DequantizeLinear") and n.input[0].endswith("_int8")]
-    act_pairs = [new_nodes[i:i + 2] for i in range(0, 2 * len(activations), 2)]
     for pair in act_pairs:
         placed.setdefault(made_by.get(pair[0].input[0], -1), []).extend(pair)
     for node in matmuls:
@@ -506,7 +478,7 @@ def trt_calibrated_int8(source: Path, feeds: list[dict], workdir: WorkingDir, on
     """The cached calibrated QDQ graph of `source` for TensorRT, keyed by the source and the
     calibration data."""
     source = Path(source)
-    identity = _source_identity(source)
+    identity = source_identity(source)
     digest = hashlib.sha256()
     for feed in feeds:
         for name in sorted(feed):
@@ -514,13 +486,13 @@ def trt_calibrated_int8(source: Path, feeds: list[dict], workdir: WorkingDir, on
             digest.update(np.ascontiguousarray(feed[name]).tobytes())
     key = {"source": identity, "form": "trt-calibrated", "scheme": "int8", "calibration": digest.hexdigest()[:16],
            "version": ENCODER_INT8_VERSION}
-    base = source.parent.name if (source.parent / MANIFEST).is_file() else f"{source.stem}-given-{identity[:10]}"
+    base = _artifact_base(source, identity)
     target = onnx_dir / f"{base}-int8-calibrated-trt"
 
     def produce(tmp: Path) -> dict:
         from NNDF.progress import status
 
-        described = _described(source)
+        described = source_description(source)
         with status(f"calibrating and writing the TensorRT int8 QDQ form of {described['graph']}"):
             proto = _load_with_weights(source)
             matmul_form(proto)

@@ -39,6 +39,7 @@ from typing import IO, Callable, Iterator
 from NNDF.errors import UsageError
 
 MANIFEST = "manifest.json"
+MODEL_FILE, DATA_FILE = "model.onnx", "model.onnx.data"     # an ONNX graph and its external weights
 TEMP_MARK = ".tmp-"
 STALE_MARK = ".stale-"
 _LEFTOVER = re.compile(r"^\.(?P<name>.+?)(?P<kind>\.tmp-|\.stale-)[A-Za-z0-9_]+$")
@@ -59,6 +60,21 @@ def file_digest(path: Path, chunk: int = 1 << 22) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def source_identity(path: Path) -> str:
+    """What names a graph file in the keys of artifacts made from it: a cached artifact's manifest
+    (which holds its key and file sizes), or a user's file's own bytes."""
+    manifest = Path(path).parent / MANIFEST
+    return file_digest(manifest) if manifest.is_file() else file_digest(path)
+
+
+def source_description(path: Path) -> dict:
+    """The graph name, inputs and outputs a cached artifact's manifest records ({} of those for a
+    user's file, named by its stem)."""
+    manifest = Path(path).parent / MANIFEST
+    d = json.loads(manifest.read_text()) if manifest.is_file() else {}
+    return {"inputs": d.get("inputs", []), "outputs": d.get("outputs", []), "graph": d.get("graph", Path(path).stem)}
 
 
 def recorded_digest(path: Path) -> str:
