@@ -53,4 +53,5 @@ LLAMA_FAMILY = DecoderOnlyFamily(
               Variant("qwen2-tiny", arch="qwen2", build_tiny=build_tiny_qwen2),
               Variant("mistral-tiny", arch="mistral", build_tiny=build_tiny_mistral), *hub_variants(HUB)),
     layouts=dict.fromkeys(("default", "llama", "mistral", "qwen2"), LLAMA_LAYOUT),
+    model_types=("llama", "mistral", "qwen2"),
 )

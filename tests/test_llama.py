@@ -163,3 +163,17 @@ def test_bfloat16_checkpoints_and_configs_load_in_fp32(tmp_path, monkeypatch):
     monkeypatch.setattr(type(LLAMA), "config_dir", lambda self: tmp_path / "ckpt")
     random = LLAMA._load_random(Variant("small", "x/small", "config.json"), seed=0)
     assert {p.dtype for p in random.model.parameters()} == {torch.float32}
+
+
+def test_checkpoints_of_another_family_are_refused_by_model_type(capsys, workdir, tmp_path):
+    """A GPT2 folder run as LLAMA, and a Llama folder run as GPT2: one line naming the family that fits."""
+    for kind, family, other in (("gpt_neo", "LLAMA", "GPT2"), ("llama", "GPT2", "LLAMA")):
+        loaded = get_tiny(kind, workdir).loaded
+        saved = tmp_path / kind
+        loaded.model.save_pretrained(str(saved))
+        loaded.tokenizer.save_pretrained(str(saved))
+        code = run_py.main(["run", family, "frameworks", "--torch-dir", str(saved), "--working-dir", str(workdir.root)])
+        err = capsys.readouterr().err
+        errors = [line for line in err.splitlines() if line.startswith("error:")]
+        assert code == 2 and len(errors) == 1 and "Traceback" not in err, err
+        assert f"not one of the {family} family's types" in errors[0] and f"run it as `{other}`" in errors[0], errors[0]
