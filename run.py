@@ -87,7 +87,7 @@ def _main(argv: list[str]) -> int:
         return 0
     family, cfg = resolve(cfg)
     if cfg.action in ("serve", "export-triton"):   # long-running server / repository writer: own flows
-        if not getattr(family, "generates", True):
+        if not family.generates:
             raise UsageError(f"{cfg.action} serves generating models; {family.name} is an encoder family",
                              "use run, compare, accuracy, benchmark or chat")
         from NNDF import export_triton, serve

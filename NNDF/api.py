@@ -129,7 +129,7 @@ class Model:
         has the "label" run.py shows (class, answer span, entities, top-1 class) and its details."""
         from NNDF.encoder_tasks import encode, parse_line, predict
 
-        if getattr(self.loaded, "generates", True):
+        if self.loaded.generates:
             raise UsageError(f"predict is for encoder families; {self.family.name} generates", "use generate")
         cfg = self._config("run", flags)
         inputs = [input] if isinstance(input, str) else list(input)

@@ -30,6 +30,7 @@ import numpy as np
 from NNDF.data_checks import read_jsonl, type_name
 from NNDF.encoder_only import EncoderModel, Task
 from NNDF.errors import UsageError
+from NNDF.generation import softmax
 
 MAX_ANSWER_TOKENS = 15        # the question-answering pipeline's max_answer_len
 QA_CANDIDATES = 12            # the spans it ranks before aligning to words: top_k * 2 + 10, top_k 1
@@ -117,11 +118,6 @@ def random_batch(loaded: EncoderModel, batch_size: int, seq_len: int, seed: int)
 
 
 # --------------------------------------------------------------------------- answers
-def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    e = np.exp(x - x.max(axis=axis, keepdims=True))
-    return e / e.sum(axis=axis, keepdims=True)
-
-
 def predict(loaded: EncoderModel, batch: Batch, outputs: dict[str, np.ndarray]) -> list[dict]:
     """One answer per example; "label" is what `run` shows and matches against the example's label."""
     task = loaded.task

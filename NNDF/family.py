@@ -43,6 +43,8 @@ class Variant:
 class LoadedModel:
     """A torch model in eval mode with everything the backends need to know about it."""
 
+    generates = True          # a generating model (encoders answer in one pass; not a dataclass field)
+
     variant: str
     model: torch.nn.Module
     tokenizer: Any
@@ -121,6 +123,7 @@ class LoadedModel:
 
 @dataclass
 class ModelFamily:
+    generates = True          # its models generate (see LoadedModel.generates); not a dataclass field
     name: str                            # as typed on the command line, e.g. "GPT2"
     package: str                         # python package holding frameworks.py, onnxrt.py, trt.py
     variants: tuple[Variant, ...]

@@ -54,7 +54,7 @@ def _variant_name(cfg: RunConfig, family: ModelFamily) -> str:
 
 def check_inputs(cfg: RunConfig, family: ModelFamily) -> None:
     """Read and validate the data files the action will read."""
-    if not getattr(family, "generates", True):
+    if not family.generates:
         from NNDF.actions import encoder
 
         return encoder.check_inputs(cfg, family)
@@ -73,7 +73,7 @@ def check_inputs(cfg: RunConfig, family: ModelFamily) -> None:
 
 def check_loaded(cfg: RunConfig, family: ModelFamily, loaded: LoadedModel) -> memory.MemoryEstimate:
     """Prompt lengths and peak memory; returns the memory estimate (for --info)."""
-    if not getattr(loaded, "generates", True):
+    if not loaded.generates:
         from NNDF.actions import encoder
 
         return encoder.check_loaded(cfg, family, loaded)
@@ -95,7 +95,7 @@ def check_loaded(cfg: RunConfig, family: ModelFamily, loaded: LoadedModel) -> me
 
 
 def run_memory(cfg: RunConfig, family: ModelFamily, loaded: LoadedModel) -> memory.MemoryEstimate:
-    if not getattr(loaded, "generates", True):
+    if not loaded.generates:
         from NNDF.actions import encoder
 
         return encoder.estimate(cfg, loaded)

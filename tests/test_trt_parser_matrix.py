@@ -34,7 +34,7 @@ VARIANTS = [("GPT2", "gpt2-tiny"), ("GPT2", "gpt-neo-tiny"), ("GPT2", "gptj-tiny
 
 def trt_graph_specs(family, loaded, use_cache: bool) -> dict:
     """The graphs the family's trt backend parses for this cache setting (encoders have one, cache or not)."""
-    if not getattr(family, "generates", True):
+    if not family.generates:
         return {"encoder": importlib.import_module(f"{family.package}.export").encoder_graph(loaded)}
     if family.name in ("T5", "BART"):
         from Seq2Seq.export import specs_for

@@ -8,7 +8,7 @@ def perform(cfg, family, loaded, backends) -> dict:
     """Run cfg.action; the result is what `--save-output-fpath` writes (run.py and NNDF.api share it)."""
     from NNDF.actions import accuracy, benchmark, chat, run_examples
 
-    if not getattr(loaded, "generates", True):   # encoders answer in one pass: their own action paths
+    if not loaded.generates:   # encoders answer in one pass: their own action paths
         from NNDF.actions import encoder
 
         return {"family": family.name, "variant": loaded.variant, **encoder.perform(cfg, family, loaded, backends)}
