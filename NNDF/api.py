@@ -65,7 +65,7 @@ def _session_key(cfg: RunConfig) -> RunConfig:
     changing the session, so a new flag is safe by default."""
     g = cfg.generation
     return replace(cfg, action="run", seed=0, input_seq_len=0, num_samples=0, tokens_to_generate=0, top_n=0,
-                   dataset_path=None, checkpoint=None, image=None, save_output_fpath=None, chat_compare=False,
+                   dataset_path=None, checkpoint=None, image=None, save_output_fpath=None,
                    info=False, verbose=False, cleanup=False, timing=TimingSettings(),
                    generation=GenerationSettings(use_cache=g.use_cache, num_beams=g.num_beams))
 

@@ -309,7 +309,7 @@ def parse_args(argv: list[str]) -> RunConfig:
         save_output_fpath=None if a.save_output_fpath is None else Path(a.save_output_fpath), generation=generation, timing=timing, trt=trt,
         input_seq_len=a.input_seq_len, num_samples=a.num_samples, tokens_to_generate=a.tokens_to_generate,
         top_n=a.top_n, dataset_path=a.dataset_path, checkpoint=a.checkpoint, image=a.image,
-        chat_compare=len(backends) > 1, n_positions=a.n_positions, serve=serve, quantize=quantize,
+        n_positions=a.n_positions, serve=serve, quantize=quantize,
         batch_sweep=batch_sweep,
     )
 

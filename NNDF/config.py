@@ -118,7 +118,6 @@ class RunConfig:
     dataset_path: Path | None = None
     checkpoint: Path | None = None
     image: Path | None = None
-    chat_compare: bool = False        # several backends answer each chat line
     n_positions: int | None = None    # benchmark: extend the model's positions to this many
     quantize: QuantSettings | None = None
     batch_sweep: tuple[int, ...] = ()  # benchmark: encoder batch sizes to time, one table row each

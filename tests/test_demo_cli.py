@@ -33,8 +33,8 @@ def test_compare_flag_takes_backends_as_the_demo_did():
     assert positional.backends == demo.backends
     # flags and backends in any order
     assert parse_args("compare T5 --variant t5-small frameworks trt".split()).backends == ("frameworks", "trt")
-    assert parse_args("chat GPT2 frameworks onnxrt".split()).chat_compare
-    assert not parse_args("chat GPT2 onnxrt".split()).chat_compare
+    assert parse_args("chat GPT2 frameworks onnxrt".split()).backends == ("frameworks", "onnxrt")   # chat compares
+    assert parse_args("chat GPT2 onnxrt".split()).backends == ("onnxrt",)
 
 
 @pytest.mark.parametrize("argv, match", [
