@@ -84,13 +84,10 @@ class LoadedModel:
         if not self.model.config.is_encoder_decoder and longest + max_new_tokens > self.max_positions:
             raise UsageError(f"prompt of {longest} tokens plus {max_new_tokens} new tokens exceeds the model's "
                              f"{self.max_positions} positions", "shorten the prompt or lower --output-seq-len")
+        from NNDF.tokenizer import pad_rows
+
         pad = self.tokenizer.pad_token_id
-        ids = np.full((len(encoded), longest), self.generation_defaults["pad_token_id"] if pad is None else pad, np.int64)
-        mask = np.zeros((len(encoded), longest), np.int64)
-        for row, e in enumerate(encoded):
-            ids[row, longest - len(e):] = e
-            mask[row, longest - len(e):] = 1
-        return ids, mask
+        return pad_rows(encoded, self.generation_defaults["pad_token_id"] if pad is None else pad, "left")
 
     def output_text(self, prompt: str, new_tokens) -> str:
         """What the model says: prompt + continuation for decoder-only models, the answer for encoder-decoders."""

@@ -10,6 +10,7 @@ import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import GPT2TokenizerFast, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
@@ -99,6 +100,18 @@ def bart_style_tokenizer(vocab_size: int = 512) -> PreTrainedTokenizerFast:
         pad_token="<pad>",
         unk_token="<unk>",
     )
+
+
+def pad_rows(rows, pad: int, side: str) -> tuple[np.ndarray, np.ndarray]:
+    """Token rows of different lengths as one (ids, attention mask) batch, padded with `pad` on the
+    "left" (prompts to continue) or the "right" (texts scored from their first token)."""
+    width = max(len(r) for r in rows)
+    ids = np.full((len(rows), width), pad, np.int64)
+    mask = np.zeros((len(rows), width), np.int64)
+    for i, r in enumerate(rows):
+        span = slice(width - len(r), width) if side == "left" else slice(0, len(r))
+        ids[i, span], mask[i, span] = r, 1
+    return ids, mask
 
 
 def decode_safely(tokenizer: PreTrainedTokenizerBase, ids: Iterable[int]) -> str:

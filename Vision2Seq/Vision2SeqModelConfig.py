@@ -30,7 +30,7 @@ import Vision2Seq.trt
 from NNDF.config import RunConfig
 from NNDF.errors import UsageError
 from NNDF.family import LoadedModel, ModelFamily, Variant
-from NNDF.tokenizer import decode_safely
+from NNDF.tokenizer import decode_safely, pad_rows
 from Vision2Seq.export import Vision2SeqLayout
 from Vision2Seq.images import ImageSettings, as_source, is_url, open_image, pixel_values
 
@@ -94,12 +94,7 @@ class ImageTextModel(LoadedModel):
         if longest + max_new_tokens > self.max_positions:
             raise UsageError(f"a prefix of {longest - 1} tokens plus {max_new_tokens} new tokens exceeds the model's "
                              f"{self.max_positions} text positions", "shorten the prefix or lower --output-seq-len")
-        pad = self.generation_defaults["pad_token_id"]
-        ids = np.full((len(encoded), longest), pad, np.int64)
-        mask = np.zeros((len(encoded), longest), np.int64)
-        for row, e in enumerate(encoded):
-            ids[row, longest - len(e):] = e
-            mask[row, longest - len(e):] = 1
+        ids, mask = pad_rows(encoded, self.generation_defaults["pad_token_id"], "left")
         pixels = np.stack([self.image_pixels(image) for image, _ in parsed])
         return ImagePrompts(pixels, ids), mask
 

@@ -37,7 +37,7 @@ from NNDF.generation import log_softmax
 from NNDF.hub import hub_reachable
 from NNDF.progress import progress
 from NNDF.text import normalize_text
-from NNDF.tokenizer import DATA_DIR
+from NNDF.tokenizer import DATA_DIR, pad_rows
 
 SHIPPED_SAMPLE = DATA_DIR / "lambada_sample.jsonl"
 MAX_LOG_PPL = 12.0     # the demo's cap on one sample's mean cross-entropy
@@ -138,15 +138,6 @@ def score_sample(logits: np.ndarray, seq: np.ndarray, n_targets: int, top_ns: li
             "seq_nll": min(float(nll.mean()), MAX_LOG_PPL)}
 
 
-def _right_padded(rows: list[np.ndarray], pad: int) -> tuple[np.ndarray, np.ndarray]:
-    width = max(len(r) for r in rows)
-    ids = np.full((len(rows), width), pad, np.int64)
-    mask = np.zeros((len(rows), width), np.int64)
-    for i, r in enumerate(rows):
-        ids[i, :len(r)], mask[i, :len(r)] = r, 1
-    return ids, mask
-
-
 def batch_logits(backend: Backend, loaded: LoadedModel, batch: list[tuple[np.ndarray, np.ndarray | None]],
                  n_targets: int, num_beams: int, use_cache: bool) -> list[np.ndarray]:
     """Teacher-forced logits of each (sequence, encoder input) in one batch, trimmed to its length.
@@ -157,12 +148,12 @@ def batch_logits(backend: Backend, loaded: LoadedModel, batch: list[tuple[np.nda
     """
     pad = loaded.generation_defaults["pad_token_id"] or 0
     seqs = [np.repeat(seq[None], num_beams, axis=0) for seq, _ in batch]
-    ids, mask = _right_padded([row for s in seqs for row in s], pad)
+    ids, mask = pad_rows([row for s in seqs for row in s], pad, "right")
     first_step = min(len(seq) for seq, _ in batch) - n_targets
     if batch[0][1] is None:
         logits = (backend.cached_logits(ids, mask, first_step) if use_cache else backend.logits(ids, mask))
     else:
-        enc_ids, enc_mask = _right_padded([enc for _, enc in batch for _ in range(num_beams)], pad)
+        enc_ids, enc_mask = pad_rows([enc for _, enc in batch for _ in range(num_beams)], pad, "right")
         logits = (backend.cached_logits(enc_ids, enc_mask, first_step, decoder_ids=ids) if use_cache
                   else backend.logits(enc_ids, enc_mask, ids))
     return [logits[i * num_beams, :len(seq)] for i, (seq, _) in enumerate(batch)]
