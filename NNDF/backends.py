@@ -66,6 +66,16 @@ class CompiledBackend(Backend):
         with torch_threads(1):   # torch's threads would fight the runtime's on a small machine
             return generate(self.steps, input_ids, attention_mask, settings, self.token_ids, on_step)
 
+    def logits(self, input_ids, attention_mask, decoder_ids=None):
+        with torch_threads(1):
+            return self.steps.full_logits(input_ids, attention_mask, decoder_ids).astype(np.float32)
+
+    def cached_logits(self, input_ids, attention_mask, first_step, decoder_ids=None):
+        if not self.with_cache:   # graphs without the cache: their one pass is what generation runs
+            return self.logits(input_ids, attention_mask, decoder_ids)
+        with torch_threads(1):
+            return self.steps.cached_logits(input_ids, attention_mask, first_step, decoder_ids).astype(np.float32)
+
 
 @contextlib.contextmanager
 def torch_threads(n: int):

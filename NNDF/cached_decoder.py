@@ -83,6 +83,13 @@ class CachedDecoder:
         self.past_axis = next((a for a, n in axes.items() if n == PAST), 2)
         self.capacity: int | None = None       # fixed-capacity slots for this generation's decode steps
 
+    def stepwise_logits(self, state: DecoderState, ids: np.ndarray, mask: np.ndarray, first_step: int) -> np.ndarray:
+        """Logits of every position of `ids`: the first `first_step` in one pass, then one token per
+        step on the cache, as generation feeds it (`cached_logits` of the step models)."""
+        stops = [first_step, *range(first_step + 1, ids.shape[1] + 1)]
+        return np.concatenate([self.advance(state, ids[:, :stop], mask[:, :stop], all_logits=True) for stop in stops],
+                              axis=1)
+
     def graphs(self) -> dict[str, tuple[Session, GraphSpec]]:
         """Graph name -> (session, spec) of every graph a generation runs (what export-triton serves)."""
         return {self.spec.name: (self.session, self.spec)}

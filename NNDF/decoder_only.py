@@ -16,7 +16,7 @@ import torch
 from transformers import DynamicCache, LogitsProcessorList
 
 from NNDF.axes import BATCH, KEPT, PAST, SEQ, TOTAL, kv_names
-from NNDF.backends import CompiledBackend, TorchBackend, hf_generation_config, positions_from_mask, torch_threads
+from NNDF.backends import CompiledBackend, TorchBackend, hf_generation_config, positions_from_mask
 from NNDF.cache_io import cache_from_flat, flat_from_cache
 from NNDF.cached_decoder import CachedDecoder
 from NNDF.generation import GenerationOutput, TokenIds
@@ -116,19 +116,15 @@ class DecoderOnlySteps(CachedDecoder):
 
     FIXED_CAPACITY = True
 
-    def full_logits(self, input_ids, attention_mask):
+    def full_logits(self, input_ids, attention_mask, decoder_ids=None):
         state, ids, mask = self.start(input_ids, attention_mask)
         return self.advance(state, ids, mask, all_logits=True)
 
-    def cached_logits(self, input_ids, attention_mask, first_step):
+    def cached_logits(self, input_ids, attention_mask, first_step, decoder_ids=None):
         """Prefill up to first_step, then one token at a time, as generation feeds the cache."""
-        length = input_ids.shape[1]
-        self.plan(input_ids.shape[0], first_step, length - first_step + 1)
+        self.plan(input_ids.shape[0], first_step, input_ids.shape[1] - first_step + 1)
         state, ids, mask = self.start(input_ids, attention_mask)
-        parts = [self.advance(state, ids[:, :first_step], mask[:, :first_step], all_logits=True)]
-        for t in range(first_step + 1, length + 1):
-            parts.append(self.advance(state, ids[:, :t], mask[:, :t], all_logits=True))
-        return np.concatenate(parts, axis=1)
+        return self.stepwise_logits(state, ids, mask, first_step)
 
 
 class CompiledDecoderOnly(CompiledBackend):
@@ -136,16 +132,6 @@ class CompiledDecoderOnly(CompiledBackend):
 
     def __init__(self, name: str, session: Session, spec: GraphSpec, token_ids: TokenIds, precision: str):
         super().__init__(name, DecoderOnlySteps(session, spec), token_ids, session.device_name, precision)
-
-    def logits(self, input_ids, attention_mask, decoder_ids=None):
-        with torch_threads(1):
-            return self.steps.full_logits(input_ids, attention_mask).astype(np.float32)
-
-    def cached_logits(self, input_ids, attention_mask, first_step, decoder_ids=None):
-        if not self.with_cache:   # this backend's graph has no cache: its one pass is what generation runs
-            return self.logits(input_ids, attention_mask)
-        with torch_threads(1):
-            return self.steps.cached_logits(input_ids, attention_mask, first_step).astype(np.float32)
 
 
 # --------------------------------------------------------------------------- PyTorch reference

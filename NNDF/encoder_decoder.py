@@ -22,7 +22,7 @@ import torch
 from transformers import DynamicCache, EncoderDecoderCache, LogitsProcessorList
 
 from NNDF.axes import BATCH, ENC, PAST, SEQ, TOTAL, kv_names, run_description
-from NNDF.backends import CompiledBackend, TorchBackend, hf_generation_config, torch_threads
+from NNDF.backends import CompiledBackend, TorchBackend, hf_generation_config
 from NNDF.cache_io import cache_from_flat, flat_from_cache
 from NNDF.cached_decoder import CachedDecoder
 from NNDF.generation import GenerationOutput, TokenIds
@@ -223,13 +223,11 @@ class Seq2SeqSteps(EncoderThenDecoder):
         state, _, _ = self.start(input_ids, attention_mask)
         return self.advance(state, decoder_ids, np.ones_like(decoder_ids), all_logits=True)
 
-    def cached_logits(self, input_ids, attention_mask, decoder_ids, first_step):
+    def cached_logits(self, input_ids, attention_mask, first_step, decoder_ids):
         """The decoder sequence up to first_step in one pass on the cache, then one token at a time."""
         self.plan(input_ids.shape[0], input_ids.shape[1], decoder_ids.shape[1])
         state, _, _ = self.start(input_ids, attention_mask)
-        stops = [first_step] + list(range(first_step + 1, decoder_ids.shape[1] + 1))
-        return np.concatenate([self.advance(state, decoder_ids[:, :stop], np.ones_like(decoder_ids[:, :stop]),
-                                            all_logits=True) for stop in stops], axis=1)
+        return self.stepwise_logits(state, decoder_ids, np.ones_like(decoder_ids), first_step)
 
 
 class CompiledSeq2Seq(CompiledBackend):
@@ -237,16 +235,6 @@ class CompiledSeq2Seq(CompiledBackend):
                  start_id: int, precision: str):
         super().__init__(name, Seq2SeqSteps(sessions, specs, start_id), token_ids, sessions["encoder"].device_name,
                          precision)
-
-    def logits(self, input_ids, attention_mask, decoder_ids=None):
-        with torch_threads(1):
-            return self.steps.full_logits(input_ids, attention_mask, decoder_ids).astype(np.float32)
-
-    def cached_logits(self, input_ids, attention_mask, first_step, decoder_ids=None):
-        if not self.with_cache:   # no cache graphs: the one pass is what generation runs
-            return self.logits(input_ids, attention_mask, decoder_ids)
-        with torch_threads(1):
-            return self.steps.cached_logits(input_ids, attention_mask, decoder_ids, first_step).astype(np.float32)
 
 
 # --------------------------------------------------------------------------- PyTorch reference

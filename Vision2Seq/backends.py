@@ -74,6 +74,9 @@ class CompiledVision2Seq(CompiledBackend):
     def logits(self, input_ids, attention_mask, decoder_ids=None):
         raise _no_teacher_forcing()
 
+    def cached_logits(self, input_ids, attention_mask, first_step, decoder_ids=None):
+        raise _no_teacher_forcing()
+
 
 class TorchVision2Seq(TorchBackend):
     """The model's own HF generate: the reference every compiled backend must match."""
