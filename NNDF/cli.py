@@ -205,9 +205,9 @@ def _sampling_settings(a: argparse.Namespace) -> dict:
         # and a seeded beam sample could not be checked against anything, so say so instead.
         raise UsageError("--do-sample with --num-beams above 1 (beam sampling) is not supported",
                          "sample with --num-beams 1, or drop --do-sample for beam search")
-    return {"do_sample": a.do_sample, "temperature": 1.0 if a.temperature is None else a.temperature,
-            "top_k": 50 if a.top_k is None else a.top_k, "top_p": 1.0 if a.top_p is None else a.top_p,
-            "repetition_penalty": a.repetition_penalty, "seed": a.seed}
+    chosen = {n: getattr(a, n) for n in ("temperature", "top_k", "top_p") if getattr(a, n) is not None}
+    # the others keep GenerationSettings' defaults (HuggingFace's)
+    return {"do_sample": a.do_sample, **chosen, "repetition_penalty": a.repetition_penalty, "seed": a.seed}
 
 
 def parse_args(argv: list[str]) -> RunConfig:
