@@ -27,6 +27,7 @@ Family classes are declarations, e.g. in GPT2/trt.py:
 from __future__ import annotations
 
 import difflib
+import functools
 from dataclasses import replace
 
 from NNDF.cli import build_parser, parse_args
@@ -34,9 +35,15 @@ from NNDF.config import GenerationSettings, RunConfig, TimingSettings
 from NNDF.errors import UsageError
 
 
+@functools.lru_cache(maxsize=1)
+def _options() -> dict:
+    """run.py's options by keyword (their argparse actions, only read), built once per process."""
+    return {a.dest: a for a in build_parser()._actions if a.option_strings}
+
+
 def flags_to_argv(flags: dict) -> list[str]:
     """{"use_cache": True, "variant": "gpt2", "percentile": [50, 90]} -> ["--use-cache", "--variant", "gpt2", ...]."""
-    options = {a.dest: a for a in build_parser()._actions if a.option_strings}
+    options = _options()
     argv: list[str] = []
     for name, value in flags.items():
         action = options.get(name)
