@@ -40,6 +40,10 @@ def _opset(model: onnx.ModelProto) -> dict[str, int]:
 def _inline_value(tensor: onnx.TensorProto) -> np.ndarray | None:
     if tensor.data_location == onnx.TensorProto.EXTERNAL:
         return None      # a weight in the data file: never read here
+    if tensor.data_type != onnx.TensorProto.STRING:   # too large to fold: not decoded (an fp16 export's weights are inline)
+        itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+        if int(np.prod(tensor.dims, dtype=np.int64)) * itemsize > FOLD_MAX_BYTES:
+            return None
     value = numpy_helper.to_array(tensor)
     return value if value.nbytes <= FOLD_MAX_BYTES else None
 
