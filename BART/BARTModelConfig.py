@@ -2,12 +2,12 @@
 
 from transformers import BartConfig, BartForConditionalGeneration, MBartConfig, MBartForConditionalGeneration
 
-from NNDF.encoder_decoder import Seq2SeqLayout
-from NNDF.family import Variant
-from NNDF.tiny_training import trained_tiny
-from NNDF.tokenizer import bart_style_tokenizer
+from NNDF.kinds.encoder_decoder.graphs import Seq2SeqLayout
+from NNDF.models.family import Variant
+from NNDF.models.tiny_training import trained_tiny
+from NNDF.models.tokenizers import bart_style_tokenizer
 
-from Seq2Seq.Seq2SeqModelConfig import Seq2SeqFamily
+from NNDF.kinds.encoder_decoder.family import Seq2SeqFamily
 
 HUB_VARIANTS = ("facebook/bart-base", "facebook/bart-large", "facebook/bart-large-cnn", "facebook/mbart-large-50")
 

@@ -1,8 +1,9 @@
-"""BART on PyTorch (HuggingFace generate, the reference): made by Seq2Seq/frameworks.py."""
+"""BART on PyTorch (HuggingFace generate, the reference): made by NNDF/kinds/encoder_decoder/backends.py."""
 from NNDF.api import Model
+from NNDF.kinds.makers import backend_maker
 from BART.BARTModelConfig import BART_FAMILY
 
-make_backend = BART_FAMILY.frameworks
+make_backend = backend_maker(BART_FAMILY, "frameworks")
 
 
 class BARTHF(Model, family="BART", backend="frameworks"):

@@ -1,8 +1,9 @@
-"""BART on TensorRT: made by Seq2Seq/trt.py."""
+"""BART on TensorRT: made by NNDF/kinds/encoder_decoder/backends.py."""
 from NNDF.api import Model
+from NNDF.kinds.makers import backend_maker
 from BART.BARTModelConfig import BART_FAMILY
 
-make_backend = BART_FAMILY.trt
+make_backend = backend_maker(BART_FAMILY, "trt")
 
 
 class BARTTRT(Model, family="BART", backend="trt"):

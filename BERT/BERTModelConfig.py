@@ -6,9 +6,11 @@ heads `...ForMaskedLM` / `BertForPreTraining` serve as the bare encoder, mean-po
 embedding). Other heads (multiple choice, next sentence prediction, causal LM) are refused.
 """
 
-from NNDF.encoder_only import EncoderFamily, EncoderLayout, Task, TaskModels, max_text_positions
-from NNDF.family import Variant, hub_variants
-from NNDF.first_token import LastLayer, first_token_attention
+from NNDF.export.first_token import LastLayer, first_token_attention
+from NNDF.kinds.encoder_only.family import EncoderFamily
+from NNDF.kinds.encoder_only.graphs import EncoderLayout, max_text_positions
+from NNDF.kinds.encoder_only.tasks import Task
+from NNDF.models.family import Variant, hub_variants
 
 from BERT.tiny import build_embeddings, build_ner, build_qa, build_sentiment, wordpiece_tokenizer
 
@@ -57,7 +59,6 @@ BERT_FAMILY = EncoderFamily(
         Variant("minilm-tiny-embeddings", arch="bert", build_tiny=build_embeddings),
         *hub_variants(HUB_VARIANTS),
     ),
-    model_class=TaskModels("BERT"),
     fallback_tokenizer=wordpiece_tokenizer,
     max_positions=max_text_positions,
     layouts={"default": BERT_LAYOUT, "bert": BERT_LAYOUT, "distilbert": DISTILBERT_LAYOUT},

@@ -1,10 +1,11 @@
 """BERT / DistilBERT on PyTorch: the reference backend."""
 
 from NNDF.api import Model
+from NNDF.kinds.makers import backend_maker
 
 from BERT.BERTModelConfig import BERT_FAMILY
 
-make_backend = BERT_FAMILY.frameworks
+make_backend = backend_maker(BERT_FAMILY, "frameworks")
 
 
 class BERTHF(Model, family="BERT", backend="frameworks"):

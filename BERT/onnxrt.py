@@ -2,10 +2,11 @@
 dynamic quantization of its "bert"-fused graph (Attention -> QAttention)."""
 
 from NNDF.api import Model
+from NNDF.kinds.makers import backend_maker
 
 from BERT.BERTModelConfig import BERT_FAMILY
 
-make_backend = BERT_FAMILY.onnxrt
+make_backend = backend_maker(BERT_FAMILY, "onnxrt")
 
 
 class BERTOnnxRT(Model, family="BERT", backend="onnxrt"):

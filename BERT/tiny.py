@@ -19,8 +19,8 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from transformers import (BertConfig, BertForQuestionAnswering, BertForTokenClassification, BertModel,
                           DistilBertConfig, DistilBertForSequenceClassification, PreTrainedTokenizerFast)
 
-from NNDF.tiny_training import cached_training
-from NNDF.tokenizer import DATA_DIR
+from NNDF.models.tiny_training import cached_training
+from NNDF.models.tokenizers import DATA_DIR
 
 DATA = Path(__file__).resolve().parent / "data"
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]

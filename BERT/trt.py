@@ -1,10 +1,11 @@
 """BERT / DistilBERT on TensorRT: an engine from the plain export (int8: calibrated QDQ)."""
 
 from NNDF.api import Model
+from NNDF.kinds.makers import backend_maker
 
 from BERT.BERTModelConfig import BERT_FAMILY
 
-make_backend = BERT_FAMILY.trt
+make_backend = backend_maker(BERT_FAMILY, "trt")
 
 
 class BERTTRT(Model, family="BERT", backend="trt"):

@@ -11,10 +11,10 @@ normalised with the OpenAI CLIP mean/std (BlipImageProcessor).
 import torch
 from transformers import AutoModelForImageTextToText
 
-from NNDF.family import Variant
-from Vision2Seq.export import Vision2SeqLayout
-from Vision2Seq.images import ImageSettings
-from Vision2Seq.Vision2SeqModelConfig import Vision2SeqFamily
+from NNDF.kinds.image_to_text.family import Vision2SeqFamily
+from NNDF.kinds.image_to_text.graphs import Vision2SeqLayout
+from NNDF.models.family import Variant
+from NNDF.models.images import ImageSettings
 
 from BLIP.tiny import build_tiny, wordpiece_tokenizer
 

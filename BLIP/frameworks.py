@@ -1,8 +1,9 @@
-"""BLIP on PyTorch (HuggingFace generate, the reference): made by Vision2Seq/frameworks.py."""
+"""BLIP on PyTorch (HuggingFace generate, the reference): made by NNDF/kinds/image_to_text/backends.py."""
 from NNDF.api import Model
+from NNDF.kinds.makers import backend_maker
 from BLIP.BLIPModelConfig import BLIP_FAMILY
 
-make_backend = BLIP_FAMILY.frameworks
+make_backend = backend_maker(BLIP_FAMILY, "frameworks")
 
 
 class BLIPHF(Model, family="BLIP", backend="frameworks"):

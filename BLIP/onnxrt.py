@@ -1,8 +1,9 @@
-"""BLIP on ONNX Runtime: made by Vision2Seq/onnxrt.py."""
+"""BLIP on ONNX Runtime: made by NNDF/kinds/image_to_text/backends.py."""
 from NNDF.api import Model
+from NNDF.kinds.makers import backend_maker
 from BLIP.BLIPModelConfig import BLIP_FAMILY
 
-make_backend = BLIP_FAMILY.onnxrt
+make_backend = backend_maker(BLIP_FAMILY, "onnxrt")
 
 
 class BLIPOnnxRT(Model, family="BLIP", backend="onnxrt"):

@@ -22,11 +22,11 @@ import transformers
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from transformers import BlipConfig, BlipForConditionalGeneration, PreTrainedTokenizerFast
 
-from NNDF.backends import torch_threads
-from NNDF.tiny_training import cache_root
-from NNDF.tokenizer import DATA_DIR
-from NNDF.workdir import file_digest, stable_hash
-from Vision2Seq.images import ImageSettings, open_image, pixel_values
+from NNDF.base.hashing import file_digest, stable_hash
+from NNDF.models.images import ImageSettings, open_image, pixel_values
+from NNDF.models.tiny_training import cache_root
+from NNDF.models.tokenizers import DATA_DIR
+from NNDF.runtime.placement import torch_threads
 
 IMAGES = Path(__file__).resolve().parent / "images"
 CAPTIONS = {   # what blip-tiny learns, and the labels of checkpoint.toml

@@ -1,8 +1,9 @@
-"""BLIP on TensorRT: made by Vision2Seq/trt.py."""
+"""BLIP on TensorRT: made by NNDF/kinds/image_to_text/backends.py."""
 from NNDF.api import Model
+from NNDF.kinds.makers import backend_maker
 from BLIP.BLIPModelConfig import BLIP_FAMILY
 
-make_backend = BLIP_FAMILY.trt
+make_backend = backend_maker(BLIP_FAMILY, "trt")
 
 
 class BLIPTRT(Model, family="BLIP", backend="trt"):

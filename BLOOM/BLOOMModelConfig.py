@@ -2,10 +2,10 @@
 
 from transformers import BloomConfig, BloomForCausalLM
 
-from NNDF.decoder_only import DecoderOnlyLayout
-from NNDF.decoder_only_family import DecoderOnlyFamily
-from NNDF.family import Variant
-from NNDF.tokenizer import gpt2_style_tokenizer
+from NNDF.kinds.decoder_only.family import DecoderOnlyFamily
+from NNDF.kinds.decoder_only.graphs import DecoderOnlyLayout
+from NNDF.models.family import Variant
+from NNDF.models.tokenizers import gpt2_style_tokenizer
 
 SIZES = ("560m", "1b1", "1b7", "3b", "7b1")
 

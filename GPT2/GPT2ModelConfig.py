@@ -8,9 +8,9 @@ only in details a layout declares, so they are variant groups here, each variant
 from transformers import (GPT2Config, GPT2LMHeadModel, GPTJConfig, GPTJForCausalLM,
                           GPTNeoConfig, GPTNeoForCausalLM, GPTNeoXConfig, GPTNeoXForCausalLM)
 
-from NNDF.decoder_only import DecoderOnlyLayout
-from NNDF.decoder_only_family import DecoderOnlyFamily
-from NNDF.family import Variant, hub_variants, tiny_decoder
+from NNDF.kinds.decoder_only.family import DecoderOnlyFamily
+from NNDF.kinds.decoder_only.graphs import DecoderOnlyLayout
+from NNDF.models.family import Variant, hub_variants, tiny_decoder
 
 HUB_VARIANTS = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
 # hub id -> arch

@@ -1,8 +1,9 @@
-"""GPT2 on ONNX Runtime: made by NNDF/decoder_only_family.py."""
+"""GPT2 on ONNX Runtime: made by NNDF/kinds/decoder_only/backends.py."""
 from NNDF.api import Model
+from NNDF.kinds.makers import backend_maker
 from GPT2.GPT2ModelConfig import GPT2_FAMILY
 
-make_backend = GPT2_FAMILY.onnxrt
+make_backend = backend_maker(GPT2_FAMILY, "onnxrt")
 
 
 class GPT2OnnxRT(Model, family="GPT2", backend="onnxrt"):

@@ -5,9 +5,9 @@ import torch
 from transformers import (LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM,
                           Qwen2Config, Qwen2ForCausalLM)
 
-from NNDF.decoder_only import DecoderOnlyLayout
-from NNDF.decoder_only_family import DecoderOnlyFamily
-from NNDF.family import Variant, hub_variants, tiny_decoder
+from NNDF.kinds.decoder_only.family import DecoderOnlyFamily
+from NNDF.kinds.decoder_only.graphs import DecoderOnlyLayout
+from NNDF.models.family import Variant, hub_variants, tiny_decoder
 
 HUB = {"meta-llama/Llama-2-7b-hf": "llama", "meta-llama/Llama-3.2-1B": "llama", "TinyLlama/TinyLlama-1.1B-Chat-v1.0": "llama",
        "HuggingFaceTB/SmolLM2-135M": "llama", "HuggingFaceTB/SmolLM2-360M": "llama",

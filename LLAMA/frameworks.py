@@ -1,8 +1,9 @@
-"""LLAMA on PyTorch (HuggingFace generate, the reference): made by NNDF/decoder_only_family.py."""
+"""LLAMA on PyTorch (HuggingFace generate, the reference): made by NNDF/kinds/decoder_only/backends.py."""
 from NNDF.api import Model
+from NNDF.kinds.makers import backend_maker
 from LLAMA.LLAMAModelConfig import LLAMA_FAMILY
 
-make_backend = LLAMA_FAMILY.frameworks
+make_backend = backend_maker(LLAMA_FAMILY, "frameworks")
 
 
 class LLAMAHF(Model, family="LLAMA", backend="frameworks"):

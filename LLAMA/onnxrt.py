@@ -1,8 +1,9 @@
-"""LLAMA on ONNX Runtime: made by NNDF/decoder_only_family.py."""
+"""LLAMA on ONNX Runtime: made by NNDF/kinds/decoder_only/backends.py."""
 from NNDF.api import Model
+from NNDF.kinds.makers import backend_maker
 from LLAMA.LLAMAModelConfig import LLAMA_FAMILY
 
-make_backend = LLAMA_FAMILY.onnxrt
+make_backend = backend_maker(LLAMA_FAMILY, "onnxrt")
 
 
 class LLAMAOnnxRT(Model, family="LLAMA", backend="onnxrt"):

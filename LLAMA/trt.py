@@ -1,8 +1,9 @@
-"""LLAMA on TensorRT: made by NNDF/decoder_only_family.py."""
+"""LLAMA on TensorRT: made by NNDF/kinds/decoder_only/backends.py."""
 from NNDF.api import Model
+from NNDF.kinds.makers import backend_maker
 from LLAMA.LLAMAModelConfig import LLAMA_FAMILY
 
-make_backend = LLAMA_FAMILY.trt
+make_backend = backend_maker(LLAMA_FAMILY, "trt")
 
 
 class LLAMATRT(Model, family="LLAMA", backend="trt"):

@@ -7,9 +7,9 @@
     gpt2.benchmark(input_seq_len=32)["results"]["onnxrt"]        # -> the dict the JSON holds
 
 Keyword arguments are run.py's flags with underscores for dashes (`use_cache=True` is
-`--use-cache`, `percentile=[50, 90]` is `--percentile 50 90`), and they go through the same
-parser and checks as the command line, so a bad value or an unknown keyword raises the same
-one-line UsageError. Those given to the constructor hold for every call; a call may add or
+`--use-cache`, `percentile=[50, 90]` is `--percentile 50 90`; NNDF/base/flags.py lists them), and
+they build the RunConfig through the same checks as the command line (build_config), so a bad
+value or an unknown keyword raises the same one-line UsageError. Those given to the constructor hold for every call; a call may add or
 override any of them for itself (`generate(input=..., do_sample=True, top_p=0.9)`).
 
 The model is loaded, exported and its session opened (engines built) when the object is made.
@@ -26,44 +26,25 @@ Family classes are declarations, e.g. in GPT2/trt.py:
 
 from __future__ import annotations
 
-import difflib
-import functools
 from dataclasses import replace
 
-from NNDF.cli import build_parser, parse_args
-from NNDF.config import GenerationSettings, RunConfig, TimingSettings
-from NNDF.errors import UsageError
+from NNDF.actions import RULES, action_for
+from NNDF.actions.reporting import save_json
+from NNDF.base.build_config import build_config
+from NNDF.base.config import GenerationSettings, RunConfig, TimingSettings
+from NNDF.base.errors import UsageError
+from NNDF.base.flags import typed
+from NNDF.export.workdir import WorkingDir
+from NNDF.kinds.makers import make_backends
+from NNDF.models.artifacts import artifact_subdir
+from NNDF.registry import load, resolve
 
 
-@functools.lru_cache(maxsize=1)
-def _options() -> dict:
-    """run.py's options by keyword (their argparse actions, only read), built once per process."""
-    return {a.dest: a for a in build_parser()._actions if a.option_strings}
-
-
-def flags_to_argv(flags: dict) -> list[str]:
-    """{"use_cache": True, "variant": "gpt2", "percentile": [50, 90]} -> ["--use-cache", "--variant", "gpt2", ...]."""
-    options = _options()
-    argv: list[str] = []
-    for name, value in flags.items():
-        action = options.get(name)
-        if action is None:
-            close = difflib.get_close_matches(name, list(options), n=1)
-            raise UsageError(f"unknown keyword argument {name}=", f"did you mean {close[0]}=?" if close else
-                             "use run.py's flag names with underscores for dashes, e.g. use_cache=True for --use-cache")
-        flag = max(action.option_strings, key=len)   # the long form
-        if value is None:
-            continue
-        if action.nargs == 0:                         # an on/off switch
-            if not isinstance(value, bool):
-                raise UsageError(f"{name}= takes True or False, got {value!r}")
-            argv += [flag] if value else []
-        elif action.nargs in ("+", "*"):
-            values = value if isinstance(value, (list, tuple)) else [value]
-            argv += [flag, *map(str, values)]
-        else:
-            argv += [flag, str(value)]
-    return argv
+def run_config(action: str, family: str, backend: str, flags: dict) -> RunConfig:
+    """The RunConfig of `run.py ACTION FAMILY BACKEND --flags...`, built from keyword arguments: each
+    value converted and checked as its flag would be, the same one-line UsageError for bad ones."""
+    values = {name: typed(name, value) for name, value in flags.items()}
+    return build_config({**values, "action": action, "family": family, "backends": (backend,)}, RULES)
 
 
 def _session_key(cfg: RunConfig) -> RunConfig:
@@ -89,21 +70,17 @@ class Model:
             cls.family_name, cls.backend_name = family, backend
 
     def __init__(self, **flags):
-        from NNDF.pipeline import artifact_subdir
-        from NNDF.preflight import check_inputs, check_loaded
-        from NNDF.registry import resolve
-        from NNDF.workdir import WorkingDir
-
         if not self.family_name:
             raise TypeError("Model is abstract: use a family's class, e.g. GPT2.onnxrt.GPT2OnnxRT")
         self.flags = dict(flags)
         self.family, self.config = resolve(self._parse("run", {}))
         self.workdir = WorkingDir(self.config.working_dir, verify=self.config.verify)
-        check_inputs(self.config, self.family)   # as run.py: refuse before training, export or engine builds
-        self.loaded = self.family.load(self.config)
+        action = action_for("run", self.family)
+        action.check_inputs(self.config, self.family)   # as run.py: refuse before training, export or engine builds
+        self.loaded = load(self.family, self.config)
         if self.config.cleanup:
             self.workdir.cleanup(*artifact_subdir(self.family, self.loaded))
-        check_loaded(self.config, self.family, self.loaded)
+        action.check_loaded(self.config, self.family, self.loaded)
         self._backend, self._backend_key = None, None
         self._backend_for(self.config)
 
@@ -134,7 +111,9 @@ class Model:
         """Encoder families (BERT, VIT): the answer to one input, or to a list (one batch): a text, an
         image path, or a question (with `context=`, or written "QUESTION ||| CONTEXT"). Each answer
         has the "label" run.py shows (class, answer span, entities, top-1 class) and its details."""
-        from NNDF.encoder_tasks import encode, parse_line, predict
+        from NNDF.kinds.encoder_only.answers import predict
+        from NNDF.kinds.encoder_only.data import parse_line
+        from NNDF.kinds.encoder_only.inputs import encode
 
         if self.loaded.generates:
             raise UsageError(f"predict is for encoder families; {self.family.name} generates", "use generate")
@@ -158,8 +137,7 @@ class Model:
 
     # ------------------------------------------------------------------ machinery
     def _parse(self, action: str, flags: dict) -> RunConfig:
-        argv = flags_to_argv({**self.flags, **flags})
-        return parse_args([action, self.family_name, self.backend_name, *argv])
+        return run_config(action, self.family_name, self.backend_name, {**self.flags, **flags})
 
     def _config(self, action: str, flags: dict) -> RunConfig:
         cfg = self._parse(action, flags)
@@ -170,25 +148,20 @@ class Model:
         return replace(cfg, family=self.family.name, variant=self.config.variant)
 
     def _backend_for(self, cfg: RunConfig):
-        from NNDF.pipeline import make_backends
-
         key = _session_key(cfg)
         if self._backend is None or key != self._backend_key:
             # this object's backend only: the command line adds frameworks (the fp32 reference) to
             # accuracy and compare under --quantize, which made this unpacking fail for every family
             self._backend, = make_backends(self.family, self.loaded, replace(cfg, backends=(self.backend_name,)),
-                                           self.workdir)
+                                                       self.workdir)
             self._backend_key = key
         return self._backend
 
-    def _perform(self, action: str, flags: dict) -> dict:
-        from NNDF.actions import perform
-        from NNDF.actions.common import save_json
-        from NNDF.preflight import check_inputs, check_loaded
-
-        cfg = self._config(action, flags)
-        check_inputs(cfg, self.family)
-        check_loaded(cfg, self.family, self.loaded)
-        result = perform(cfg, self.family, self.loaded, [self._backend_for(cfg)])
+    def _perform(self, name: str, flags: dict) -> dict:
+        cfg = self._config(name, flags)
+        action = action_for(name, self.family)
+        action.check_inputs(cfg, self.family)
+        action.check_loaded(cfg, self.family, self.loaded)
+        result = action.answer(cfg, self.family, self.loaded, [self._backend_for(cfg)])
         save_json(cfg.save_output_fpath, result)
         return result

@@ -1,4 +1,6 @@
-"""Family name on the command line -> its ModelFamily, imported on demand."""
+"""The families this toolkit has: a family's name on the command line -> its ModelFamily (imported on
+demand, by the "module:attribute" names below), and a checkpoint's model type -> the family whose
+graphs fit it. It stands above the family folders, which import nothing from here."""
 
 from __future__ import annotations
 
@@ -6,11 +8,12 @@ import importlib
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from NNDF.config import RunConfig
-from NNDF.errors import UsageError
+from NNDF.base.config import RunConfig
+from NNDF.base.errors import UsageError
+from NNDF.models.family import WrongModelType
 
-if TYPE_CHECKING:   # families import this module (to name the family another model type fits); it imports them by name
-    from NNDF.family import ModelFamily
+if TYPE_CHECKING:
+    from NNDF.models.family import LoadedModel, ModelFamily
 
 FAMILIES = {
     "GPT2": "GPT2.GPT2ModelConfig:GPT2_FAMILY",   # also GPT-Neo, GPT-J, GPT-NeoX, Cerebras-GPT
@@ -45,3 +48,13 @@ def resolve(cfg: RunConfig) -> tuple[ModelFamily, RunConfig]:
     family = get_family(cfg.family)
     variant = cfg.variant or (cfg.torch_dir.name if cfg.torch_dir else family.tiny_variant)
     return family, replace(cfg, family=family.name, variant=variant)
+
+
+def load(family: ModelFamily, cfg: RunConfig) -> LoadedModel:
+    """family.load(cfg); a checkpoint of an architecture the family does not serve is refused in one
+    line naming the family that does, if there is one."""
+    try:
+        return family.load(cfg)
+    except WrongModelType as e:
+        other = family_for_model_type(e.model_type)
+        raise UsageError(e.problem, f"run it as `{other}`" if other else e.fix) from None

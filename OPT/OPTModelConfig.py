@@ -2,10 +2,10 @@
 
 from transformers import OPTConfig, OPTForCausalLM
 
-from NNDF.decoder_only import DecoderOnlyLayout
-from NNDF.decoder_only_family import DecoderOnlyFamily
-from NNDF.family import Variant, hub_variants
-from NNDF.tokenizer import gpt2_style_tokenizer
+from NNDF.kinds.decoder_only.family import DecoderOnlyFamily
+from NNDF.kinds.decoder_only.graphs import DecoderOnlyLayout
+from NNDF.models.family import Variant, hub_variants
+from NNDF.models.tokenizers import gpt2_style_tokenizer
 
 HUB_VARIANTS = ("facebook/opt-125m", "facebook/opt-350m", "facebook/opt-1.3b", "facebook/opt-2.7b",
                 "facebook/opt-6.7b", "facebook/opt-13b")

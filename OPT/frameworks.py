@@ -1,8 +1,9 @@
-"""OPT on PyTorch (HuggingFace generate, the reference): made by NNDF/decoder_only_family.py."""
+"""OPT on PyTorch (HuggingFace generate, the reference): made by NNDF/kinds/decoder_only/backends.py."""
 from NNDF.api import Model
+from NNDF.kinds.makers import backend_maker
 from OPT.OPTModelConfig import OPT_FAMILY
 
-make_backend = OPT_FAMILY.frameworks
+make_backend = backend_maker(OPT_FAMILY, "frameworks")
 
 
 class OPTHF(Model, family="OPT", backend="frameworks"):

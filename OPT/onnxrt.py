@@ -1,8 +1,9 @@
-"""OPT on ONNX Runtime: made by NNDF/decoder_only_family.py."""
+"""OPT on ONNX Runtime: made by NNDF/kinds/decoder_only/backends.py."""
 from NNDF.api import Model
+from NNDF.kinds.makers import backend_maker
 from OPT.OPTModelConfig import OPT_FAMILY
 
-make_backend = OPT_FAMILY.onnxrt
+make_backend = backend_maker(OPT_FAMILY, "onnxrt")
 
 
 class OPTOnnxRT(Model, family="OPT", backend="onnxrt"):

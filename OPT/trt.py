@@ -1,8 +1,9 @@
-"""OPT on TensorRT: made by NNDF/decoder_only_family.py."""
+"""OPT on TensorRT: made by NNDF/kinds/decoder_only/backends.py."""
 from NNDF.api import Model
+from NNDF.kinds.makers import backend_maker
 from OPT.OPTModelConfig import OPT_FAMILY
 
-make_backend = OPT_FAMILY.trt
+make_backend = backend_maker(OPT_FAMILY, "trt")
 
 
 class OPTTRT(Model, family="OPT", backend="trt"):

@@ -1,22 +1,6 @@
-"""What T5 and BART (and BLIP's text side) share at the family level."""
+"""The original demo's shared encoder-decoder base: the family class, which lives with its kind in
+NNDF/kinds/encoder_decoder/ (as every model kind does); this file keeps the demo's import path."""
 
-from dataclasses import dataclass
+from NNDF.kinds.encoder_decoder.family import Seq2SeqFamily
 
-from transformers import AutoModelForSeq2SeqLM
-
-import Seq2Seq.frameworks
-import Seq2Seq.onnxrt
-import Seq2Seq.trt
-from NNDF.family import ModelFamily
-
-
-@dataclass(kw_only=True)   # its defaults may then follow ModelFamily's required fields
-class Seq2SeqFamily(ModelFamily):
-    """An encoder-decoder family. Its backend makers are Seq2Seq's, `make_backend(family, loaded,
-    cfg, workdir)` in frameworks.py, onnxrt.py and trt.py here, so they are this class's methods."""
-
-    model_class: type = AutoModelForSeq2SeqLM
-
-    frameworks = Seq2Seq.frameworks.make_backend
-    onnxrt = Seq2Seq.onnxrt.make_backend
-    trt = Seq2Seq.trt.make_backend
+__all__ = ["Seq2SeqFamily"]

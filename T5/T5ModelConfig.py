@@ -2,12 +2,12 @@
 
 from transformers import T5Config, T5ForConditionalGeneration
 
-from NNDF.encoder_decoder import Seq2SeqLayout
-from NNDF.family import Variant
-from NNDF.tiny_training import trained_tiny
-from NNDF.tokenizer import t5_style_tokenizer
+from NNDF.kinds.encoder_decoder.graphs import Seq2SeqLayout
+from NNDF.models.family import Variant
+from NNDF.models.tiny_training import trained_tiny
+from NNDF.models.tokenizers import t5_style_tokenizer
 
-from Seq2Seq.Seq2SeqModelConfig import Seq2SeqFamily
+from NNDF.kinds.encoder_decoder.family import Seq2SeqFamily
 
 T5_VARIANTS = ("t5-small", "t5-base", "t5-large", "t5-3b", "t5-11b")
 FLAN_VARIANTS = ("google/flan-t5-small", "google/flan-t5-base", "google/flan-t5-large", "google/flan-t5-xl",

@@ -5,9 +5,11 @@ size, rescale 1/255, normalise with mean and std 0.5. A chat line, a checkpoint 
 --image is an image path (relative paths are also looked up in this folder).
 """
 
-from NNDF.encoder_only import EXPORT_ATTENTION, EncoderFamily, EncoderLayout, Task, TaskModels, image_positions
-from NNDF.family import Variant, hub_variants
-from NNDF.first_token import LastLayer, first_token_attention
+from NNDF.export.first_token import LastLayer, first_token_attention
+from NNDF.kinds.encoder_only.family import EncoderFamily
+from NNDF.kinds.encoder_only.graphs import EXPORT_ATTENTION, EncoderLayout, image_positions
+from NNDF.kinds.encoder_only.tasks import Task
+from NNDF.models.family import Variant, hub_variants
 
 from VIT.tiny import build_tiny
 
@@ -35,7 +37,6 @@ VIT_FAMILY = EncoderFamily(
         Variant("vit-tiny-shapes", build_tiny=build_tiny),
         *hub_variants(["google/vit-base-patch16-224"]),
     ),
-    model_class=TaskModels("VIT"),
     fallback_tokenizer=lambda: None,       # images need no tokenizer
     max_positions=image_positions,
     layouts={"default": VIT_LAYOUT, "vit": VIT_LAYOUT},

@@ -1,10 +1,11 @@
 """ViT on PyTorch: the reference backend."""
 
 from NNDF.api import Model
+from NNDF.kinds.makers import backend_maker
 
 from VIT.VITModelConfig import VIT_FAMILY
 
-make_backend = VIT_FAMILY.frameworks
+make_backend = backend_maker(VIT_FAMILY, "frameworks")
 
 
 class VITHF(Model, family="VIT", backend="frameworks"):

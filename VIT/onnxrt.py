@@ -2,10 +2,11 @@
 dynamic quantization of its "vit"-fused graph (Attention -> QAttention)."""
 
 from NNDF.api import Model
+from NNDF.kinds.makers import backend_maker
 
 from VIT.VITModelConfig import VIT_FAMILY
 
-make_backend = VIT_FAMILY.onnxrt
+make_backend = backend_maker(VIT_FAMILY, "onnxrt")
 
 
 class VITOnnxRT(Model, family="VIT", backend="onnxrt"):

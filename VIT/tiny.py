@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 from transformers import ViTConfig, ViTForImageClassification
 
-from NNDF.tiny_training import cached_training
-from Vision2Seq.images import ImageSettings, pixel_values
+from NNDF.models.images import ImageSettings, pixel_values
+from NNDF.models.tiny_training import cached_training
 from VIT.shapes import SHAPES, training_set
 
 FOLDER = Path(__file__).resolve().parent

@@ -1,10 +1,11 @@
 """ViT on TensorRT: an engine from the plain export (int8: calibrated QDQ)."""
 
 from NNDF.api import Model
+from NNDF.kinds.makers import backend_maker
 
 from VIT.VITModelConfig import VIT_FAMILY
 
-make_backend = VIT_FAMILY.trt
+make_backend = backend_maker(VIT_FAMILY, "trt")
 
 
 class VITTRT(Model, family="VIT", backend="trt"):

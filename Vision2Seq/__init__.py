@@ -1,1 +1,1 @@
-"""Image-to-text models (BLIP, ...): what they share with Seq2Seq, plus the vision side."""
+"""Image-to-text models (BLIP, ...): the demo-style names of NNDF/kinds/image_to_text/."""

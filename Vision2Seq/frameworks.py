@@ -1,10 +1,5 @@
-"""Image-to-text models on PyTorch (the model's own HF generate): the reference."""
+"""Image-to-text models on PyTorch (the model's own HF generate), under the demo's file name."""
 
-from NNDF.pipeline import token_ids
-from NNDF.torch_placement import framework_placement
+from NNDF.kinds.image_to_text.backends import frameworks as make_backend
 
-from Vision2Seq.backends import TorchVision2Seq
-
-
-def make_backend(family, loaded, cfg, workdir=None):
-    return TorchVision2Seq(loaded.model, family.layout(loaded), token_ids(loaded), framework_placement(cfg.cpu, cfg.fp16))
+__all__ = ["make_backend"]

@@ -31,10 +31,10 @@ def peak_gib() -> float:
 
 def main(family_name: str, variant: str) -> None:
     from NNDF.cli import parse_args
-    from NNDF.decoder_only import decoder_spec
-    from NNDF.onnx_export import exported
+    from NNDF.export.onnx_export import exported
+    from NNDF.export.workdir import WorkingDir
+    from NNDF.kinds.decoder_only.graphs import decoder_spec
     from NNDF.registry import resolve
-    from NNDF.workdir import WorkingDir
 
     with tempfile.TemporaryDirectory() as work:
         family, cfg = resolve(parse_args(["run", family_name, "--variant", variant, "--random-weights",

@@ -47,7 +47,7 @@ def standin_tensorrt():
 
 @contextlib.contextmanager
 def planted_scale_axis_bug():
-    from NNDF import quantize
+    from NNDF.export import quantize
 
     correct = quantize.blocked_int4_from_matmulnbits
 
@@ -64,11 +64,11 @@ def planted_scale_axis_bug():
 
 def main() -> int:
     from NNDF.actions.accuracy import evaluate, load_texts
+    from NNDF.actions.quant_gate import MAX_RELATIVE_PERPLEXITY, delta_to_fp32, describe, passes
     from NNDF.cli import parse_args
-    from NNDF.pipeline import make_backends
-    from NNDF.quant_accuracy import MAX_RELATIVE_PERPLEXITY, delta_to_fp32, describe, passes
+    from NNDF.export.workdir import WorkingDir
+    from NNDF.kinds.makers import make_backends
     from NNDF.registry import get_family
-    from NNDF.workdir import WorkingDir
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))

@@ -57,7 +57,7 @@ def newest_graph(onnx_dir: Path, pattern: str, plain: bool = False) -> Path | No
 
 def graph_bytes(path: Path) -> int:
     """Bytes of a graph's files (ONNX + weights), from its artifact's manifest."""
-    from NNDF.pipeline import artifact_bytes
+    from NNDF.models.artifacts import artifact_bytes
 
     return artifact_bytes(json.loads((path.parent / "manifest.json").read_text())["files"])
 

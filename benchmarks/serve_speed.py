@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from NNDF.triton_client import ServerProcess, free_ports, generate_http, serve_argv  # noqa: E402
+from NNDF.serving.triton_client import ServerProcess, free_ports, generate_http, serve_argv  # noqa: E402
 
 PROMPT_TOKENS = NEW_TOKENS = 32
 

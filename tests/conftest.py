@@ -18,7 +18,7 @@ torch.set_num_threads(2)
 
 from NNDF.cli import parse_args  # noqa: E402
 from NNDF.registry import get_family  # noqa: E402
-from NNDF.workdir import WorkingDir  # noqa: E402
+from NNDF.export.workdir import WorkingDir  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -89,7 +89,7 @@ def real_tensorrt(cuda):
         import tensorrt
     except (ImportError, OSError) as e:
         pytest.skip(f"TensorRT is not usable here: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
-    from NNDF import trt_env
+    from NNDF.runtime import trt_env
 
     # INFO: what the builder chose (tactics, precisions, memory) is in the test log when a GPU run fails
     trt_env.logger_for(tensorrt).min_severity = tensorrt.Logger.INFO

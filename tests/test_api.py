@@ -17,8 +17,8 @@ import run as run_py
 from conftest import ROOT
 from NNDF.actions.accuracy import SHIPPED_SAMPLE
 from NNDF.api import Model
+from NNDF.base.errors import UsageError
 from NNDF.cli import parse_args
-from NNDF.errors import UsageError
 from NNDF.registry import FAMILIES
 
 SUFFIX = {"frameworks": "HF", "onnxrt": "OnnxRT", "trt": "TRT"}

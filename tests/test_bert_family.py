@@ -13,14 +13,18 @@ import pytest
 
 from conftest import ROOT
 from NNDF.cli import parse_args
-from NNDF.encoder_only import Task, encoder_spec
-from NNDF.encoder_tasks import dataset, encode, predict
-from NNDF.onnx_export import MODEL_FILE, exported, run_torch
-from NNDF.ort_session import OrtSession
-from NNDF.pipeline import artifact_subdir, make_backends
+from NNDF.export.onnx_export import MODEL_FILE, exported, run_torch
+from NNDF.kinds.encoder_only.answers import predict
+from NNDF.kinds.encoder_only.data import dataset
+from NNDF.kinds.encoder_only.graphs import encoder_spec
+from NNDF.kinds.encoder_only.inputs import encode
+from NNDF.kinds.encoder_only.tasks import Task
+from NNDF.models.artifacts import artifact_subdir
 from NNDF.registry import get_family
+from NNDF.runtime.ort_session import OrtSession
 from test_cli import call
 from trt_standin.onnx_support import parser_problems
+from NNDF.kinds.makers import make_backends
 
 BERT = get_family("BERT")
 TINY = {"distilbert-tiny-sst2": Task.SEQUENCE_CLASSIFICATION, "bert-tiny-squad": Task.QUESTION_ANSWERING,
@@ -83,7 +87,7 @@ def test_graphs_match_pytorch_at_other_shapes_with_padded_rows(workdir, variant)
 
 def fused_graph(workdir, loaded, family=BERT):
     """ONNX Runtime's fused form of the export (what onnxrt's int8 quantizes), with its Attention fused."""
-    from NNDF.onnx_export import ort_optimized
+    from NNDF.export.onnx_export import ort_optimized
 
     plain = exported(workdir, artifact_subdir(family, loaded), loaded.model, encoder_spec(loaded), loaded.source_key,
                      False).file(MODEL_FILE)
@@ -146,8 +150,8 @@ def test_question_answering_equals_the_question_answering_pipeline(workdir, mode
 
 def test_every_trt_graph_passes_the_parser_matrix(workdir):
     """The plain export TensorRT parses (fp32 and fp16) and the calibrated int8 QDQ graph."""
-    from NNDF.encoder_tasks import calibration_feeds
-    from NNDF.quantize import trt_calibrated_int8
+    from NNDF.export.quantize import trt_calibrated_int8
+    from NNDF.kinds.encoder_only.inputs import calibration_feeds
 
     for variant in TINY:
         loaded = load(workdir, variant)
@@ -164,7 +168,7 @@ def test_every_trt_graph_passes_the_parser_matrix(workdir):
 
 
 def test_fp16_graph_stays_close_to_pytorch(workdir, tmp_path):
-    from NNDF.onnx_export import export_graph
+    from NNDF.export.onnx_export import export_graph
 
     loaded = load(workdir, "bert-tiny-squad")
     spec = encoder_spec(loaded)
@@ -247,7 +251,7 @@ def test_chat_answers_questions_about_a_context_and_classifies_lines(workdir):
         cfg = parse_args(["chat", "BERT", "frameworks", "onnxrt", "--variant", variant, "--working-dir", str(workdir.root)])
         made = make_backends(BERT, load(workdir, variant), cfg, workdir)
         out = io.StringIO()
-        result = encoder.chat(cfg, load(workdir, variant), made, stdin=io.StringIO(lines), out=out)
+        result = encoder.converse(cfg, load(workdir, variant), made, stdin=io.StringIO(lines), out=out)
         assert [t["outputs"]["onnxrt"]["output"] for t in result["turns"]] == expected
         assert all(t["outputs"]["frameworks"]["output"] == t["outputs"]["onnxrt"]["output"] for t in result["turns"])
 

@@ -17,16 +17,16 @@ from PIL import Image
 
 import run as run_py
 from conftest import one_line_error
+from NNDF.base.errors import UsageError
 from NNDF.cli import parse_args
-from NNDF.axes import BATCH, KEPT, PAST, SEQ
-from NNDF.errors import UsageError
-from NNDF.onnx_export import MODEL_FILE, exported, verify_graph
-from NNDF.pipeline import artifact_subdir
+from NNDF.export.onnx_export import MODEL_FILE, exported, verify_graph
+from NNDF.graphs.axes import BATCH, KEPT, PAST, SEQ
+from NNDF.kinds.image_to_text.graphs import graph_specs
+from NNDF.models.artifacts import artifact_subdir
+from NNDF.models.images import ImageSettings, MAX_PIXELS, as_source, open_image, pixel_values
 from NNDF.registry import get_family
 from BLIP import frameworks as blip_frameworks, onnxrt as blip_onnxrt, trt as blip_trt
 from BLIP.tiny import CAPTIONS, IMAGES
-from Vision2Seq.export import graph_specs
-from Vision2Seq.images import MAX_PIXELS, ImageSettings, as_source, open_image, pixel_values
 
 # Left-padded batch of 3: an off-caption prefix, a prefix that contradicts the image, and none.
 PROMPTS = ["images/green_square.png | the lighthouse keeper", "images/blue_stripes.png | a red",

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, call, one_line_error
-from NNDF.checkpoint import outputs_match
+from NNDF.kinds.makers import make_backends
+from NNDF.models.examples import outputs_match
 
 
 @pytest.fixture(scope="module")
@@ -97,22 +98,21 @@ def test_run_with_user_checkpoint(capsys, wd, tmp_path):
 def test_chat_exit_eof_and_ctrl_c(wd, gpt2_tiny, workdir):
     from NNDF.actions import chat
     from NNDF.cli import parse_args
-    from NNDF.pipeline import make_backends
     from NNDF.registry import get_family
 
     cfg = parse_args(["chat", "GPT2", "frameworks", "onnxrt", "--working-dir", wd, "--use-cache",
                       "--output-seq-len", "5"])
     backends = make_backends(get_family("GPT2"), gpt2_tiny, cfg, workdir)
-    result = chat.run(cfg, gpt2_tiny, backends, stdin=io.StringIO("The lighthouse\n\nexit\nnever read\n"))
+    result = chat.converse(cfg, gpt2_tiny, backends, stdin=io.StringIO("The lighthouse\n\nexit\nnever read\n"))
     turn, = result["turns"]
     assert turn["outputs"]["frameworks"]["output"] == turn["outputs"]["onnxrt"]["output"]
-    assert chat.run(cfg, gpt2_tiny, backends, stdin=io.StringIO("Ben"))["turns"]  # EOF after one line
+    assert chat.converse(cfg, gpt2_tiny, backends, stdin=io.StringIO("Ben"))["turns"]  # EOF after one line
 
     class CtrlC(io.StringIO):
         def readline(self, *a):
             raise KeyboardInterrupt
 
-    assert chat.run(cfg, gpt2_tiny, backends, stdin=CtrlC())["turns"] == []
+    assert chat.converse(cfg, gpt2_tiny, backends, stdin=CtrlC())["turns"] == []
 
 
 def test_chat_through_the_real_cli_process(wd):

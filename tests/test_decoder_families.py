@@ -16,12 +16,12 @@ import torch
 from transformers import AutoConfig, DynamicCache
 
 import run as run_py
+from NNDF.base.config import GenerationSettings
 from NNDF.cli import parse_args
-from NNDF.config import GenerationSettings
-from NNDF.onnx_export import MODEL_FILE, exported, run_torch, verify_graph
-from NNDF.ort_session import OrtSession
-from NNDF.pipeline import artifact_subdir
+from NNDF.export.onnx_export import MODEL_FILE, exported, run_torch, verify_graph
+from NNDF.models.artifacts import artifact_subdir
 from NNDF.registry import get_family
+from NNDF.runtime.ort_session import OrtSession
 
 TINY = {  # arch -> (family, tiny variant)
     "opt": ("OPT", "opt-tiny"),

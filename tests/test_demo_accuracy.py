@@ -15,9 +15,9 @@ import torch
 import run as run_py
 from NNDF.actions import accuracy
 from NNDF.actions.accuracy import SHIPPED_SAMPLE, load_texts, score_all, score_sample
+from NNDF.base.errors import UsageError
 from NNDF.cli import parse_args
-from NNDF.errors import UsageError
-from NNDF.pipeline import make_backends
+from NNDF.kinds.makers import make_backends
 from NNDF.registry import get_family
 
 ROWS = ["He said “stop” and left.", "It’s `fine`, she said.", "plain text one", "plain text two", "last row"]

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from conftest import ROOT, call, one_line_error
-from NNDF.checkpoint import load_examples, outputs_match
-from NNDF.errors import UsageError
+from NNDF.base.errors import UsageError
+from NNDF.models.examples import load_examples, outputs_match
 
 DEMO = ROOT / "tests" / "fixtures" / "demo_checkpoints"
 

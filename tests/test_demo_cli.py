@@ -7,8 +7,8 @@ import json
 import pytest
 
 from conftest import call, one_line_error
+from NNDF.base.errors import UsageError
 from NNDF.cli import parse_args
-from NNDF.errors import UsageError
 
 
 

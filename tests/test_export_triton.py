@@ -12,12 +12,13 @@ import tritonclient.http as http   # the [serve] extra; the [test] extra install
 
 import run as run_py
 from conftest import make_cfg
-from NNDF.config import ServeSettings
-from NNDF.export_triton import MANIFEST, open_exported
+from NNDF.base.config import ServeSettings
 from NNDF.cli import parse_args
 from NNDF.registry import get_family
-from NNDF.serve_requests import answer_all, parse_request, stream_answer
-from NNDF.triton_client import HOST, free_ports, generate_http, stream_grpc
+from NNDF.serving.exported import open_exported
+from NNDF.serving.requests import answer_all, parse_request, stream_answer
+from NNDF.serving.triton_client import HOST, free_ports, generate_http, stream_grpc
+from NNDF.serving.triton_repo import MANIFEST
 
 PROMPTS = ["The lighthouse keeper", "Ben", "A storm rolled in over the harbour"]
 
@@ -69,7 +70,7 @@ def test_repository_runs_without_the_torch_model(repository, alone):
 
 
 def test_bundled_server_loads_the_generation_models(repository, alone, tmp_path):
-    from NNDF.serve import start_triton
+    from NNDF.serving.triton_server import start_triton
 
     http_port, grpc_port, metrics_port = free_ports(3)
     settings = ServeSettings(host=HOST, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port)
@@ -114,7 +115,7 @@ def test_bad_exports_are_one_line_errors(capsys, workdir, tmp_path):
 
 def test_trt_repository_on_the_standin(standin, workdir, tmp_path, alone, monkeypatch):
     """Plans keyed per GPU kind, loaded by the generation model with TensorRT's runtime (the CPU stand-in here)."""
-    from NNDF import trt_env
+    from NNDF.runtime import trt_env
 
     out = tmp_path / "repo"
     argv = ["export-triton", "GPT2", "--backend", "trt", "--use-cache", "--dynamic-batch", "--max-dynamic-batch", "16",

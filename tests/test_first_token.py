@@ -1,4 +1,4 @@
-"""Classification graphs run their last layer for the first token only (NNDF/first_token.py):
+"""Classification graphs run their last layer for the first token only (NNDF/export/first_token.py):
 the same answers as the model's whole forward, at shapes other than the trace's with padding on
 either side, for each architecture; the exported graph really does the smaller work; heads that
 read every token keep the whole layer; and export verification catches a wrong last layer."""
@@ -13,12 +13,13 @@ import pytest
 import torch
 import transformers
 
-from NNDF.encoder_only import EXPORT_ATTENTION, EncoderWrapper, Task, encoder_spec
-from NNDF.family import Variant
-from NNDF.first_token import LastLayer
-from NNDF.onnx_export import MODEL_FILE, exported
-from NNDF.ort_session import OrtSession
+from NNDF.export.first_token import LastLayer
+from NNDF.export.onnx_export import MODEL_FILE, exported
+from NNDF.kinds.encoder_only.graphs import EXPORT_ATTENTION, EncoderWrapper, encoder_spec
+from NNDF.kinds.encoder_only.tasks import Task
+from NNDF.models.family import Variant
 from NNDF.registry import get_family
+from NNDF.runtime.ort_session import OrtSession
 from trt_standin.onnx_support import parser_problems
 
 BERT, VIT = get_family("BERT"), get_family("VIT")

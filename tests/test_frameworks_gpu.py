@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from conftest import make_cfg
-from NNDF.decoder_only_family import frameworks_backend
 from NNDF.registry import get_family
+from GPT2.frameworks import make_backend as frameworks_backend
 
 pytestmark = pytest.mark.gpu
 

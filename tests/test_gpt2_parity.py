@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 
 from conftest import make_cfg
-from GPT2 import onnxrt
-from GPT2.export import decoder_graph
-from GPT2.GPT2ModelConfig import GPT2_LAYOUT, build_tiny
-from NNDF.decoder_only import decoder_spec
-from NNDF.actions.accuracy import evaluate, load_texts, SHIPPED_SAMPLE
-from NNDF.config import GenerationSettings
-from NNDF.decoder_only_family import frameworks_backend
-from NNDF.onnx_export import MODEL_FILE, exported, verify_graph
-from NNDF.pipeline import artifact_subdir
+from NNDF.actions.accuracy import SHIPPED_SAMPLE, evaluate, load_texts
+from NNDF.base.config import GenerationSettings
+from NNDF.export.onnx_export import MODEL_FILE, exported, verify_graph
+from NNDF.kinds.decoder_only.graphs import decoder_spec
+from NNDF.models.artifacts import artifact_subdir
 from NNDF.registry import get_family
+from GPT2 import onnxrt
+from GPT2.GPT2ModelConfig import GPT2_LAYOUT, build_tiny
+from GPT2.export import decoder_graph
+from GPT2.frameworks import make_backend as frameworks_backend
 
 
 @pytest.fixture(scope="module")

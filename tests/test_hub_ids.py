@@ -13,7 +13,7 @@ import time
 import pytest
 
 from conftest import call, one_line_error
-from NNDF import hub
+from NNDF.models import hub
 from NNDF.registry import get_family
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"

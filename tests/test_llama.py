@@ -19,11 +19,11 @@ import run as run_py
 from conftest import ROOT
 from NNDF.actions import chat
 from NNDF.cli import parse_args
-from NNDF.onnx_export import DATA_FILE, MODEL_FILE, export_graph, run_torch
-from NNDF.ort_session import OrtSession
-from NNDF.pipeline import make_backends
+from NNDF.export.onnx_export import DATA_FILE, MODEL_FILE, export_graph, run_torch
 from NNDF.registry import get_family
+from NNDF.runtime.ort_session import OrtSession
 from test_decoder_families import get_tiny
+from NNDF.kinds.makers import make_backends
 
 LLAMA = get_family("LLAMA")
 
@@ -144,14 +144,14 @@ def test_compare_and_chat_agree(capsys, wd, workdir):
     cfg = parse_args(["chat", "LLAMA", "--compare", "frameworks", "onnxrt", "--variant", "llama-tiny",
                       "--working-dir", wd, "--use-cache", "--output-seq-len", "6"])
     backends = make_backends(LLAMA, tiny.loaded, cfg, workdir)
-    turn, = chat.run(cfg, tiny.loaded, backends, stdin=io.StringIO("The lighthouse\nexit\n"))["turns"]
+    turn, = chat.converse(cfg, tiny.loaded, backends, stdin=io.StringIO("The lighthouse\nexit\n"))["turns"]
     assert turn["outputs"]["frameworks"]["output"] == turn["outputs"]["onnxrt"]["output"]
 
 
 def test_bfloat16_checkpoints_and_configs_load_in_fp32(tmp_path, monkeypatch):
     """Llama-style checkpoints name bfloat16, which transformers 5 would honour; export traces fp32."""
+    from NNDF.models.family import Variant
     from LLAMA.LLAMAModelConfig import build_tiny_qwen2
-    from NNDF.family import Variant
 
     model, tokenizer = build_tiny_qwen2(0)
     model.to(torch.bfloat16).save_pretrained(tmp_path / "ckpt")

@@ -1,4 +1,4 @@
-"""The onnxrt-only graph rewrites (NNDF/onnx_shapes.py, NNDF/onnx_rotary.py) change where numbers
+"""The onnxrt-only graph rewrites (NNDF/export/onnx_shapes.py, NNDF/export/onnx_rotary.py) change where numbers
 come from, never the numbers: checked against the plain exported graph at shapes other than the
 trace's (batch 1-3, past 0/3/37, a left-padded row), and a planted wrong rotary table is caught."""
 
@@ -11,12 +11,12 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from NNDF.axes import BATCH, KEPT, PAST, SEQ
 from NNDF.cli import parse_args
-from NNDF.decoder_only import decoder_spec
-from NNDF.onnx_export import export_graph
-from NNDF.onnx_rotary import fuse_rotary, rotary_tables
-from NNDF.onnx_shapes import fold_shape_arithmetic
+from NNDF.export.onnx_export import export_graph
+from NNDF.export.onnx_rotary import fuse_rotary, rotary_tables
+from NNDF.export.onnx_shapes import fold_shape_arithmetic
+from NNDF.graphs.axes import BATCH, KEPT, PAST, SEQ
+from NNDF.kinds.decoder_only.graphs import decoder_spec
 from NNDF.registry import get_family
 
 SIZES = ({BATCH: 3, SEQ: 4, PAST: 0}, {BATCH: 1, SEQ: 1, PAST: 37}, {BATCH: 2, SEQ: 6, PAST: 3, KEPT: 1})

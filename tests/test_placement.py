@@ -14,13 +14,13 @@ import torch
 
 import run as run_py
 from conftest import make_cfg
-from NNDF import torch_placement
-from NNDF.decoder_only_family import frameworks_backend
-from NNDF.errors import UsageError
-from NNDF.ort_session import OrtSession, providers_for
-from NNDF.pipeline import make_backends
+from NNDF.base.errors import UsageError
+from NNDF.kinds.makers import make_backends
 from NNDF.registry import get_family
-from NNDF.torch_placement import Placement, framework_placement
+from NNDF.runtime import placement as torch_placement
+from NNDF.runtime.ort_session import OrtSession, providers_for
+from NNDF.runtime.placement import Placement, framework_placement
+from GPT2.frameworks import make_backend as frameworks_backend
 
 
 @pytest.fixture
@@ -62,11 +62,10 @@ def test_compiled_backends_are_made_before_frameworks(monkeypatch, gpt2_tiny, wo
     """frameworks may move the shared model to the GPU; exports must trace it on the host first."""
     made = []
     family = get_family("GPT2")
-    import GPT2.frameworks
-    import GPT2.onnxrt
+    from NNDF.kinds.decoder_only import backends
 
-    for module in (GPT2.frameworks, GPT2.onnxrt):
-        monkeypatch.setattr(module, "make_backend", lambda loaded, cfg, wd, m=module: made.append(m.__name__) or m.__name__)
+    for name in ("frameworks", "onnxrt"):
+        monkeypatch.setattr(backends, name, lambda fam, loaded, cfg, wd, m=f"GPT2.{name}": made.append(m) or m)
     cfg = make_cfg(workdir, backends=("frameworks", "onnxrt"))
     assert make_backends(family, gpt2_tiny, cfg, workdir) == ["GPT2.frameworks", "GPT2.onnxrt"]   # order kept
     assert made == ["GPT2.onnxrt", "GPT2.frameworks"]                                             # made in this order
@@ -129,7 +128,7 @@ def test_host_inputs_are_fed_in_the_graphs_own_type(tmp_path):
 
 
 # --------------------------------------------------------------------------- run.py env
-from NNDF.environment import backend_status  # noqa: E402
+from NNDF.actions.environment import backend_status  # noqa: E402
 
 GPU = {"torch": "2.13.0", "torch_cuda": "12.6", "gpu": "NVIDIA H100 (sm90, cuda:0)"}
 NO_TRT = {"distributions": {}, "version": None, "error": "No module named 'tensorrt'"}

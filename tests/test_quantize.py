@@ -12,11 +12,12 @@ import pytest
 
 from conftest import ROOT, call
 
-from NNDF import quantize
 from NNDF.actions.accuracy import evaluate, load_texts
+from NNDF.actions.quant_gate import MAX_RELATIVE_PERPLEXITY, delta_to_fp32, passes
 from NNDF.cli import parse_args
-from NNDF.pipeline import artifact_subdir, make_backends, onnx_path
-from NNDF.quant_accuracy import MAX_RELATIVE_PERPLEXITY, delta_to_fp32, passes
+from NNDF.export import quantize
+from NNDF.kinds.makers import make_backends
+from NNDF.models.artifacts import artifact_subdir, onnx_path
 from NNDF.registry import get_family
 
 SAMPLE = ROOT / "NNDF" / "data" / "lambada_sample.jsonl"
@@ -73,8 +74,8 @@ def test_every_weight_is_quantized_and_embeddings_stay_float(workdir, family, va
         spec_names = ["decoder"] if family == "GPT2" else ["encoder", "cache_generator", "decoder"]
         quantized = 0
         for name in spec_names:
-            from NNDF.decoder_only import decoder_spec
-            from NNDF.encoder_decoder import graph_specs
+            from NNDF.kinds.decoder_only.graphs import decoder_spec
+            from NNDF.kinds.encoder_decoder.graphs import graph_specs
 
             spec = (decoder_spec(loaded.model, fam.layout(loaded), True) if family == "GPT2"
                     else graph_specs(loaded.model, fam.layout(loaded))[name])
@@ -111,7 +112,7 @@ def test_int4_block_layout_round_trips():
     graph = onnx.helper.make_graph([onnx.helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g", [x], [y],
                                    [onnx.numpy_helper.from_array(weight, "w")])
     proto = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
-    from NNDF.config import QuantSettings
+    from NNDF.base.config import QuantSettings
 
     q = quantize.quantize_with_ort(proto, QuantSettings("int4", 16, 1), "test")
     node = next(n for n in q.graph.node if n.op_type == "MatMulNBits")
@@ -172,7 +173,7 @@ def test_trt_int8_passes_the_gate_on_its_own(standin, workdir, fp32_accuracy, fa
 
 def test_gate_catches_scales_read_along_the_wrong_axis(standin, workdir, fp32_accuracy, monkeypatch, tmp_path):
     """A planted bug: MatMulNBits' scales ([N, blocks]) read as if they were [blocks, N]."""
-    from NNDF.workdir import WorkingDir
+    from NNDF.export.workdir import WorkingDir
 
     def wrong_axis(node, inits):
         values, scales = correct(node, inits)                  # scales: [blocks, N]
@@ -234,7 +235,7 @@ def test_fp16_combines_with_quantize(workdir):
 def test_bad_quantize_inputs_are_one_line_errors(capsys, wd, workdir):
     loaded = loaded_model("GPT2", "gpt2-tiny", workdir)
     fam = get_family("GPT2")
-    quantized = onnx_path(__import__("NNDF.decoder_only", fromlist=["x"]).decoder_spec(loaded.model, fam.layout(loaded), True),
+    quantized = onnx_path(__import__("NNDF.kinds.decoder_only.graphs", fromlist=["x"]).decoder_spec(loaded.model, fam.layout(loaded), True),
                           loaded, fam, cfg_for(workdir, "GPT2", "--quantize", "int4"), workdir)
     cases = {
         ("--quantize", "int3"): "--quantize int3 is not supported",

@@ -20,9 +20,10 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, call, one_line_error
-from NNDF import workdir as wdmod
-from NNDF.errors import UsageError
-from NNDF.workdir import MANIFEST, WorkingDir, recorded_digest
+from NNDF.base.errors import UsageError
+from NNDF.export import workdir as wdmod
+from NNDF.export.workdir import MANIFEST, WorkingDir, recorded_digest
+from NNDF.kinds.makers import make_backends
 
 KEY = {"what": "toy"}
 
@@ -95,15 +96,15 @@ def test_same_bytes_with_a_new_mtime_are_hashed_once_and_trusted(tmp_path, monke
 
 def test_engine_key_reuses_the_recorded_digest_while_size_and_mtime_hold(tmp_path, monkeypatch):
     """Issue 11.10: multi-GB weights are not re-hashed on every run."""
-    from NNDF.trt_build import engine_key
-    from NNDF.config import TrtSettings
+    from NNDF.base.config import TrtSettings
+    from NNDF.export.trt_engines import engine_key
 
     wd = WorkingDir(tmp_path / "w")
     f = toy_build(wd).file("data.bin")
     hashed = []
     real = wdmod.file_digest
     monkeypatch.setattr(wdmod, "file_digest", lambda p, *a: hashed.append(Path(p).name) or real(p, *a))
-    monkeypatch.setattr("NNDF.trt_build.model_and_data_files", lambda path: [path])
+    monkeypatch.setattr("NNDF.export.trt_engines.model_and_data_files", lambda path: [path])
     key = engine_key(f, {}, TrtSettings(), False, {"name": "gpu", "compute_capability": "8.6"}, "11.4")
     assert hashed == [] and key["onnx"]["data.bin"] == real(f)
     f.write_bytes(b"z" * 4096)
@@ -138,7 +139,7 @@ def test_a_manifest_of_the_wrong_shape_is_rebuilt(tmp_path, manifest, capsys):
 
 
 # --------------------------------------------------------------------------- 2. crash leftovers
-FORK = multiprocessing.get_context("fork")   # children need only NNDF.workdir, already imported
+FORK = multiprocessing.get_context("fork")   # children need only NNDF.export.workdir, already imported
 
 
 def _writer(root: str, name: str, ready: str, hold_s: float) -> None:
@@ -187,7 +188,7 @@ def test_a_killed_writers_temp_dir_is_swept_and_a_live_ones_is_not(tmp_path):
 def test_sigterm_mid_export_leaves_no_temp_dir(tmp_path):
     """`timeout` and `docker stop` send SIGTERM: the run ends and removes what it was writing."""
     wd = tmp_path / "w"
-    code = (f"import sys, time; sys.path.insert(0, {str(ROOT)!r}); import NNDF.onnx_export as e; "
+    code = (f"import sys, time; sys.path.insert(0, {str(ROOT)!r}); import NNDF.export.onnx_export as e; "
             "real = e.attach_weights\n"
             "def slow(*a):\n    real(*a); print('writing', flush=True); time.sleep(60)\n"
             "e.attach_weights = slow\nimport run; sys.exit(run.main())")
@@ -259,7 +260,7 @@ def test_cleanup_removes_what_nobody_uses(tmp_path):
     root = tmp_path / "w"
     toy_build(WorkingDir(root), "a")
     done = tmp_path / "done"
-    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from NNDF.workdir import WorkingDir; "
+    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from NNDF.export.workdir import WorkingDir; "
             f"WorkingDir({str(root)!r}).cleanup('fam'); open({str(done)!r}, 'w').write('ok')")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
     # this process used "a", so another process's cleanup kept it
@@ -271,7 +272,7 @@ def test_cleanup_removes_what_nobody_uses(tmp_path):
 
 # --------------------------------------------------------------------------- 4. environment failures: one line
 def test_a_full_disk_mid_export_is_one_line_and_leaves_no_temp(capsys, tmp_path, monkeypatch):
-    import NNDF.onnx_export as export
+    import NNDF.export.onnx_export as export
 
     def fill_the_disk(proto, module, data_path):
         with open(data_path, "wb") as f:
@@ -304,7 +305,7 @@ def _tiny_t5():
 
 
 def test_a_damaged_tiny_model_cache_is_retrained(tmp_path, monkeypatch):
-    from NNDF import tiny_training
+    from NNDF.models import tiny_training
 
     monkeypatch.setenv("HF_TRT_TOOLKIT_CACHE", str(tmp_path / "cache"))
     trainings = []
@@ -327,7 +328,7 @@ def test_a_damaged_tiny_model_cache_is_retrained(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("variable", ["HF_TRT_TOOLKIT_CACHE", "HOME"])
 def test_a_cache_location_that_is_a_file_is_one_line_before_training(capsys, tmp_path, monkeypatch, variable):
-    from NNDF import tiny_training
+    from NNDF.models import tiny_training
 
     plain = tmp_path / "plain-file"
     plain.write_text("x")
@@ -341,7 +342,6 @@ def test_a_chat_line_that_is_not_utf8_or_not_tokenizable_errors_alone(gpt2_tiny,
     import io
 
     from NNDF.actions import chat
-    from NNDF.pipeline import make_backends
     from NNDF.registry import get_family
     from conftest import make_cfg
 
@@ -357,7 +357,7 @@ def test_a_chat_line_that_is_not_utf8_or_not_tokenizable_errors_alone(gpt2_tiny,
 
     monkeypatch.setattr(tokenizer_class, "__call__", fragile)
     stdin = io.TextIOWrapper(io.BytesIO(b"The lighthouse\n\xff\xfe caf\xe9\nBOOM\nBen\nexit\n"), encoding="utf-8")
-    result = chat.run(cfg, gpt2_tiny, backends, stdin=stdin)
+    result = chat.converse(cfg, gpt2_tiny, backends, stdin=stdin)
     out = capsys.readouterr().out
     assert [t["input"] for t in result["turns"]] == ["The lighthouse", "Ben"]
     assert "error: this line is not UTF-8 text" in out and "error: the tokenizer cannot encode this line" in out
@@ -404,19 +404,19 @@ def test_a_run_that_cannot_fit_in_memory_is_refused_with_the_estimate(capsys, tm
 
 
 def test_the_estimate_counts_the_kv_cache_and_is_shown_by_info(capsys, tmp_path, gpt2_tiny):
-    from NNDF.memory import estimate
+    from NNDF.runtime.memory import Workload, estimate
     from conftest import make_cfg
 
     cfg = make_cfg(WorkingDir(tmp_path / "w"), "--use-cache", "--batch-size", "3", "--num-beams", "2",
                    "--input-seq-len", "20", "--output-seq-len", "10", action="benchmark", backends=("frameworks", "onnxrt"))
-    est = estimate(cfg, gpt2_tiny, prompt_len=20)
+    est = estimate(cfg, gpt2_tiny, Workload(6, 20, 10))
     c = gpt2_tiny.config
     per_position = 2 * c.n_layer * c.n_embd * 4                   # keys and values of every layer, fp32
     assert est.rows == 6 and est.positions == 30
     assert est.kv_cache == 2 * 6 * 30 * per_position                # past and present
     assert est.sessions == est.weights                              # one ONNX Runtime session
     gpu_cfg = make_cfg(WorkingDir(tmp_path / "w"), "--use-cache", action="benchmark", backends=("trt",))
-    on_gpu = estimate(gpu_cfg, gpt2_tiny, prompt_len=20)
+    on_gpu = estimate(gpu_cfg, gpt2_tiny, Workload(1, 20, gpu_cfg.generation.max_new_tokens))
     assert on_gpu.on_gpu == ("trt",) and on_gpu.kv_cache == on_gpu.sessions == 0   # GPU memory: not estimated
     assert "not counted: GPU memory of trt" in on_gpu.describe()
     code, out, _ = call(capsys, "benchmark", "GPT2", "--info", "--input-seq-len", "8", "--output-seq-len", "4",

@@ -11,13 +11,12 @@ import pytest
 import torch
 
 from conftest import make_cfg, one_line_error
-from GPT2 import onnxrt as gpt2_onnxrt
-from GPT2 import trt as gpt2_trt
-from NNDF.backends import hf_generation_config
-from NNDF.config import GenerationSettings
-from NNDF.decoder_only_family import frameworks_backend
-from NNDF.generation import leading_pads, process_scores, warp_for_sampling
-from NNDF.pipeline import token_ids
+from NNDF.base.config import GenerationSettings
+from NNDF.kinds.makers import make_backends
+from NNDF.runtime.backends import hf_generation_config
+from NNDF.runtime.generation import leading_pads, process_scores, warp_for_sampling
+from GPT2 import onnxrt as gpt2_onnxrt, trt as gpt2_trt
+from GPT2.frameworks import make_backend as frameworks_backend
 
 SAMPLING = ["--do-sample", "--temperature", "0.7", "--top-k", "20", "--top-p", "0.9", "--repetition-penalty", "1.3"]
 
@@ -53,7 +52,7 @@ def hf_processors(model, ids, mask, settings, tok_ids, names: list | None = None
 ], ids=["all", "top_p", "temp_top_k", "penalty_only", "tiny_top_p"])
 def test_processors_equal_hf_processors_in_hf_order(gpt2_tiny, workdir, prompts, flags):
     cfg = make_cfg(workdir, "--min-output-len", "2", *flags)
-    settings, tok_ids = cfg.generation, token_ids(gpt2_tiny)
+    settings, tok_ids = cfg.generation, gpt2_tiny.token_ids
     ids, mask = prompts
     assert (mask == 0).any()                         # padding that the penalty must skip
     procs = hf_processors(gpt2_tiny.model, ids, mask, settings, tok_ids)
@@ -76,7 +75,7 @@ def test_hf_processor_order_is_penalty_then_temperature_top_k_top_p(gpt2_tiny, w
     cfg = make_cfg(workdir, "--min-output-len", "2", *SAMPLING)
     ids, mask = prompts
     names = []
-    hf_processors(gpt2_tiny.model, ids, mask, cfg.generation, token_ids(gpt2_tiny), names)
+    hf_processors(gpt2_tiny.model, ids, mask, cfg.generation, gpt2_tiny.token_ids, names)
     # the penalty first, then HF's min-length (EOS) rules, then the warpers: what process_scores
     # then warp_for_sampling do
     assert names[0] == "RepetitionPenaltyLogitsProcessor"
@@ -157,7 +156,6 @@ def test_each_step_streams_its_tokens(gpt2_tiny, workdir, prompts, backend_name)
 def test_repetition_penalty_on_an_encoder_decoder_equals_hf(workdir, beams):
     """T5's penalty covers the decoder's own tokens (start token included), not the encoder's input."""
     from NNDF.cli import parse_args
-    from NNDF.pipeline import make_backends
     from NNDF.registry import get_family
 
     cfg = parse_args(["run", "T5", "frameworks", "onnxrt", "--working-dir", str(workdir.root), "--use-cache",
@@ -177,7 +175,6 @@ def test_chat_streams_and_compares_with_times(gpt2_tiny, workdir):
     import re
 
     from NNDF.actions import chat
-    from NNDF.pipeline import make_backends
     from NNDF.registry import get_family
 
     cfg = make_cfg(workdir, "--use-cache", "--output-seq-len", "6", *SAMPLING, action="chat",
@@ -194,7 +191,7 @@ def test_chat_streams_and_compares_with_times(gpt2_tiny, workdir):
             return super().write(text)
 
     out = Writes()
-    result = chat.run(cfg, gpt2_tiny, backends, stdin=io.StringIO("The lighthouse keeper\n"), out=out)
+    result = chat.converse(cfg, gpt2_tiny, backends, stdin=io.StringIO("The lighthouse keeper\n"), out=out)
     turn, = result["turns"]
     printed = out.getvalue()
     for name in ("frameworks", "onnxrt"):

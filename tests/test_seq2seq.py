@@ -8,11 +8,12 @@ import pytest
 
 from conftest import ROOT
 from NNDF.actions.accuracy import SHIPPED_SAMPLE, evaluate, load_texts
+from NNDF.base.config import GenerationSettings
 from NNDF.cli import parse_args
-from NNDF.config import GenerationSettings
-from NNDF.encoder_decoder import graph_specs
-from NNDF.onnx_export import MODEL_FILE, exported, verify_graph
-from NNDF.pipeline import artifact_subdir, make_backends
+from NNDF.export.onnx_export import MODEL_FILE, exported, verify_graph
+from NNDF.kinds.encoder_decoder.graphs import graph_specs
+from NNDF.kinds.makers import make_backends
+from NNDF.models.artifacts import artifact_subdir
 from NNDF.registry import get_family
 
 VARIANTS = [("T5", "t5-tiny"), ("T5", "flan-t5-tiny"), ("BART", "bart-tiny"), ("BART", "mbart-tiny")]

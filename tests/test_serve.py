@@ -19,7 +19,7 @@ import pytest
 import tritonclient.http as http   # the [serve] extra; the [test] extra installs it too
 
 from conftest import ROOT
-from NNDF.triton_client import HOST, ServerProcess, free_ports, generate_http, serve_argv, stream_grpc, text_inputs
+from NNDF.serving.triton_client import HOST, ServerProcess, free_ports, generate_http, serve_argv, stream_grpc, text_inputs
 
 PROMPTS = ["The lighthouse keeper", "Clara baked bread every morning for the whole village", "Ben",
            "A storm rolled in over the harbour", "Tom", "In the morning the fishermen", "She opened the letter",

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from conftest import make_cfg
-from NNDF.errors import UsageError
-from NNDF.generation import GenerationOutput
-from NNDF.registry import get_family
+from NNDF.base.errors import UsageError
 from NNDF.cli import parse_args
-from NNDF.serve_requests import OPTIONAL_INPUTS, answer_all, batch_key, parse_request, stream_answer
+from NNDF.registry import get_family
+from NNDF.runtime.generation import GenerationOutput
+from NNDF.serving.requests import OPTIONAL_INPUTS, answer_all, batch_key, parse_request, stream_answer
 
 PROMPTS = ["The lighthouse keeper", "Clara baked bread every morning for the whole village", "Ben",
            "A storm rolled in over the harbour", "Tom"]

@@ -5,7 +5,7 @@ from functools import cache
 import pytest
 from transformers import AutoTokenizer
 
-from NNDF.tokenizer import (
+from NNDF.models.tokenizers import (
     DATA_DIR,
     bart_style_tokenizer,
     build_byte_level_bpe,

@@ -9,6 +9,7 @@ import json
 import pytest
 
 from conftest import ROOT, call
+from NNDF.kinds.makers import make_backends
 
 
 @pytest.fixture(scope="module")
@@ -60,13 +61,12 @@ def test_run_and_compare_agree_with_frameworks(standin, capsys, wd, tmp_path, fa
 def test_chat_answers_like_frameworks(standin, wd, gpt2_tiny, workdir):
     from NNDF.actions import chat
     from NNDF.cli import parse_args
-    from NNDF.pipeline import make_backends
     from NNDF.registry import get_family
 
     cfg = parse_args(["chat", "GPT2", "frameworks", "trt", "--working-dir", wd, "--use-cache",
                       "--output-seq-len", "5"])
     backends = make_backends(get_family("GPT2"), gpt2_tiny, cfg, workdir)
-    result = chat.run(cfg, gpt2_tiny, backends, stdin=io.StringIO("The lighthouse\nClara baked bread\nexit\n"))
+    result = chat.converse(cfg, gpt2_tiny, backends, stdin=io.StringIO("The lighthouse\nClara baked bread\nexit\n"))
     assert len(result["turns"]) == 2
     for turn in result["turns"]:
         assert turn["outputs"]["trt"]["output"] == turn["outputs"]["frameworks"]["output"]

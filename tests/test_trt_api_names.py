@@ -146,7 +146,7 @@ def _dotted(node: ast.AST) -> str | None:
 def production_references() -> dict[str, bool]:
     """Qualified TensorRT names the trt modules reference -> whether only via getattr/hasattr."""
     refs: dict[str, bool] = {}
-    for path in sorted((ROOT / "NNDF").glob("trt_*.py")):
+    for path in sorted([*(ROOT / "NNDF").rglob("trt_*.py"), ROOT / "NNDF" / "runtime" / "cuda_graphs.py"]):
         tree = ast.parse(path.read_text())
         inner = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
         for node in ast.walk(tree):

@@ -17,18 +17,20 @@ from onnx import TensorProto, helper, numpy_helper
 
 import trt_standin
 from conftest import make_cfg
+from NNDF.base.config import TrtSettings
+from NNDF.base.errors import UsageError
+from NNDF.base.hashing import stable_hash
+from NNDF.cli import build_parser, parse_args
+from NNDF.export.trt_engines import ENGINE_FILE, TIMING_CACHE_FILE, device_dirname, engine_for, engine_key
+from NNDF.export.workdir import MANIFEST, WorkingDir
+from NNDF.graphs.axes import RunSizes
+from NNDF.graphs.spec import GraphSpec
+from NNDF.kinds.decoder_only.graphs import decoder_spec
+from NNDF.runtime import trt_env
+from NNDF.runtime.trt_profiles import profile_ranges
+from NNDF.runtime.trt_session import TrtSession
 from GPT2 import trt as gpt2_trt
 from GPT2.GPT2ModelConfig import GPT2_LAYOUT
-from NNDF import trt_env
-from NNDF.axes import RunSizes
-from NNDF.cli import build_parser, parse_args
-from NNDF.config import TrtSettings
-from NNDF.decoder_only import decoder_spec
-from NNDF.errors import UsageError
-from NNDF.onnx_export import GraphSpec
-from NNDF.trt_build import ENGINE_FILE, TIMING_CACHE_FILE, device_dirname, engine_for, engine_key, profile_ranges
-from NNDF.trt_session import TrtSession
-from NNDF.workdir import MANIFEST, WorkingDir, stable_hash
 
 TOY = GraphSpec(name="toy", inputs={"x": {0: "batch", 1: "seq"}}, outputs={"y": {0: "batch", 1: "seq"}},
                 make_module=None, make_inputs=None, trace_sizes={})
@@ -330,7 +332,7 @@ def test_unreadable_timing_cache_is_replaced_with_a_warning(standin, tmp_path, t
     first = build_toy(tmp_path, toy, settings)
     cache_file = first.parent.parent / TIMING_CACHE_FILE
     cache_file.write_bytes(b"not a timing cache")
-    with caplog.at_level(logging.WARNING, logger="NNDF.trt_build"):
+    with caplog.at_level(logging.WARNING, logger="NNDF.export.trt_engines"):
         build_toy(tmp_path, toy, settings, ranges={**TOY_RANGES, "seq": (1, 4, 8)})
     assert "ignoring the timing cache" in caplog.text
     assert len(json.loads(cache_file.read_bytes().split(b"\x00", 1)[1])["entries"]) == 1

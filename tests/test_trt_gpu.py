@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from conftest import make_cfg
+from NNDF.export.workdir import MANIFEST
+from NNDF.runtime import trt_env
 from GPT2 import trt as gpt2_trt
-from NNDF import trt_env
-from NNDF.decoder_only_family import frameworks_backend
-from NNDF.workdir import MANIFEST
+from GPT2.frameworks import make_backend as frameworks_backend
 
 pytestmark = pytest.mark.gpu
 

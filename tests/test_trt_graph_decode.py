@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from conftest import make_cfg
+from NNDF.runtime.cached_decoder import CAPACITY_BUCKET, decode_capacity
 from GPT2 import trt as gpt2_trt
-from NNDF.cached_decoder import CAPACITY_BUCKET, decode_capacity
-from NNDF.decoder_only_family import frameworks_backend
+from GPT2.frameworks import make_backend as frameworks_backend
 from test_decoder_families import TINY, get_tiny
 
 NEW_TOKENS = 64

@@ -16,9 +16,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from NNDF.cli import parse_args
-from NNDF.onnx_export import MODEL_FILE, exported
-from NNDF.onnx_fold import fold_constants, float_integer_cumsum
-from NNDF.pipeline import artifact_subdir
+from NNDF.export.onnx_export import MODEL_FILE, exported
+from NNDF.export.onnx_fold import float_integer_cumsum, fold_constants
+from NNDF.models.artifacts import artifact_subdir
 from NNDF.registry import get_family
 from trt_standin.onnx_support import MATRIX_FILE, load_matrix, parser_problems
 
@@ -40,7 +40,7 @@ def trt_graph_specs(family, loaded, use_cache: bool) -> dict:
         from Seq2Seq.export import specs_for
         return specs_for(family, loaded, use_cache)
     if family.name == "BLIP":
-        from Vision2Seq.export import specs_for
+        from NNDF.kinds.image_to_text.graphs import specs_for
         return specs_for(family, loaded, use_cache)
     spec = importlib.import_module(f"{family.package}.export").decoder_graph(loaded, use_cache)
     return {spec.name: spec}
@@ -168,8 +168,8 @@ def test_unsupported_and_foreign_operators_are_named():
 def test_standin_parser_refuses_with_operator_and_node_named(standin, tmp_path):
     import tensorrt as trt
 
-    from NNDF.trt_build import _parse
-    from NNDF.errors import UsageError
+    from NNDF.base.errors import UsageError
+    from NNDF.export.trt_engines import _parse
 
     path = tmp_path / "bad.onnx"
     onnx.save(_int_cumsum(), str(path))

@@ -10,16 +10,16 @@ import pytest
 
 import trt_standin
 from conftest import make_cfg
+from NNDF.base.errors import UsageError
+from NNDF.cli import parse_args
+from NNDF.graphs.axes import RunSizes
+from NNDF.kinds.decoder_only.graphs import decoder_spec
+from NNDF.kinds.encoder_decoder.graphs import Seq2SeqLayout, graph_specs
+from NNDF.registry import get_family
+from NNDF.runtime.trt_profiles import optimization_profiles, profile_ranges
 from GPT2 import trt as gpt2_trt
 from GPT2.GPT2ModelConfig import GPT2_LAYOUT
-from NNDF.axes import RunSizes
-from NNDF.cli import parse_args
-from NNDF.decoder_only import decoder_spec
-from NNDF.decoder_only_family import frameworks_backend
-from NNDF.encoder_decoder import Seq2SeqLayout, graph_specs
-from NNDF.errors import UsageError
-from NNDF.registry import get_family
-from NNDF.trt_build import optimization_profiles, profile_ranges
+from GPT2.frameworks import make_backend as frameworks_backend
 
 
 def test_cached_decoders_get_a_context_and_a_generation_profile(workdir, gpt2_tiny):
@@ -98,10 +98,10 @@ def test_an_engine_without_the_generation_phase_is_refused_at_load(standin, gpt2
     """An engine built with only the context profile cannot run decode steps: refused before any step."""
     from pathlib import Path
 
+    from NNDF.export.trt_engines import engine_for
+    from NNDF.models.artifacts import artifact_subdir
+    from NNDF.runtime.trt_session import TrtSession
     from GPT2.GPT2ModelConfig import GPT2_FAMILY
-    from NNDF.pipeline import artifact_subdir
-    from NNDF.trt_build import engine_for
-    from NNDF.trt_session import TrtSession
 
     cfg = make_cfg(workdir, "--use-cache", backends=("trt",))
     spec = decoder_spec(gpt2_tiny.model, GPT2_LAYOUT, True)

@@ -8,12 +8,12 @@ import dataclasses
 import numpy as np
 import pytest
 
+from NNDF.base.errors import UsageError
 from NNDF.cli import parse_args
-from NNDF.errors import UsageError
-from NNDF.pipeline import make_backends
 from NNDF.registry import get_family
 from test_seq2seq import PROMPTS
 from test_trt_standin_generation import assert_plan_is_the_largest_step, record_step_sizes
+from NNDF.kinds.makers import make_backends
 
 
 @pytest.fixture(scope="module")

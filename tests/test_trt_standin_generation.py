@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from conftest import make_cfg
+from NNDF.base.errors import UsageError
 from GPT2 import trt as gpt2_trt
-from NNDF.decoder_only_family import frameworks_backend
-from NNDF.errors import UsageError
+from GPT2.frameworks import make_backend as frameworks_backend
 
 NEW_TOKENS = "12"
 SIDE_STREAM = 1      # any handle but 0, the legacy default stream
@@ -139,7 +139,7 @@ def test_an_engine_that_cannot_be_captured_runs_without_graphs(standin, referenc
 
 def _toy_runner(standin, gpt2_tiny, workdir, **overrides):
     """A GraphRunner on a real stand-in session, with some of its collaborators replaced."""
-    from NNDF.trt_graphs import GraphRunner
+    from NNDF.runtime.cuda_graphs import GraphRunner
 
     session = gpt2_trt.make_backend(gpt2_tiny, trt_cfg(workdir, False, 1, 1, "--use-cuda-graph"), workdir).steps.session
     parts = {"new_context": session._new_context, "bind": session._bind, "enqueue": session._enqueue, **overrides}

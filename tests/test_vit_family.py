@@ -12,15 +12,19 @@ import onnx
 import pytest
 
 from conftest import ROOT
+from NNDF.base.errors import UsageError
 from NNDF.cli import parse_args
-from NNDF.encoder_only import Task, encoder_spec
-from NNDF.encoder_tasks import dataset, encode, predict
-from NNDF.errors import UsageError
-from NNDF.onnx_export import MODEL_FILE, exported
-from NNDF.pipeline import artifact_subdir, make_backends
+from NNDF.export.onnx_export import MODEL_FILE, exported
+from NNDF.kinds.encoder_only.answers import predict
+from NNDF.kinds.encoder_only.data import dataset
+from NNDF.kinds.encoder_only.graphs import encoder_spec
+from NNDF.kinds.encoder_only.inputs import encode
+from NNDF.kinds.encoder_only.tasks import Task
+from NNDF.models.artifacts import artifact_subdir
 from NNDF.registry import get_family
 from test_cli import call
 from trt_standin.onnx_support import parser_problems
+from NNDF.kinds.makers import make_backends
 
 VIT = get_family("VIT")
 SAMPLE = ROOT / "VIT" / "data" / "shapes_test.jsonl"
@@ -49,7 +53,7 @@ def test_tiny_vit_classifies_shapes_and_has_learned_something(vit, workdir):
 def test_onnxrt_matches_pytorch_at_other_batch_sizes(vit, workdir):
     """onnxrt (the plain export) and the fused graph its int8 starts from (Attention fused: ViT's
     export divides the scores, the form ONNX Runtime's fusion matches) agree with PyTorch."""
-    from NNDF.ort_session import OrtSession
+    from NNDF.runtime.ort_session import OrtSession
     from test_bert_family import fused_graph
 
     fw, ort = backends(vit, workdir, "frameworks", "onnxrt")
@@ -79,8 +83,8 @@ def test_answers_equal_the_image_classification_pipeline(vit, workdir):
 
 
 def test_trt_graphs_pass_the_parser_matrix(vit, workdir):
-    from NNDF.encoder_tasks import calibration_feeds
-    from NNDF.quantize import trt_calibrated_int8
+    from NNDF.export.quantize import trt_calibrated_int8
+    from NNDF.kinds.encoder_only.inputs import calibration_feeds
 
     spec = encoder_spec(vit)
     for fp16 in (False, True):
@@ -130,7 +134,7 @@ def test_run_with_image_and_chat(capsys, vit, workdir, tmp_path):
     made = make_backends(VIT, vit, cfg, workdir)
     lines = "images/circle_0.png\nnot-there.png\nimages/square_1.png\nexit\n"
     text = io.StringIO()
-    result = encoder.chat(cfg, vit, made, stdin=io.StringIO(lines), out=text)
+    result = encoder.converse(cfg, vit, made, stdin=io.StringIO(lines), out=text)
     assert len(result["turns"]) == 2 and "error: image file not-there.png does not exist" in text.getvalue()
     for turn in result["turns"]:
         assert turn["outputs"]["frameworks"]["output"] == turn["outputs"]["onnxrt"]["output"]

@@ -22,26 +22,28 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from NNDF.actions.common import identity, label
-from NNDF.backends import Backend
-from NNDF.config import RunConfig
-from NNDF.data_checks import jsonl_texts
-from NNDF.errors import UsageError
-from NNDF.family import LoadedModel
-from NNDF.generation import log_softmax
-from NNDF.hub import hub_reachable
-from NNDF.progress import progress
-from NNDF.text import normalize_text
-from NNDF.tokenizer import DATA_DIR, pad_rows
+from NNDF.actions.action import Action
+from NNDF.actions.quant_gate import delta_to_fp32, describe, passes
+from NNDF.actions.reporting import identity, label
+from NNDF.actions.scoring import MAX_PPL, batch_logits, score_sample
+from NNDF.base.config import RunConfig
+from NNDF.base.errors import UsageError
+from NNDF.base.progress import progress
+from NNDF.base.text import normalize_text
+from NNDF.models.data_checks import jsonl_texts
+from NNDF.models.family import LoadedModel
+from NNDF.models.hub import hub_reachable
+from NNDF.models.tokenizers import DATA_DIR
+from NNDF.runtime.backends import Backend
+from NNDF.runtime.memory import Workload
 
 SHIPPED_SAMPLE = DATA_DIR / "lambada_sample.jsonl"
-MAX_LOG_PPL = 12.0     # the demo's cap on one sample's mean cross-entropy
-MAX_PPL = 1e5          # and on a reported perplexity
 SAMPLE_SEED = 42       # the demo's RANDOM_SEED
 
 
@@ -126,39 +128,6 @@ def teacher_forced_sequence(loaded: LoadedModel, text: str, n_targets: int) -> t
     return np.asarray([start] + ids, np.int64), np.asarray(encoder, np.int64)
 
 
-def score_sample(logits: np.ndarray, seq: np.ndarray, n_targets: int, top_ns: list[int]) -> dict:
-    """logits[k] predicts seq[k + 1]. Mean cross-entropies are capped at MAX_LOG_PPL, as the demo did."""
-    logp = log_softmax(logits[:-1])
-    nll = -logp[np.arange(len(seq) - 1), seq[1:]]
-    predicted = logits[len(seq) - 1 - n_targets: len(seq) - 1]
-    targets = seq[-n_targets:]
-    ranks = (predicted > predicted[np.arange(n_targets), targets][:, None]).sum(axis=1)  # 0 = best
-    return {"hits": {n: float(np.mean(ranks < n)) for n in top_ns},
-            "target_nll": min(float(nll[-n_targets:].mean()), MAX_LOG_PPL),
-            "seq_nll": min(float(nll.mean()), MAX_LOG_PPL)}
-
-
-def batch_logits(backend: Backend, loaded: LoadedModel, batch: list[tuple[np.ndarray, np.ndarray | None]],
-                 n_targets: int, num_beams: int, use_cache: bool) -> list[np.ndarray]:
-    """Teacher-forced logits of each (sequence, encoder input) in one batch, trimmed to its length.
-
-    Rows are right-padded, so each sequence keeps positions 0..len-1 and no real token sees
-    a pad. With use_cache everything from the earliest target on is computed by one-token
-    steps on the cache (some rows then step through context too: the same logits).
-    """
-    pad = loaded.generation_defaults["pad_token_id"] or 0
-    seqs = [np.repeat(seq[None], num_beams, axis=0) for seq, _ in batch]
-    ids, mask = pad_rows([row for s in seqs for row in s], pad, "right")
-    first_step = min(len(seq) for seq, _ in batch) - n_targets
-    if batch[0][1] is None:
-        logits = (backend.cached_logits(ids, mask, first_step) if use_cache else backend.logits(ids, mask))
-    else:
-        enc_ids, enc_mask = pad_rows([enc for _, enc in batch for _ in range(num_beams)], pad, "right")
-        logits = (backend.cached_logits(enc_ids, enc_mask, first_step, decoder_ids=ids) if use_cache
-                  else backend.logits(enc_ids, enc_mask, ids))
-    return [logits[i * num_beams, :len(seq)] for i, (seq, _) in enumerate(batch)]
-
-
 def score_all(backend: Backend, loaded: LoadedModel, texts: list[str], n_targets: int, top_ns: list[int],
               batch_size: int = 1, num_beams: int = 1, use_cache: bool = False) -> list[dict]:
     """score_sample for every text, fed batch_size at a time. A short last batch is filled up with
@@ -185,35 +154,60 @@ def evaluate(backend: Backend, loaded: LoadedModel, texts: list[str], n_targets:
     }
 
 
-def run(cfg: RunConfig, loaded: LoadedModel, backends: list[Backend]) -> dict:
-    texts = load_texts(cfg.dataset_path, cfg.num_samples, lambada_cache(cfg))
-    top_ns = sorted({1, 10, cfg.top_n})
-    gen = cfg.generation
-    results = {b.name: {**identity(b), **evaluate(b, loaded, texts, cfg.tokens_to_generate, top_ns, cfg.batch_size,
-                                                  gen.num_beams, gen.use_cache)} for b in backends}
-    print(f"LAMBADA accuracy, {len(texts)} samples, last {cfg.tokens_to_generate} tokens as targets"
-          + (", scored through the KV cache" if gen.use_cache else ""))
-    cut = next(iter(results.values()))["truncated_samples"]
-    if cut:
-        print(f"  {cut} of {len(texts)} samples are longer than the model's {loaded.max_positions} positions: "
-              f"their beginning was cut, their last tokens scored")
-    for b in backends:
-        r = results[b.name]
-        tops = "  ".join(f"top{n}={r['top_n'][str(n)]:.4f}" for n in top_ns)
-        print(f"  {label(b):<26} {tops}  token_ppl={r['token_perplexity']:.4g}  seq_ppl={r['seq_perplexity']:.4g}")
-    if cfg.quantize is not None and "frameworks" in results:
-        from NNDF.quant_accuracy import delta_to_fp32, describe, passes
+class Accuracy(Action):
+    """`accuracy` for generating models: LAMBADA top-N and perplexity, per backend."""
 
-        reference = results["frameworks"]
-        print(f"{cfg.quantize.scheme} (block {cfg.quantize.block_size}) against frameworks "
-              f"({reference['precision']} on {reference['device']}):")
+    def check_inputs(self, cfg: RunConfig, family) -> None:
+        for flag, used in (("--num-beams", cfg.generation.num_beams > 1), ("--do-sample", cfg.generation.do_sample)):
+            if used:
+                print(f"note: accuracy is teacher-forced, so {flag} does not change it", file=sys.stderr)
+        load_texts(cfg.dataset_path, cfg.num_samples, lambada_cache(cfg))
+
+    def workload(self, cfg: RunConfig, family, loaded) -> Workload:
+        # teacher-forced: a batch of samples of up to every position at a time, one token "generated"
+        return Workload(cfg.batch_size, loaded.max_positions, 1, teacher_forced=True)
+
+    def check_loaded(self, cfg: RunConfig, family, loaded) -> None:
+        super().check_loaded(cfg, family, loaded)
+        for text in load_texts(cfg.dataset_path, cfg.num_samples, lambada_cache(cfg)):
+            teacher_forced_sequence(loaded, text, cfg.tokens_to_generate)
+
+    def run(self, cfg: RunConfig, family, loaded, backends: list[Backend]) -> dict:
+        texts = load_texts(cfg.dataset_path, cfg.num_samples, lambada_cache(cfg))
+        top_ns = sorted({1, 10, cfg.top_n})
+        gen = cfg.generation
+        results = {b.name: {**identity(b), **evaluate(b, loaded, texts, cfg.tokens_to_generate, top_ns, cfg.batch_size,
+                                                      gen.num_beams, gen.use_cache)} for b in backends}
+        if cfg.quantize is not None and "frameworks" in results:
+            reference = results["frameworks"]
+            for b in backends:
+                if b.name != "frameworks":
+                    r = results[b.name]
+                    r["delta_to_fp32"] = delta_to_fp32(reference, r)
+                    r["within_gate"] = passes(cfg.quantize.scheme, r["delta_to_fp32"])
+        cut = next(iter(results.values()))["truncated_samples"]
+        return {"action": "accuracy", "num_samples": len(texts), "tokens_to_generate": cfg.tokens_to_generate,
+                "batch_size": cfg.batch_size, "num_beams": gen.num_beams, "use_cache": gen.use_cache,
+                "truncated_samples": cut, "results": results}
+
+    def report(self, cfg: RunConfig, loaded, result: dict, backends: list[Backend]) -> None:
+        results, n = result["results"], result["num_samples"]
+        top_ns = sorted({1, 10, cfg.top_n})
+        print(f"LAMBADA accuracy, {n} samples, last {cfg.tokens_to_generate} tokens as targets"
+              + (", scored through the KV cache" if result["use_cache"] else ""))
+        if result["truncated_samples"]:
+            print(f"  {result['truncated_samples']} of {n} samples are longer than the model's "
+                  f"{loaded.max_positions} positions: their beginning was cut, their last tokens scored")
         for b in backends:
             r = results[b.name]
-            if b.name != "frameworks":
-                r["delta_to_fp32"] = delta_to_fp32(reference, r)
-                r["within_gate"] = passes(cfg.quantize.scheme, r["delta_to_fp32"])
-                print(f"  {label(b):<26} {describe(r['delta_to_fp32'])}  {'within' if r['within_gate'] else 'OUTSIDE'} "
-                      f"the {cfg.quantize.scheme} gate")
-    return {"action": "accuracy", "num_samples": len(texts), "tokens_to_generate": cfg.tokens_to_generate,
-            "batch_size": cfg.batch_size, "num_beams": gen.num_beams, "use_cache": gen.use_cache,
-            "truncated_samples": cut, "results": results}
+            tops = "  ".join(f"top{k}={r['top_n'][str(k)]:.4f}" for k in top_ns)
+            print(f"  {label(b):<26} {tops}  token_ppl={r['token_perplexity']:.4g}  seq_ppl={r['seq_perplexity']:.4g}")
+        if cfg.quantize is not None and "frameworks" in results:
+            reference = results["frameworks"]
+            print(f"{cfg.quantize.scheme} (block {cfg.quantize.block_size}) against frameworks "
+                  f"({reference['precision']} on {reference['device']}):")
+            for b in backends:
+                r = results[b.name]
+                if b.name != "frameworks":
+                    print(f"  {label(b):<26} {describe(r['delta_to_fp32'])}  {'within' if r['within_gate'] else 'OUTSIDE'} "
+                          f"the {cfg.quantize.scheme} gate")

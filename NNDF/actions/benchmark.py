@@ -6,13 +6,16 @@ from dataclasses import asdict
 
 import numpy as np
 
-from NNDF.actions.common import identity, settings_dict, table
-from NNDF.backends import Backend
-from NNDF.config import RunConfig
-from NNDF.family import LoadedModel
-from NNDF.generation import GenerationOutput
-from NNDF.progress import status
-from NNDF.timing import measure, percentile
+from NNDF.actions.action import Action
+from NNDF.actions.reporting import identity, settings_dict, table
+from NNDF.base.config import RunConfig
+from NNDF.base.errors import UsageError
+from NNDF.base.progress import status
+from NNDF.base.timing import measure, percentile
+from NNDF.models.family import LoadedModel
+from NNDF.runtime.backends import Backend
+from NNDF.runtime.generation import GenerationOutput
+from NNDF.runtime.memory import Workload
 
 
 def summarize(latencies: list[float], outputs: list[GenerationOutput], cfg: RunConfig, encoder_s: list[float]) -> dict:
@@ -33,46 +36,65 @@ def summarize(latencies: list[float], outputs: list[GenerationOutput], cfg: RunC
             "iterations": len(latencies)}
 
 
-def run(cfg: RunConfig, loaded: LoadedModel, backends: list[Backend]) -> dict:
-    ids, mask = loaded.random_prompts(cfg)
-    results, tokens = {}, {}
-    for backend in backends:
-        with status(f"benchmarking {backend.name}"):
-            latencies, outputs = measure(lambda: backend.generate(ids, mask, cfg.generation), cfg.timing)
-        encoder_s = [o.start_s for o in outputs] if loaded.times_encoder else []
-        results[backend.name] = {**identity(backend), **summarize(latencies, outputs, cfg, encoder_s)}
-        tokens[backend.name] = outputs[-1].tokens
-    reference = next(iter(tokens.values()))
-    for name, t in tokens.items():
-        results[name]["same_tokens_as_" + backends[0].name] = bool(np.array_equal(t, reference))
-        results[name]["tokens"] = t.tolist()   # so runs in separate processes can be compared too
+class Benchmark(Action):
+    """`benchmark` for generating models: seeded random prompts of --input-seq-len, exactly
+    --output-seq-len new tokens, latency and tokens/s per backend."""
 
-    p = cfg.timing.percentiles[0]
-    input_len = mask.shape[1]   # --input-seq-len, or the family's own prompt (an image and the start token)
-    print(f"benchmark: batch {cfg.batch_size}, {input_len} input tokens, "
-          f"{cfg.generation.max_new_tokens} new tokens, cache {'on' if cfg.generation.use_cache else 'off'}, "
-          f"beams {cfg.generation.num_beams}, p{p} over {cfg.timing.iterations}+ iterations")
-    has_encoder = any("encoder_latency_s" in r for r in results.values())
-    headers = ["backend", "device", "precision", "full (s)", "decoder step (ms)", "prefill (ms)", "tokens/s", "same tokens"]
-    if has_encoder:
-        headers.insert(4, "encoder (ms)")
-    rows = []
-    for name, r in results.items():
-        row = [name, r["device"], r["precision"], f"{r['full_latency_s']:.4f}", f"{r['decoder_latency_s'] * 1e3:.2f}",
-               f"{r['prefill_latency_s'] * 1e3:.2f}", f"{r['tokens_per_second']:.1f}",
-               "yes" if r["same_tokens_as_" + backends[0].name] else "NO"]
+    def check_inputs(self, cfg: RunConfig, family) -> None:
+        if cfg.batch_sweep:
+            raise UsageError(f"--batch-sweep times encoder families; {family.name} generates",
+                             "run one benchmark per --batch-size")
+
+    def workload(self, cfg: RunConfig, family, loaded) -> Workload:
+        return Workload(cfg.batch_size * cfg.generation.num_beams, cfg.input_seq_len, cfg.generation.max_new_tokens)
+
+    def check_loaded(self, cfg: RunConfig, family, loaded) -> None:
+        super().check_loaded(cfg, family, loaded)
+        loaded.random_prompts(cfg)
+
+    def run(self, cfg: RunConfig, family, loaded: LoadedModel, backends: list[Backend]) -> dict:
+        ids, mask = loaded.random_prompts(cfg)
+        results, tokens = {}, {}
+        for backend in backends:
+            with status(f"benchmarking {backend.name}"):
+                latencies, outputs = measure(lambda: backend.generate(ids, mask, cfg.generation), cfg.timing)
+            encoder_s = [o.start_s for o in outputs] if loaded.times_encoder else []
+            results[backend.name] = {**identity(backend), **summarize(latencies, outputs, cfg, encoder_s)}
+            tokens[backend.name] = outputs[-1].tokens
+        reference = next(iter(tokens.values()))
+        for name, t in tokens.items():
+            results[name]["same_tokens_as_" + backends[0].name] = bool(np.array_equal(t, reference))
+            results[name]["tokens"] = t.tolist()   # so runs in separate processes can be compared too
+        input_len = mask.shape[1]   # --input-seq-len, or the family's own prompt (an image and the start token)
+        return {"action": "benchmark", "settings": {**settings_dict(cfg), "input_seq_len": input_len,
+                                                    "output_seq_len": cfg.generation.max_new_tokens,
+                                                    "timing": asdict(cfg.timing)},
+                "results": results}
+
+    def report(self, cfg: RunConfig, loaded, result: dict, backends: list[Backend]) -> None:
+        results, first = result["results"], backends[0].name
+        p = cfg.timing.percentiles[0]
+        print(f"benchmark: batch {cfg.batch_size}, {result['settings']['input_seq_len']} input tokens, "
+              f"{cfg.generation.max_new_tokens} new tokens, cache {'on' if cfg.generation.use_cache else 'off'}, "
+              f"beams {cfg.generation.num_beams}, p{p} over {cfg.timing.iterations}+ iterations")
+        has_encoder = any("encoder_latency_s" in r for r in results.values())
+        headers = ["backend", "device", "precision", "full (s)", "decoder step (ms)", "prefill (ms)", "tokens/s",
+                   "same tokens"]
         if has_encoder:
-            row.insert(4, f"{r.get('encoder_latency_s', float('nan')) * 1e3:.2f}")
-        rows.append(row)
-    print(table(headers, rows))
-    if cfg.generation.do_sample and "frameworks" in results and len(results) > 1:
-        print("note: frameworks samples with torch's generator, so its tokens differ; onnxrt and trt share "
-              "one seeded sampler and agree with each other")
-    if len(results) > 1:
-        base = results[backends[0].name]["full_latency_s"]
-        for name, r in list(results.items())[1:]:
-            print(f"{name} is {base / r['full_latency_s']:.2f}x {backends[0].name} end to end")
-    return {"action": "benchmark", "settings": {**settings_dict(cfg), "input_seq_len": input_len,
-                                                "output_seq_len": cfg.generation.max_new_tokens,
-                                                "timing": asdict(cfg.timing)},
-            "results": results}
+            headers.insert(4, "encoder (ms)")
+        rows = []
+        for name, r in results.items():
+            row = [name, r["device"], r["precision"], f"{r['full_latency_s']:.4f}", f"{r['decoder_latency_s'] * 1e3:.2f}",
+                   f"{r['prefill_latency_s'] * 1e3:.2f}", f"{r['tokens_per_second']:.1f}",
+                   "yes" if r["same_tokens_as_" + first] else "NO"]
+            if has_encoder:
+                row.insert(4, f"{r.get('encoder_latency_s', float('nan')) * 1e3:.2f}")
+            rows.append(row)
+        print(table(headers, rows))
+        if cfg.generation.do_sample and "frameworks" in results and len(results) > 1:
+            print("note: frameworks samples with torch's generator, so its tokens differ; onnxrt and trt share "
+                  "one seeded sampler and agree with each other")
+        if len(results) > 1:
+            base = results[first]["full_latency_s"]
+            for name, r in list(results.items())[1:]:
+                print(f"{name} is {base / r['full_latency_s']:.2f}x {first} end to end")

@@ -7,33 +7,15 @@ from __future__ import annotations
 import sys
 import time
 
-from NNDF.actions.common import identity, label
-from NNDF.backends import Backend
-from NNDF.config import RunConfig
-from NNDF.errors import UsageError
-from NNDF.family import LoadedModel
-from NNDF.text_stream import TextStream
-
-EXIT_WORDS = {"exit", "quit"}
-
-
-def read_line(stdin) -> str | bytes:
-    """The next line, as bytes where the stream has them, so a line that is not UTF-8 costs only
-    that line (a text stream would raise on it and end the session)."""
-    raw = getattr(stdin, "buffer", None)
-    line = raw.readline() if raw is not None else stdin.readline()
-    if isinstance(line, bytes):
-        try:
-            return line.decode("utf-8")
-        except UnicodeDecodeError:
-            return line   # reported by as_text, with the conversation going on
-    return line
-
-
-def as_text(line: str | bytes) -> str:
-    if isinstance(line, bytes):
-        raise UsageError("this line is not UTF-8 text", "type it again in UTF-8")
-    return line
+from NNDF.actions.action import Action
+from NNDF.actions.console import EXIT_WORDS, as_text, read_line
+from NNDF.actions.reporting import identity, label
+from NNDF.base.config import RunConfig
+from NNDF.base.errors import UsageError
+from NNDF.models.family import LoadedModel
+from NNDF.models.text_stream import TextStream
+from NNDF.runtime.backends import Backend
+from NNDF.runtime.memory import Workload
 
 
 def answer(backend: Backend, loaded: LoadedModel, cfg: RunConfig, prompt: str, encoded, with_time: bool, out) -> dict:
@@ -51,7 +33,8 @@ def answer(backend: Backend, loaded: LoadedModel, cfg: RunConfig, prompt: str, e
     return {"output": text, "seconds": seconds, **identity(backend)}
 
 
-def run(cfg: RunConfig, loaded: LoadedModel, backends: list[Backend], stdin=None, out=None) -> dict:
+def converse(cfg: RunConfig, loaded: LoadedModel, backends: list[Backend], stdin=None, out=None) -> dict:
+    """Prompts from `stdin` (sys.stdin) until EOF, 'exit' or Ctrl-C; answers streamed to `out` (sys.stdout)."""
     stdin, out = stdin or sys.stdin, out or sys.stdout
     as_prompt = loaded.chat_prompt(cfg)   # e.g. image-to-text: a line is a caption prefix for --image
     print(f"chat with {loaded.variant} on {', '.join(b.name for b in backends)}; type 'exit' or press Ctrl-D to stop",
@@ -84,3 +67,17 @@ def run(cfg: RunConfig, loaded: LoadedModel, backends: list[Backend], stdin=None
         print("", file=out, flush=True)
     print("bye", file=out, flush=True)
     return {"action": "chat", "turns": turns}
+
+
+class Chat(Action):
+    """`chat` for generating models: one prompt per line, every backend answering in turn."""
+
+    def workload(self, cfg: RunConfig, family, loaded) -> Workload:
+        return Workload(cfg.generation.num_beams, None, cfg.generation.max_new_tokens)   # one prompt at a time
+
+    def check_loaded(self, cfg: RunConfig, family, loaded) -> None:
+        super().check_loaded(cfg, family, loaded)
+        loaded.chat_prompt(cfg)     # what a line becomes: an image model refuses here when --image is missing
+
+    def run(self, cfg: RunConfig, family, loaded, backends: list[Backend]) -> dict:
+        return converse(cfg, loaded, backends)

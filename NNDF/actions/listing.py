@@ -6,9 +6,12 @@ weights come from, so an offline user knows what will run before trying it.
 
 from __future__ import annotations
 
-from NNDF.actions.common import table
-from NNDF.errors import UsageError
-from NNDF.family import ModelFamily, Variant
+from NNDF.actions.action import Action
+from NNDF.actions.reporting import save_json, table
+from NNDF.base.config import RunConfig
+from NNDF.base.errors import UsageError
+from NNDF.models.family import ModelFamily, Variant
+from NNDF.registry import FAMILIES, get_family
 
 
 def availability(family: ModelFamily, variant: Variant) -> tuple[str, bool]:
@@ -31,9 +34,8 @@ def _in_hf_cache(hub_id: str) -> bool:
         return False
 
 
-def run(family_name: str) -> dict:
-    from NNDF.registry import FAMILIES, get_family
-
+def list_families(family_name: str) -> dict:
+    """Print each family's variants and where they run from; the `list` result."""
     names = [get_family(family_name).name] if family_name else list(FAMILIES)
     result = {}
     for name in names:
@@ -52,3 +54,12 @@ def run(family_name: str) -> dict:
     if not result:
         raise UsageError("no families registered")
     return {"action": "list", "families": result}
+
+
+class ListFamilies(Action):
+    """`list [FAMILY]`: nothing to load."""
+
+    def perform(self, cfg: RunConfig, family) -> dict:
+        result = list_families(cfg.family)
+        save_json(cfg.save_output_fpath, result)
+        return result

@@ -4,47 +4,28 @@ Per example and backend: the output, whether it matches the label exactly (the d
 newlines aside), the label's perplexity under teacher forcing (where the model can be
 teacher-forced), and encoder / decoder / full latency at --percentile, measured with
 --warmup/--number/--iterations/--duration. Each example is one batch of --batch-size rows
-(a list input is cycled to it, as the demo did). The file format is in NNDF/checkpoint.py.
+(a list input is cycled to it, as the demo did). The file format is in NNDF/models/examples.py.
 """
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 
-from NNDF.actions.accuracy import MAX_PPL, batch_logits, score_sample
+from NNDF.actions.action import Action
 from NNDF.actions.benchmark import summarize
-from NNDF.actions.common import identity, label, table
-from NNDF.backends import Backend
-from NNDF.checkpoint import Example, load_examples, outputs_match
-from NNDF.config import RunConfig
-from NNDF.family import LoadedModel, ModelFamily
-from NNDF.progress import progress
-from NNDF.timing import measure
+from NNDF.actions.reporting import identity, label, table
+from NNDF.actions.scoring import MAX_PPL, batch_logits, score_sample
+from NNDF.base.config import RunConfig
+from NNDF.base.progress import progress
+from NNDF.base.timing import measure
+from NNDF.models.examples import Example, all_prompts, examples_for, outputs_match, variant_name
+from NNDF.models.family import LoadedModel, ModelFamily
+from NNDF.runtime.backends import Backend
+from NNDF.runtime.memory import Workload
 
 LATENCY_KEYS = ("full_latency_s", "decoder_latency_s", "encoder_latency_s")
-
-
-def checkpoint_path(cfg: RunConfig, family: ModelFamily) -> Path:
-    if cfg.checkpoint is not None:
-        return cfg.checkpoint
-    return family.folder / "checkpoint.toml"
-
-
-def examples_for(cfg: RunConfig, family: ModelFamily, variant: str, backend: str, precision: str) -> dict[str, Example]:
-    """The examples one backend runs: the checkpoint's tables for its framework, this variant
-    (by name or hub id) and its precision."""
-    listed = family.find_variant(variant)
-    names = (variant, listed.hub_id if listed is not None else None)
-    return load_examples(checkpoint_path(cfg, family), family.name, backend, names, precision)
-
-
-def all_prompts(cfg: RunConfig, family: ModelFamily, variant: str) -> list[list[str]]:
-    """Every batch of prompts the run will generate from, for checks made before any backend exists."""
-    return [ex.rows(cfg.batch_size)[0] for backend in cfg.backends
-            for ex in examples_for(cfg, family, variant, backend, cfg.graph_precision).values()]
 
 
 def label_sequence(loaded: LoadedModel, prompt: str, label: str) -> tuple[np.ndarray, np.ndarray | None]:
@@ -125,67 +106,104 @@ def _short(text, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit // 2 - 2] + " ... " + text[-(limit // 2 - 3):]
 
 
-def run(cfg: RunConfig, loaded: LoadedModel, backends: list[Backend], family: ModelFamily) -> dict:
-    results = {b.name: run_backend(b, loaded, cfg, family) for b in backends}
-    p = cfg.timing.percentiles[0]
-    for b in backends:
-        r = results[b.name]
-        enc = f", encoder {_ms(r['encoder_latency_s'])} ms" if "encoder_latency_s" in r else ""
-        print(f"[{label(b)}] accuracy {_num(r['accuracy'], '.2f')} over {len(r['examples'])} examples, label perplexity "
-              f"{_ppl(r['label_perplexity'])}; p{p} full {_ms(r['full_latency_s'])} ms, decoder step "
-              f"{_ms(r['decoder_latency_s'])} ms{enc}")
-        for ex_name, ex in r["examples"].items():
-            print(f"  {ex_name}: {_said(ex['match']):<8} ppl={_ppl(ex['label_perplexity'])} "
-                  f"full={_ms(ex['full_latency_s'])} ms  {ex['output']!r}")
-    return {"action": "run", "results": results}
+class RunExamples(Action):
+    """`run` for generating models: the checkpoint.toml examples, scored and timed per backend."""
 
+    def check_inputs(self, cfg: RunConfig, family) -> None:
+        all_prompts(cfg, family, variant_name(cfg, family))
 
-def compare(cfg: RunConfig, loaded: LoadedModel, backends: list[Backend], family: ModelFamily) -> dict:
-    results = {b.name: run_backend(b, loaded, cfg, family) for b in backends}
-    first = backends[0].name
-    has_encoder = all("encoder_latency_s" in r for r in results.values())
-    p = cfg.timing.percentiles[0]
+    def workload(self, cfg: RunConfig, family, loaded) -> Workload:
+        longest = max(len(loaded.tokenizer(p)["input_ids"]) for batch in all_prompts(cfg, family, loaded.variant)
+                      for p in batch)
+        return Workload(cfg.batch_size * cfg.generation.num_beams, longest, cfg.generation.max_new_tokens)
 
-    # per example, one row per backend (the demo's per-input table)
-    headers = ["example", "backend", "match", "label ppl", f"full p{p} (ms)", "decoder step (ms)"]
-    headers += ["encoder (ms)"] if has_encoder else []
-    headers += ["output", f"same as {first}"]
-    rows = []
-    names = list(dict.fromkeys(n for r in results.values() for n in r["examples"]))
-    for ex_name in names:
-        reference = results[first]["examples"].get(ex_name, {}).get("output")
+    def check_loaded(self, cfg: RunConfig, family, loaded) -> None:
+        super().check_loaded(cfg, family, loaded)
+        for batch in all_prompts(cfg, family, loaded.variant):   # each example is one batch
+            loaded.encode_prompts(batch, cfg.use_mask, cfg.generation.max_new_tokens)
+
+    def run(self, cfg: RunConfig, family, loaded, backends: list[Backend]) -> dict:
+        return {"action": "run", "results": {b.name: run_backend(b, loaded, cfg, family) for b in backends}}
+
+    def report(self, cfg: RunConfig, loaded, result: dict, backends: list[Backend]) -> None:
+        p = cfg.timing.percentiles[0]
         for b in backends:
-            ex = results[b.name]["examples"].get(ex_name)
-            if ex is None:   # a framework-specific table can add an example for one backend only
-                continue
-            row = [ex_name, b.name, _said(ex["match"]), _ppl(ex["label_perplexity"]),
-                   _ms(ex["full_latency_s"]), _ms(ex["decoder_latency_s"])]
-            row += [_ms(ex.get("encoder_latency_s"))] if has_encoder else []
-            row += [_short(ex["output"]), "-" if b.name == first else ("yes" if ex["output"] == reference else "DIFFERS")]
-            rows.append(row)
-    print(table(headers, rows))
-    print()
+            r = result["results"][b.name]
+            enc = f", encoder {_ms(r['encoder_latency_s'])} ms" if "encoder_latency_s" in r else ""
+            print(f"[{label(b)}] accuracy {_num(r['accuracy'], '.2f')} over {len(r['examples'])} examples, label "
+                  f"perplexity {_ppl(r['label_perplexity'])}; p{p} full {_ms(r['full_latency_s'])} ms, decoder step "
+                  f"{_ms(r['decoder_latency_s'])} ms{enc}")
+            for ex_name, ex in r["examples"].items():
+                print(f"  {ex_name}: {_said(ex['match']):<8} ppl={_ppl(ex['label_perplexity'])} "
+                      f"full={_ms(ex['full_latency_s'])} ms  {ex['output']!r}")
 
-    # the latency summary across backends (the demo's mean over examples of each part)
-    headers = ["backend", "device", "precision", "accuracy", "label ppl", "full (s)", "decoder step (s)"]
-    headers += ["encoder (s)"] if has_encoder else []
-    summary = []
-    for name, r in results.items():
-        row = [name, r["device"], r["precision"], _num(r["accuracy"], ".2f"), _ppl(r["label_perplexity"]),
-               f"{r['full_latency_s']:.4f}", f"{r['decoder_latency_s']:.5f}"]
-        row += [f"{r['encoder_latency_s']:.5f}"] if has_encoder else []
-        summary.append(row)
-    print(table(headers, summary))
-    for name, r in list(results.items())[1:]:
-        print(f"{name} is {results[first]['full_latency_s'] / r['full_latency_s']:.2f}x {first} end to end")
-    if cfg.quantize is not None and first == "frameworks":
+
+class Compare(RunExamples):
+    """`compare`: the same examples on every backend, side by side as the demo's tables put them;
+    under --quantize, each quantized backend's outputs and accuracy against frameworks (fp32)."""
+
+    def run(self, cfg: RunConfig, family, loaded, backends: list[Backend]) -> dict:
+        results = {b.name: run_backend(b, loaded, cfg, family) for b in backends}
+        first = backends[0].name
+        if cfg.quantize is not None and first == "frameworks":
+            for b in backends[1:]:
+                shared = _shared_examples(results, b.name, first)
+                same = sum(results[b.name]["examples"][n]["output"] == results[first]["examples"][n]["output"]
+                           for n in shared)
+                acc, ref = results[b.name]["accuracy"], results[first]["accuracy"]
+                delta = None if acc is None or ref is None else acc - ref
+                results[b.name]["delta_to_fp32"] = {"same_outputs": same, "accuracy_delta": delta}
+        return {"action": "compare", "results": results}
+
+    def report(self, cfg: RunConfig, loaded, result: dict, backends: list[Backend]) -> None:
+        results, first = result["results"], backends[0].name
+        has_encoder = all("encoder_latency_s" in r for r in results.values())
+        p = cfg.timing.percentiles[0]
+
+        # per example, one row per backend (the demo's per-input table)
+        headers = ["example", "backend", "match", "label ppl", f"full p{p} (ms)", "decoder step (ms)"]
+        headers += ["encoder (ms)"] if has_encoder else []
+        headers += ["output", f"same as {first}"]
+        rows = []
+        for ex_name in _example_names(results):
+            reference = results[first]["examples"].get(ex_name, {}).get("output")
+            for b in backends:
+                ex = results[b.name]["examples"].get(ex_name)
+                if ex is None:   # a framework-specific table can add an example for one backend only
+                    continue
+                row = [ex_name, b.name, _said(ex["match"]), _ppl(ex["label_perplexity"]),
+                       _ms(ex["full_latency_s"]), _ms(ex["decoder_latency_s"])]
+                row += [_ms(ex.get("encoder_latency_s"))] if has_encoder else []
+                row += [_short(ex["output"]),
+                        "-" if b.name == first else ("yes" if ex["output"] == reference else "DIFFERS")]
+                rows.append(row)
+        print(table(headers, rows))
+        print()
+
+        # the latency summary across backends (the demo's mean over examples of each part)
+        headers = ["backend", "device", "precision", "accuracy", "label ppl", "full (s)", "decoder step (s)"]
+        headers += ["encoder (s)"] if has_encoder else []
+        summary = []
+        for name, r in results.items():
+            row = [name, r["device"], r["precision"], _num(r["accuracy"], ".2f"), _ppl(r["label_perplexity"]),
+                   f"{r['full_latency_s']:.4f}", f"{r['decoder_latency_s']:.5f}"]
+            row += [f"{r['encoder_latency_s']:.5f}"] if has_encoder else []
+            summary.append(row)
+        print(table(headers, summary))
+        for name, r in list(results.items())[1:]:
+            print(f"{name} is {results[first]['full_latency_s'] / r['full_latency_s']:.2f}x {first} end to end")
         for b in backends[1:]:
-            shared = [n for n in names if n in results[b.name]["examples"] and n in results[first]["examples"]]
-            same = sum(results[b.name]["examples"][n]["output"] == results[first]["examples"][n]["output"]
-                       for n in shared)
-            acc, ref = results[b.name]["accuracy"], results[first]["accuracy"]
-            delta = None if acc is None or ref is None else acc - ref
-            results[b.name]["delta_to_fp32"] = {"same_outputs": same, "accuracy_delta": delta}
-            print(f"{b.name} {cfg.quantize.scheme} against frameworks ({results[first]['precision']}): "
-                  f"{same}/{len(shared)} outputs identical" + ("" if delta is None else f", accuracy {delta:+.2f}"))
-    return {"action": "compare", "results": results}
+            delta = results[b.name].get("delta_to_fp32")
+            if delta is not None:
+                acc = delta["accuracy_delta"]
+                print(f"{b.name} {cfg.quantize.scheme} against frameworks ({results[first]['precision']}): "
+                      f"{delta['same_outputs']}/{len(_shared_examples(results, b.name, first))} outputs identical"
+                      + ("" if acc is None else f", accuracy {acc:+.2f}"))
+
+
+def _example_names(results: dict) -> list[str]:
+    return list(dict.fromkeys(n for r in results.values() for n in r["examples"]))
+
+
+def _shared_examples(results: dict, name: str, first: str) -> list[str]:
+    return [n for n in _example_names(results) if n in results[name]["examples"] and n in results[first]["examples"]]

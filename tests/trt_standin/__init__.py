@@ -1,7 +1,7 @@
 """Test-only CPU stand-in for TensorRT (the module itself is standin_tensorrt.py).
 
 `install(monkeypatch)` puts a fresh stand-in into `sys.modules["tensorrt"]`,
-pretends a GPU is present through `NNDF.trt_env`'s detection functions, gives
+pretends a GPU is present through `NNDF.runtime.trt_env`'s detection functions, gives
 sessions a host stream whose capture records stand-in enqueues, and makes
 `TrtSession` keep its buffers on the CPU.
 `legacy_default_stream(module)` is what production would get if it enqueued on
@@ -69,7 +69,8 @@ def legacy_default_stream(module: ModuleType) -> HostStream:
 
 
 def install(monkeypatch, version: str = VERSION_11, gpu: dict = FAKE_GPU) -> ModuleType:
-    from NNDF import trt_env, trt_session
+    from NNDF.runtime import trt_env
+    from NNDF.runtime import trt_session
 
     module = load(version)
     monkeypatch.setitem(sys.modules, "tensorrt", module)

@@ -1,0 +1,52 @@
+"""What every action is: the same small interface, so run.py, the Python API and the actions table
+treat them alike.
+
+    check_inputs(cfg, family)        before loading: the files the action will read parse
+    workload(cfg, family, loaded)    what it feeds the model at most (for the memory estimate)
+    check_loaded(cfg, family, loaded) after loading, before any export: its inputs fit the model
+    run(cfg, family, loaded, backends) -> result dict (what --save-output-fpath writes)
+    report(cfg, loaded, result, backends)  print it for a person
+
+A run loads the model, checks, opens the backends and answers (NNDF/actions/flow.py). Actions
+that load no model (list, env) or own their whole flow (serve, export-triton) override `perform`.
+"""
+
+from __future__ import annotations
+
+from NNDF.base.config import RunConfig
+from NNDF.runtime import memory
+from NNDF.runtime.memory import Workload
+
+
+class Action:
+    # ------------------------------------------------------------------ checks
+    def check_inputs(self, cfg: RunConfig, family) -> None:
+        """Before loading: the data files this action reads, read and checked."""
+
+    def workload(self, cfg: RunConfig, family, loaded) -> Workload:
+        """The most this action feeds the model at once."""
+        return Workload(cfg.batch_size * cfg.generation.num_beams, None, cfg.generation.max_new_tokens)
+
+    def memory(self, cfg: RunConfig, family, loaded) -> memory.MemoryEstimate:
+        return memory.estimate(cfg, loaded, self.workload(cfg, family, loaded))
+
+    def check_loaded(self, cfg: RunConfig, family, loaded) -> None:
+        """After loading, before any export: inputs fit the model and the run fits in memory."""
+        memory.check(self.memory(cfg, family, loaded), cfg)
+
+    # ------------------------------------------------------------------ the action itself
+    def run(self, cfg: RunConfig, family, loaded, backends: list) -> dict:
+        raise NotImplementedError
+
+    def report(self, cfg: RunConfig, loaded, result: dict, backends: list) -> None:
+        """Print the result for a person (some actions print as they go and have nothing left)."""
+
+    def answer(self, cfg: RunConfig, family, loaded, backends: list) -> dict:
+        """run, report, and the result as JSON names it: family and variant first."""
+        result = self.run(cfg, family, loaded, backends)
+        self.report(cfg, loaded, result, backends)
+        return {"family": family.name, "variant": loaded.variant, **result}
+
+    def perform(self, cfg: RunConfig, family) -> dict:
+        """A whole run of this action; None: the usual one for a model (NNDF/actions/flow.py)."""
+        return None

@@ -1,0 +1,40 @@
+"""The usual run of an action on a model: check the inputs, load the model, check it fits, export
+or reuse its graphs, open the backends, answer, save the JSON."""
+
+from __future__ import annotations
+
+import sys
+
+from NNDF.actions.reporting import save_json
+from NNDF.base.config import RunConfig
+from NNDF.base.progress import status
+from NNDF.export.workdir import WorkingDir
+from NNDF.kinds.makers import make_backends
+from NNDF.models.artifacts import artifact_subdir, graph_sizes
+from NNDF.registry import load
+
+
+def run_on_model(action, cfg: RunConfig, family) -> dict:
+    workdir = WorkingDir(cfg.working_dir, verify=cfg.verify)
+    action.check_inputs(cfg, family)               # the data files, before any training or export
+    with status(f"loading {family.name} {cfg.variant}"):
+        loaded = load(family, cfg)
+    subdir = artifact_subdir(family, loaded)
+    if cfg.cleanup:
+        kept = workdir.cleanup(*subdir)
+        if kept:
+            print(f"note: --cleanup kept {len(kept)} cached artifact(s) that another run is building or using",
+                  file=sys.stderr)
+    if cfg.info:
+        print(family.describe())
+        print(f"loaded: {loaded.variant}, {sum(p.numel() for p in loaded.model.parameters()) / 1e6:.1f}M parameters, "
+              f"{loaded.max_positions} positions; artifacts in {workdir.artifact_dir(*subdir)}")
+        print(f"memory: this run needs {action.memory(cfg, family, loaded).describe()}")
+    action.check_loaded(cfg, family, loaded)       # prompt lengths and peak memory, before any export
+    backends = make_backends(family, loaded, cfg, workdir)
+    if cfg.info:
+        for name, size in graph_sizes(workdir, subdir):
+            print(f"graph {name}: {size / 1e6:.2f} MB")
+    result = action.answer(cfg, family, loaded, backends)
+    save_json(cfg.save_output_fpath, result)
+    return result

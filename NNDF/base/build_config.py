@@ -1,0 +1,286 @@
+"""Flags -> a validated RunConfig: every check that can be made before any model is loaded, in one
+place, so a mistake costs the user a second, not an export. The command line and the Python API
+both build their configs here, so they refuse the same input with the same one-line UsageError.
+
+`flags` holds every flag of NNDF/base/flags.py by name (missing ones take their defaults), plus the
+positional `action`, `family` and `backends`; `actions` maps each action's name to its rules.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+from NNDF.base.config import (ActionRules, GenerationSettings, QuantSettings, RunConfig, ServeSettings, TimingSettings,
+                              TrtSettings)
+from NNDF.base.errors import UsageError
+from NNDF.base.flags import BY_NAME, PREBUILT_GRAPHS, defaults
+
+BACKENDS = ("frameworks", "onnxrt", "trt")
+QUANT_SCHEMES = ("int8", "int4")
+
+
+def build_config(flags: Mapping[str, Any], actions: Mapping[str, ActionRules]) -> RunConfig:
+    a = _Flags({**defaults(), "family": None, "backends": (), **flags})
+    rules = actions[a.action]
+    if not rules.needs_family:
+        check_output_path(a.save_output_fpath)
+        return RunConfig(action=a.action, family=a.family or "", backends=(), variant="",
+                         working_dir=Path(a.working_dir), save_output_fpath=_path(a.save_output_fpath),
+                         verbose=a.verbose)
+    if a.family is None:
+        raise UsageError(f"the {a.action} action needs a model family", "e.g. `python run.py list` shows them")
+    backends = _backends(a)
+    for b in backends:
+        if b not in BACKENDS:
+            raise UsageError(f"unknown backend '{b}'", f"choose from {', '.join(BACKENDS)}")
+    if len(set(backends)) != len(backends):
+        raise UsageError(f"backend listed twice in {' '.join(backends)}")
+    serve, backends = _serve_settings(a, rules, backends, actions)
+    _check_ranges(a)
+    if a.torch_dir is not None and a.random_weights:
+        raise UsageError("--torch-dir and --random-weights contradict each other", "pass only one")
+    if a.torch_dir is not None and not (Path(a.torch_dir) / "config.json").is_file():
+        raise UsageError(f"--torch-dir {a.torch_dir} has no config.json",
+                         "point it at a HuggingFace checkpoint folder (config.json, weights, tokenizer files)")
+    trt = _trt_settings(a, backends)
+    default_new = a.tokens_to_generate if rules.default_new_tokens == "tokens_to_generate" else rules.default_new_tokens
+    max_new = a.output_seq_len if a.output_seq_len is not None else default_new
+    if a.min_output_len > max_new:
+        raise UsageError(f"--min-output-len {a.min_output_len} exceeds the {max_new} new tokens asked for")
+    generation = GenerationSettings(
+        max_new_tokens=max_new,
+        min_new_tokens=max_new if rules.exact_new_tokens else a.min_output_len,
+        num_beams=a.num_beams,
+        use_cache=a.use_cache,
+        **_sampling_settings(a),
+    )
+    timing = TimingSettings(a.iterations, a.number, a.warmup, a.duration, tuple(a.percentile))
+    quantize = _quant_settings(a, backends)
+    if quantize is not None and rules.fp32_reference and "frameworks" not in backends:
+        backends = ("frameworks", *backends)   # the fp32 reference their delta is printed against
+    _check_own_flags(a, rules, actions)
+    check_output_path(a.save_output_fpath)   # a result we could not write must not cost a whole run
+    return RunConfig(
+        action=a.action, family=a.family, backends=backends, variant=a.variant or "",
+        working_dir=Path(a.working_dir), torch_dir=_path(a.torch_dir), random_weights=a.random_weights, seed=a.seed,
+        batch_size=a.batch_size, fp16=a.fp16, cpu=a.cpu, use_mask=a.use_mask, verbose=a.verbose, info=a.info,
+        cleanup=a.cleanup, verify=a.verify, save_output_fpath=_path(a.save_output_fpath), generation=generation,
+        timing=timing, trt=trt, input_seq_len=a.input_seq_len, num_samples=a.num_samples,
+        tokens_to_generate=a.tokens_to_generate, top_n=a.top_n, dataset_path=_path(a.dataset_path),
+        checkpoint=_path(a.checkpoint), image=_path(a.image), n_positions=a.n_positions, serve=serve,
+        quantize=quantize, batch_sweep=_batch_sweep(a.batch_sweep),
+    )
+
+
+class _Flags:
+    """The flags as attributes (a.batch_size), as argparse gave them before."""
+
+    def __init__(self, values: dict):
+        self.__dict__.update(values)
+
+
+def _path(value) -> Path | None:
+    return None if value is None else Path(value)
+
+
+def _option(name: str) -> str:
+    return BY_NAME[name].long_option
+
+
+def _positive(name: str, value: int | None, minimum: int = 1):
+    if value is not None and value < minimum:
+        raise UsageError(f"{name} must be at least {minimum}, got {value}")
+
+
+def _check_ranges(a: _Flags) -> None:
+    for name in ("batch_size", "num_beams", "iterations", "number", "num_samples", "tokens_to_generate",
+                 "top_n", "input_seq_len", "output_seq_len", "min_dynamic_batch", "max_dynamic_batch",
+                 "input_profile_max_len", "output_profile_max_len", "workspace_size"):
+        _positive(_option(name), getattr(a, name))
+    _positive("--warmup", a.warmup, 0)
+    _positive("--min-output-len", a.min_output_len, 0)
+    for pct in a.percentile:
+        if not 0 <= pct <= 100:
+            raise UsageError(f"--percentile must be within 0..100, got {pct}")
+    if a.duration < 0:
+        raise UsageError(f"--duration must not be negative, got {a.duration}")
+
+
+def _backends(a: _Flags) -> tuple[str, ...]:
+    """Positional backends or the demo's `--compare b1 b2`, never both (which one would be meant?)."""
+    if a.backends and a.compare:
+        raise UsageError(f"backends given twice: '{' '.join(a.backends)}' after the family and "
+                         f"'--compare {' '.join(a.compare)}'", "list them in one place")
+    return tuple(a.backends or a.compare or ()) or ("frameworks",)
+
+
+def _check_own_flags(a: _Flags, rules: ActionRules, actions: Mapping[str, ActionRules]) -> None:
+    """Flags that only some actions read, refused (naming those actions) by the others."""
+    messages = {
+        "checkpoint": lambda readers: f"--checkpoint is only read by the {readers} actions",
+        "compare": lambda readers: f"--compare belongs to the {readers} actions, not {a.action}",
+        "n_positions": lambda readers: f"--n-positions only applies to {readers}",
+        "batch_sweep": lambda readers: f"--batch-sweep only applies to {readers}",
+    }
+    fixes = {"compare": "list the backends after the family instead"}
+    for name, message in messages.items():
+        value = getattr(a, name)
+        if value is None or name in rules.own_flags:
+            continue
+        readers = " and ".join(n for n, r in actions.items() if name in r.own_flags)
+        raise UsageError(message(readers), fixes.get(name, f"drop it, or use the {readers} action"))
+    _positive("--n-positions", a.n_positions)
+
+
+def _serve_settings(a: _Flags, rules: ActionRules, backends: tuple[str, ...],
+                    actions: Mapping[str, ActionRules]) -> tuple[ServeSettings, tuple[str, ...]]:
+    """Checks of the serving flags; export-triton names its backend with --backend, not positionally."""
+    for name in ("http_port", "grpc_port", "metrics_port"):
+        value = getattr(a, name)
+        if not 1 <= value <= 65535:
+            raise UsageError(f"--{name.replace('_', '-')} must be within 1..65535, got {value}")
+    ports = (a.http_port, a.grpc_port, a.metrics_port)
+    if rules.backends == "one" and len(set(ports)) != 3:
+        raise UsageError(f"--http-port, --grpc-port and --metrics-port must differ, got {' '.join(map(str, ports))}")
+    _positive("--max-batch-size", a.max_batch_size)
+    _positive("--instances", a.instances)
+    if not 0 <= a.drain_timeout <= 28:   # PyTriton kills the server 30 s after asking it to stop
+        raise UsageError(f"--drain-timeout must be within 0..28 seconds, got {a.drain_timeout}")
+    if a.max_queue_delay_ms < 0:
+        raise UsageError(f"--max-queue-delay-ms must not be negative, got {a.max_queue_delay_ms}")
+    if rules.backends == "one" and len(backends) != 1:
+        raise UsageError(f"{a.action} takes one backend, got {' '.join(backends)}", "list one of frameworks, onnxrt, trt")
+    if rules.backends == "by --backend":
+        if a.backends:
+            raise UsageError(f"{a.action} takes its backend as --backend onnxrt|trt, not positionally")
+        if a.output is None:
+            raise UsageError(f"{a.action} needs --output DIR", "name the model repository folder to write")
+        backends = (a.backend or "onnxrt",)
+    elif a.output is not None or a.backend is not None:
+        owner = " and ".join(n for n, r in actions.items() if r.backends == "by --backend")
+        raise UsageError(f"--output and --backend belong to {owner}")
+    settings = ServeSettings(host=a.host, http_port=a.http_port, grpc_port=a.grpc_port, metrics_port=a.metrics_port,
+                             max_batch_size=a.max_batch_size, max_queue_delay_ms=a.max_queue_delay_ms,
+                             instances=a.instances, drain_timeout_s=a.drain_timeout, output=_path(a.output),
+                             export_backend=backends[0])
+    return settings, backends
+
+
+def _trt_settings(a: _Flags, backends: tuple[str, ...]) -> TrtSettings:
+    if a.dynamic_batch:
+        lo = a.min_dynamic_batch if a.min_dynamic_batch is not None else 1
+        hi = a.max_dynamic_batch if a.max_dynamic_batch is not None else max(a.batch_size, lo)
+        if lo > hi:
+            raise UsageError(f"--min-dynamic-batch {lo} is larger than --max-dynamic-batch {hi}")
+        if not lo <= a.batch_size <= hi:
+            raise UsageError(f"--batch-size {a.batch_size} is outside the dynamic batch range [{lo}, {hi}]",
+                             "change --batch-size or the --min/--max-dynamic-batch bounds")
+    elif a.min_dynamic_batch is not None or a.max_dynamic_batch is not None:
+        raise UsageError("--min-dynamic-batch/--max-dynamic-batch need --dynamic-batch")
+    else:
+        lo = hi = None
+    prebuilt_onnx = {g: Path(getattr(a, f"{g}_onnx")) for g in PREBUILT_GRAPHS if getattr(a, f"{g}_onnx")}
+    prebuilt_engines = {g: Path(getattr(a, f"{g}_engine")) for g in PREBUILT_GRAPHS if getattr(a, f"{g}_engine")}
+    for graph, path in {**prebuilt_onnx, **prebuilt_engines}.items():
+        if not path.is_file():
+            raise UsageError(f"prebuilt {graph} file {path} does not exist", "check the path")
+    if prebuilt_engines and "trt" not in backends:
+        raise UsageError("--*-engine files are only used by the trt backend", "add trt to the backends")
+    return TrtSettings(
+        dynamic_batch=a.dynamic_batch, min_dynamic_batch=lo, max_dynamic_batch=hi,
+        input_profile_max_len=a.input_profile_max_len, output_profile_max_len=a.output_profile_max_len,
+        disable_preview_dynamic_shapes=a.disable_preview_dynamic_shapes, tf32=a.tf32,
+        use_timing_cache=a.use_timing_cache, workspace_mib=a.workspace_size, use_cuda_graph=a.use_cuda_graph,
+        nvtx_verbose=a.nvtx_verbose, engine_postfix=a.engine_postfix, prebuilt_onnx=prebuilt_onnx,
+        prebuilt_engines=prebuilt_engines,
+    )
+
+
+def _sampling_settings(a: _Flags) -> dict:
+    """GenerationSettings fields for sampling, refused in one line when out of range or
+    meaningless (a sampling value without --do-sample is ignored by HF with a warning)."""
+    given = [f"--{n.replace('_', '-')}" for n in ("temperature", "top_k", "top_p") if getattr(a, n) is not None]
+    if given and not a.do_sample:
+        raise UsageError(f"{', '.join(given)} only shape sampling", "add --do-sample (or drop them for greedy/beam search)")
+    if a.temperature is not None and not a.temperature > 0:
+        raise UsageError(f"--temperature must be greater than 0, got {a.temperature}",
+                         "use a small value such as 0.1 for nearly greedy choices, or drop --do-sample")
+    if a.top_k is not None and a.top_k < 0:
+        raise UsageError(f"--top-k must be 0 (no limit) or more, got {a.top_k}")
+    if a.top_p is not None and not 0 < a.top_p <= 1:
+        raise UsageError(f"--top-p must be within (0, 1], got {a.top_p}")
+    if not a.repetition_penalty > 0:
+        raise UsageError(f"--repetition-penalty must be greater than 0, got {a.repetition_penalty}",
+                         "1.0 means no penalty, above 1 discourages repeats")
+    if a.do_sample and a.num_beams > 1:
+        # HF would run beam sampling; our shared loop ports HF's deterministic beam search only,
+        # and a seeded beam sample could not be checked against anything, so say so instead.
+        raise UsageError("--do-sample with --num-beams above 1 (beam sampling) is not supported",
+                         "sample with --num-beams 1, or drop --do-sample for beam search")
+    chosen = {n: getattr(a, n) for n in ("temperature", "top_k", "top_p") if getattr(a, n) is not None}
+    # the others keep GenerationSettings' defaults (HuggingFace's)
+    return {"do_sample": a.do_sample, **chosen, "repetition_penalty": a.repetition_penalty, "seed": a.seed}
+
+
+def _batch_sweep(text: str | None) -> tuple[int, ...]:
+    """"1,8,32" -> (1, 8, 32), each a positive batch size."""
+    if text is None:
+        return ()
+    try:
+        sizes = tuple(int(part) for part in str(text).split(",") if part.strip())
+    except ValueError:
+        raise UsageError(f"--batch-sweep {text} is not a comma-separated list of batch sizes", "e.g. --batch-sweep 1,8,32") from None
+    if not sizes or min(sizes) < 1:
+        raise UsageError(f"--batch-sweep {text} needs batch sizes of at least 1", "e.g. --batch-sweep 1,8,32")
+    return tuple(dict.fromkeys(sizes))
+
+
+def check_block_size(block_size: int) -> None:
+    if block_size < 16 or block_size & (block_size - 1):
+        raise UsageError(f"--quant-block-size {block_size} is not a power of two >= 16",
+                         "use 16, 32, 64, 128, ...")
+
+
+def _quant_settings(a: _Flags, backends: tuple[str, ...]) -> QuantSettings | None:
+    if a.quantize is None:
+        if a.quant_block_size != 32 or a.quant_accuracy_level != 4:
+            raise UsageError("--quant-block-size/--quant-accuracy-level need --quantize", "add --quantize int8 or int4")
+        return None
+    if a.quantize not in QUANT_SCHEMES:
+        raise UsageError(f"--quantize {a.quantize} is not supported", "choose int8 or int4")
+    check_block_size(a.quant_block_size)
+    if a.quant_accuracy_level not in range(5):
+        raise UsageError(f"--quant-accuracy-level {a.quant_accuracy_level} is not one of 0-4",
+                         "use 0 (unset), 1 (fp32), 2 (fp16), 3 (bf16) or 4 (int8)")
+    if not set(backends) & {"onnxrt", "trt"}:
+        raise UsageError("--quantize applies to the onnxrt and trt backends", "add onnxrt or trt to the backends")
+    return QuantSettings(a.quantize, a.quant_block_size, a.quant_accuracy_level)
+
+
+def check_output_path(path: Path | str | None) -> None:
+    """--save-output-fpath must be a file we can create or replace, checked now, not after the run."""
+    if path is None:
+        return
+    if not str(path).strip():
+        raise UsageError("--save-output-fpath is empty", "name a JSON file, e.g. --save-output-fpath result.json")
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"--save-output-fpath {path} is a directory", "name a file inside it")
+    existing = path.parent
+    while not existing.exists() and existing != existing.parent:   # save_json creates the missing folders
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"--save-output-fpath {path} cannot be created: {existing} is a file, not a folder",
+                         "choose another path")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".probe-writable-", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise UsageError(f"--save-output-fpath {path} cannot be written: {existing} is not writable ({e.strerror})",
+                         "choose a writable path") from None
+    if path.exists() and not os.access(path, os.W_OK):
+        raise UsageError(f"--save-output-fpath {path} exists and is not writable", "choose another path")

@@ -1,0 +1,506 @@
+"""Weight-only int8 / int4 quantization of exported graphs, cached like any other artifact.
+
+One quantization, two graph forms:
+
+    export (fp32/fp16) --matmul_form--> every weight a MatMul initializer
+        --ONNX Runtime's MatMulNBitsQuantizer--> onnxrt graph (MatMulNBits, symmetric, per block)
+        --qdq_from_matmulnbits--> trt graph: int4 initializer -> DequantizeLinear -> MatMul
+
+Weights are quantized symmetrically (no zero points, which TensorRT requires) in blocks of
+`block_size` along the input dimension, with one scale per block and output column. Embedding
+tables and norms are not MatMul weights and keep their export precision; the LM head, which
+GPT2-style models tie to the embedding table, gets a quantized copy of its own.
+
+TensorRT's block quantization is for int4; int8 weights there get one scale per output
+channel, so the trt int8 graph quantizes the export's weights itself (per channel) rather than
+converting ONNX Runtime's blocked int8.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from NNDF.base.config import QuantSettings
+from NNDF.base.errors import UsageError
+from NNDF.base.progress import progress
+from NNDF.export.onnx_shapes import drop_dead_nodes
+from NNDF.export.workdir import DATA_FILE, MANIFEST, MODEL_FILE, WorkingDir, source_description, source_identity
+
+QDQ_OPSET = 21                 # blocked DequantizeLinear and the INT4 type arrive in opset 21
+QUANTIZER_VERSION = 1          # bump when this file changes what a quantized graph contains
+
+
+def check_block_size(block_size: int) -> None:
+    if block_size < 16 or block_size & (block_size - 1):
+        raise UsageError(f"--quant-block-size {block_size} is not a power of two >= 16",
+                         "use 16, 32, 64, 128, ...")
+
+
+# --------------------------------------------------------------------------- inspecting graphs
+def _initializers(proto: onnx.ModelProto) -> dict[str, TensorProto]:
+    return {t.name: t for t in proto.graph.initializer}
+
+
+def quantized_ops(proto: onnx.ModelProto) -> list[str]:
+    """Names of the nodes that already hold quantized weights (empty for a float graph)."""
+    return [n.name or n.op_type for n in proto.graph.node
+            if n.op_type in ("MatMulNBits", "DequantizeLinear", "QuantizeLinear", "MatMulInteger", "QLinearMatMul")]
+
+
+def check_not_quantized(path: Path) -> None:
+    """--quantize on a graph that is already quantized would quantize twice: refuse it."""
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception:  # not ONNX at all: the IO check that follows names that problem
+        return
+    found = quantized_ops(proto)
+    if found:
+        raise UsageError(f"{path} is already quantized ({len(found)} quantized ops, e.g. {found[0]})",
+                         "drop --quantize, or pass the float graph it came from")
+
+
+def weight_shapes(proto: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
+    """Weight initializer name -> (input dim, output dim) of every MatMul that matmul_form prepared."""
+    inits = _initializers(proto)
+    return {n.input[1]: tuple(inits[n.input[1]].dims) for n in proto.graph.node
+            if n.op_type == "MatMul" and n.input[1] in inits and len(inits[n.input[1]].dims) == 2}
+
+
+def linear_weight_shapes(model) -> dict[str, tuple[int, int]]:
+    """(input dim, output dim) of every linear layer of a torch model: nn.Linear and GPT2's Conv1D
+    (which stores its weight as [in, out]); enough to check a block size before any export."""
+    import torch
+
+    shapes = {}
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear):
+            shapes[f"{name}.weight"] = (module.in_features, module.out_features)
+        elif type(module).__name__ == "Conv1D" and getattr(module, "weight", None) is not None:
+            shapes[f"{name}.weight"] = tuple(module.weight.shape)
+    return shapes
+
+
+def check_block_fits(shapes: dict[str, tuple[int, ...]], block_size: int, graph: str) -> None:
+    for name, (k, _) in shapes.items():
+        if block_size > k:
+            raise UsageError(f"--quant-block-size {block_size} is larger than the input dimension {k} of "
+                             f"{graph} weight {name}", f"use a block size of at most {k}")
+
+
+# --------------------------------------------------------------------------- MatMul form
+def matmul_form(proto: onnx.ModelProto) -> int:
+    """Rewrite `proto` in place so every weight multiply is MatMul(activation, initializer [K, N]).
+
+    Both quantizers only see MatMuls with a constant 2-D B. The TorchScript export gives
+    nn.Linear as MatMul(x, Transpose(W)) and GPT2's Conv1D as Gemm(x, W, b): fold the
+    transpose into a transposed initializer, and split Gemm into MatMul + Add. A weight
+    the embedding also reads (a tied LM head) gets a transposed copy, so the table stays
+    as exported. Returns the number of rewritten nodes.
+    """
+    graph = proto.graph
+    inits = _initializers(proto)
+    producer = {o: n for n in graph.node for o in n.output}
+    new_nodes, new_inits, rewritten = [], {}, 0
+
+    def transposed(name: str) -> str:
+        t_name = f"{name}.T"
+        if t_name not in new_inits:
+            new_inits[t_name] = numpy_helper.from_array(np.ascontiguousarray(numpy_helper.to_array(inits[name]).T), t_name)
+        return t_name
+
+    for node in graph.node:
+        if node.op_type == "MatMul" and node.input[1] in producer:
+            t = producer[node.input[1]]
+            perm = next((list(a.ints) for a in t.attribute if a.name == "perm"), [1, 0])
+            if t.op_type == "Transpose" and t.input[0] in inits and perm == [1, 0] and len(inits[t.input[0]].dims) == 2:
+                new_nodes.append(helper.make_node("MatMul", [node.input[0], transposed(t.input[0])], list(node.output),
+                                                  name=node.name))
+                rewritten += 1
+                continue
+        if node.op_type == "Gemm" and node.input[1] in inits:
+            attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+            if attrs.get("transA", 0) == 0 and attrs.get("alpha", 1.0) == 1.0 and attrs.get("beta", 1.0) == 1.0:
+                weight = transposed(node.input[1]) if attrs.get("transB", 0) else node.input[1]
+                has_bias = len(node.input) > 2 and node.input[2]
+                out = node.output[0] + "_matmul" if has_bias else node.output[0]
+                new_nodes.append(helper.make_node("MatMul", [node.input[0], weight], [out], name=f"{node.name}_MatMul"))
+                if has_bias:
+                    new_nodes.append(helper.make_node("Add", [out, node.input[2]], [node.output[0]],
+                                                      name=f"{node.name}_Add"))
+                rewritten += 1
+                continue
+        new_nodes.append(node)
+    del graph.node[:]
+    graph.node.extend(new_nodes)
+    graph.initializer.extend(new_inits.values())
+    drop_dead_nodes(graph)      # the Transposes no MatMul reads any more, and the weights only they read
+    return rewritten
+
+
+# --------------------------------------------------------------------------- onnxrt: MatMulNBits
+def _load_with_weights(path: Path) -> onnx.ModelProto:
+    return onnx.load(str(path), load_external_data=True)
+
+
+def _save(proto: onnx.ModelProto, out_dir: Path) -> None:
+    onnx.save_model(proto, str(out_dir / MODEL_FILE), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=DATA_FILE, size_threshold=1024)
+
+
+def _artifact_base(source: Path, identity: str) -> str:
+    """The name artifacts made from `source` start with: its cached export's, or its file's."""
+    return source.parent.name if (source.parent / MANIFEST).is_file() else f"{source.stem}-given-{identity[:10]}"
+
+
+def _quiet_import(module: str):
+    """A module of ONNX Runtime's quantization package, which calls logging.basicConfig(INFO) on
+    import and would print every library's INFO lines from then on: the root logger is kept as it was."""
+    import importlib
+    import logging
+
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    imported = importlib.import_module(module)
+    root.setLevel(level)
+    root.handlers[:] = handlers
+    return imported
+
+
+def quantize_with_ort(proto: onnx.ModelProto, q: QuantSettings, graph: str) -> onnx.ModelProto:
+    """ONNX Runtime's own weight-only quantizer over every MatMul weight, with a progress bar."""
+    nbits = _quiet_import("onnxruntime.quantization.matmul_nbits_quantizer")
+    config = nbits.DefaultWeightOnlyQuantConfig(block_size=q.block_size, is_symmetric=True,
+                                          accuracy_level=q.accuracy_level or None, bits=q.bits,
+                                          op_types_to_quantize=("MatMul",))
+    quantizer = nbits.MatMulNBitsQuantizer(proto, algo_config=config)
+    node_quantizer = quantizer.node_quantizer
+    bar = iter(progress(range(len(weight_shapes(proto))), f"quantizing {graph} to {q.scheme}"))
+    plain = node_quantizer.quantize
+
+    def counted(node, graph_stack):
+        out = plain(node, graph_stack)
+        if any(n.op_type == "MatMulNBits" for n in out):
+            next(bar, None)
+        return out
+
+    node_quantizer.quantize = counted
+    quantizer.process()
+    for _ in bar:   # close the bar
+        pass
+    return quantizer.model.model
+
+
+def _artifact(source: Path, q: QuantSettings, form: str, onnx_dir: Path) -> tuple[Path, dict]:
+    """Where the `form` ("onnxrt" or "trt") of `source` quantized by `q` lives, and its key."""
+    import onnxruntime as ort
+
+    identity = source_identity(source)
+    key = {"source": identity, "form": form, "scheme": q.scheme, "block_size": q.block_size,
+           "accuracy_level": q.accuracy_level, "onnxruntime": ort.__version__, "quantizer": QUANTIZER_VERSION}
+    base = _artifact_base(source, identity)
+    return onnx_dir / f"{base}-{q.scheme}-b{q.block_size}-a{q.accuracy_level}-{form}", key
+
+
+def ort_quantized(source: Path, q: QuantSettings, workdir: WorkingDir, onnx_dir: Path) -> Path:
+    """The cached MatMulNBits graph of `source` for onnxrt, quantizing it if absent."""
+    source = Path(source)
+    target, key = _artifact(source, q, "onnxrt", onnx_dir)
+
+    def produce(tmp: Path) -> dict:
+        proto = _load_with_weights(source)
+        matmul_form(proto)
+        shapes = weight_shapes(proto)
+        described = source_description(source)
+        check_block_fits(shapes, q.block_size, described["graph"])
+        quantized = quantize_with_ort(proto, q, described["graph"])
+        _save(quantized, tmp)
+        return {**described, "graph": f"{described['graph']} ({q.scheme}, MatMulNBits)",
+                "quantized_weights": sum(n.op_type == "MatMulNBits" for n in quantized.graph.node),
+                "weights": len(shapes)}
+
+    return workdir.build(target, key, (MODEL_FILE,), produce).file(MODEL_FILE)
+
+
+# --------------------------------------------------------------------------- trt: QDQ
+def blocked_int4_from_matmulnbits(node: onnx.NodeProto, inits: dict[str, TensorProto]) -> tuple[np.ndarray, np.ndarray]:
+    """The signed int4 weight [K, N] and scales [K / block, N] a 4-bit MatMulNBits node holds.
+
+    MatMulNBits stores column n's block b as bytes B[n, b, :], two values per byte, low nibble
+    first, offset by the implicit zero point 8 of a symmetric quantization.
+    """
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    k, n = attrs["K"], attrs["N"]
+    packed = numpy_helper.to_array(inits[node.input[1]])                        # [N, blocks, block / 2]
+    low, high = packed & 0x0F, packed >> 4
+    values = np.stack([low, high], axis=-1).reshape(n, -1)[:, :k].astype(np.int8) - 8   # [N, K]
+    scales = numpy_helper.to_array(inits[node.input[2]]).reshape(n, -1)          # [N, blocks]
+    return np.ascontiguousarray(values.T), np.ascontiguousarray(scales.T)
+
+
+def int4_tensor(values: np.ndarray, name: str) -> TensorProto:
+    """An ONNX INT4 initializer: row-major, two values per byte, the first in the low nibble."""
+    flat = values.astype(np.int8).reshape(-1)
+    if flat.size % 2:
+        flat = np.append(flat, np.int8(0))
+    packed = ((flat[0::2] & 0x0F) | ((flat[1::2] & 0x0F) << 4)).astype(np.uint8)
+    return helper.make_tensor(name, TensorProto.INT4, list(values.shape), packed.tobytes(), raw=True)
+
+
+def per_channel_int8(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 with one scale per output column (TensorRT's INT8 weight-only form)."""
+    w = weight.astype(np.float32)
+    scale = np.abs(w).max(axis=0) / 127.0
+    scale = np.where(scale == 0, 1.0, scale).astype(np.float32)
+    return np.clip(np.round(w / scale), -127, 127).astype(np.int8), scale.astype(weight.dtype)
+
+
+def _without_initializers(proto: onnx.ModelProto) -> onnx.ModelProto:
+    light = onnx.ModelProto()
+    light.ir_version, light.producer_name = proto.ir_version, proto.producer_name
+    light.opset_import.extend(proto.opset_import)
+    graph = onnx.GraphProto(name=proto.graph.name)
+    graph.node.extend(proto.graph.node)
+    graph.input.extend(proto.graph.input)
+    graph.output.extend(proto.graph.output)
+    graph.value_info.extend(proto.graph.value_info)
+    light.graph.CopyFrom(graph)
+    return light
+
+
+def _to_opset(proto: onnx.ModelProto, version: int) -> onnx.ModelProto:
+    """Convert the graph's operators to `version` without handing the converter the weights."""
+    from onnx import version_converter
+
+    weights = {t.name: t for t in proto.graph.initializer}
+    stubs = []
+    for t in weights.values():   # the converter needs each weight's name, type and shape, not its bytes
+        stub = TensorProto(name=t.name, dims=t.dims, data_type=t.data_type, data_location=TensorProto.EXTERNAL)
+        stub.external_data.add(key="location", value="not-read")
+        stubs.append(stub)
+    light = _without_initializers(proto)
+    light.graph.initializer.extend(stubs)
+    converted = version_converter.convert_version(light, version)
+    for i, t in enumerate(converted.graph.initializer):
+        if t.name in weights:
+            converted.graph.initializer[i].CopyFrom(weights[t.name])
+    converted.ir_version = max(converted.ir_version, 10)      # INT4 needs IR 10
+    return converted
+
+
+def qdq_graph(float_proto: onnx.ModelProto, int4_proto: onnx.ModelProto | None, q: QuantSettings) -> onnx.ModelProto:
+    """The TensorRT form of `float_proto` (already in MatMul form): each weight an int initializer
+    -> DequantizeLinear (no zero point) -> MatMul. int4 takes its weights and scales from the
+    MatMulNBits graph ONNX Runtime made of the same export; int8 is per output channel."""
+    inits = _initializers(float_proto)
+    weights = weight_shapes(float_proto)
+    blocked = {}
+    if q.bits == 4:
+        q_inits = _initializers(int4_proto)
+        blocked = {n.input[1].removesuffix("_Q4"): blocked_int4_from_matmulnbits(n, q_inits)
+                   for n in int4_proto.graph.node if n.op_type == "MatMulNBits"}
+        missing = sorted(set(weights) - set(blocked))
+        if missing:
+            raise ValueError(f"ONNX Runtime left weights unquantized: {missing[:3]}")
+    dq_nodes, new_inits = [], []
+    for weight in weights:
+        dtype = helper.tensor_dtype_to_np_dtype(inits[weight].data_type)
+        if q.bits == 4:
+            values, scales = blocked[weight]
+            quantized, attrs = int4_tensor(values, f"{weight}_int4"), {"axis": 0, "block_size": q.block_size}
+            scales = scales.astype(dtype)
+        else:
+            values, scales = per_channel_int8(numpy_helper.to_array(inits[weight]))
+            quantized, attrs = numpy_helper.from_array(values, f"{weight}_int8"), {"axis": 1}
+        new_inits += [quantized, numpy_helper.from_array(scales, f"{weight}_scale")]
+        dq_nodes.append(helper.make_node("DequantizeLinear", [quantized.name, f"{weight}_scale"], [f"{weight}_dq"],
+                                         name=f"{weight}_DequantizeLinear", **attrs))
+    # Only int4 needs opset 21 (INT4, blocked DequantizeLinear); per-channel int8 is opset 13's, and
+    # TensorRT 10's parser takes opset 21 only for the blocked form, so int8 keeps the export's opset.
+    proto = _to_opset(float_proto, QDQ_OPSET) if q.bits == 4 else float_proto
+    for node in proto.graph.node:
+        if node.op_type == "MatMul" and node.input[1] in weights:
+            node.input[1] = f"{node.input[1]}_dq"
+    return _rebuilt(proto, dq_nodes + list(proto.graph.node), weights, new_inits)
+
+
+def _rebuilt(proto: onnx.ModelProto, nodes: list, replaced: set | dict, added: list) -> onnx.ModelProto:
+    """`proto` with `nodes` as its nodes, and the initializers named in `replaced` swapped for `added`."""
+    del proto.graph.node[:]
+    proto.graph.node.extend(nodes)
+    kept = [t for t in proto.graph.initializer if t.name not in replaced]
+    del proto.graph.initializer[:]
+    proto.graph.initializer.extend(kept + added)
+    return proto
+
+
+def trt_quantized(source: Path, q: QuantSettings, workdir: WorkingDir, onnx_dir: Path) -> Path:
+    """The cached QDQ graph of `source` for TensorRT. int4 is built from onnxrt's MatMulNBits
+    artifact (quantizing it first if needed), so both backends run the same int4 weights."""
+    source = Path(source)
+    int4_source = ort_quantized(source, q, workdir, onnx_dir) if q.bits == 4 else None
+    target, key = _artifact(source, q, "trt", onnx_dir)
+
+    def produce(tmp: Path) -> dict:
+        described = source_description(source)
+        proto = _load_with_weights(source)
+        matmul_form(proto)
+        check_block_fits(weight_shapes(proto), q.block_size, described["graph"])
+        int4_proto = _load_with_weights(int4_source) if int4_source is not None else None
+        from NNDF.base.progress import status
+
+        with status(f"writing the TensorRT QDQ form of {described['graph']} ({q.scheme})"):
+            qdq = qdq_graph(proto, int4_proto, q)
+            _save(qdq, tmp)
+        return {**described, "graph": f"{described['graph']} ({q.scheme}, QDQ)",
+                "quantized_weights": sum(n.op_type == "DequantizeLinear" for n in qdq.graph.node)}
+
+    return workdir.build(target, key, (MODEL_FILE,), produce).file(MODEL_FILE)
+
+
+def quantized_graph(source: Path, q: QuantSettings | None, form: str, workdir: WorkingDir, onnx_dir: Path) -> Path:
+    """`source` as the onnxrt or trt backend runs it under --quantize (unchanged without it)."""
+    if q is None:
+        return source
+    check_not_quantized(source)
+    return (ort_quantized if form == "onnxrt" else trt_quantized)(source, q, workdir, onnx_dir)
+
+
+# --------------------------------------------------------------------------- encoders: int8 with activations
+# Encoders run one big pass per batch, so their int8 is activations as well as weights:
+# onnxrt uses ONNX Runtime's dynamic quantization (int8 weights, activations quantized per batch
+# at run time, QAttention over the fused Attention), trt a static QDQ graph whose activation scales
+# come from a calibration pass over shipped data, as TensorRT's explicit quantization wants.
+ENCODER_INT8_VERSION = 1
+ACTIVATION_QMAX = 127.0
+
+
+def ort_dynamic_int8(source: Path, workdir: WorkingDir, onnx_dir: Path) -> Path:
+    """The cached dynamic-int8 form of `source` (usually ONNX Runtime's fused graph) for onnxrt:
+    per-channel signed int8 weights, uint8 activations quantized per batch at run time."""
+    import onnxruntime as ort
+
+    source = Path(source)
+    identity = source_identity(source)
+    key = {"source": identity, "form": "onnxrt-dynamic", "scheme": "int8", "onnxruntime": ort.__version__,
+           "version": ENCODER_INT8_VERSION}
+    base = _artifact_base(source, identity)
+    target = onnx_dir / f"{base}-int8-dynamic"
+
+    def produce(tmp: Path) -> dict:
+        from NNDF.base.progress import status
+
+        quantization = _quiet_import("onnxruntime.quantization")
+        with status(f"quantizing {source.parent.name} to int8 (ONNX Runtime dynamic quantization)"):
+            quantization.quantize_dynamic(
+                source, tmp / MODEL_FILE, per_channel=True, weight_type=quantization.QuantType.QInt8,
+                use_external_data_format=True,
+                extra_options={"MatMulConstBOnly": True,
+                               # the fused graph's contrib ops defeat shape inference: its floats are fp32
+                               "DefaultTensorType": onnx.TensorProto.FLOAT})
+        proto = onnx.load(str(tmp / MODEL_FILE), load_external_data=False)
+        ops = [n.op_type for n in proto.graph.node]
+        described = source_description(source)
+        return {**described, "graph": f"{described['graph']} (int8, dynamic)",
+                "quantized_ops": {op: ops.count(op) for op in sorted(set(ops)) if op.startswith(("Q", "Dynamic", "MatMulInteger"))}}
+
+    return workdir.build(target, key, (MODEL_FILE,), produce).file(MODEL_FILE)
+
+
+def activation_ranges(proto: onnx.ModelProto, names: list[str], feeds: list[dict]) -> dict[str, float]:
+    """The largest |value| each named tensor takes over the calibration feeds, by running the float
+    graph in ONNX Runtime with those tensors added as outputs."""
+    import onnxruntime as ort
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(proto)
+    known = {o.name for o in probe.graph.output}
+    for name in names:
+        if name not in known:
+            probe.graph.output.append(onnx.ValueInfoProto(name=name))
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL   # keep every tensor
+    session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    wanted = {i.name for i in session.get_inputs()}
+    amax = dict.fromkeys(names, 0.0)
+    for feed in feeds:
+        values = session.run(names, {k: v for k, v in feed.items() if k in wanted})
+        for name, value in zip(names, values):
+            amax[name] = max(amax[name], float(np.max(np.abs(value), initial=0.0)))
+    return amax
+
+
+def calibrated_qdq(proto: onnx.ModelProto, feeds: list[dict]) -> onnx.ModelProto:
+    """`proto` (in MatMul form) with every weight MatMul in int8 QDQ form for TensorRT: the weight
+    an int8 initializer with one scale per output channel -> DequantizeLinear, the activation
+    QuantizeLinear -> DequantizeLinear with the scale calibrated on `feeds`; all zero-points 0."""
+    inits = _initializers(proto)
+    weights = weight_shapes(proto)
+    matmuls = [n for n in proto.graph.node if n.op_type == "MatMul" and n.input[1] in weights]
+    activations = list(dict.fromkeys(n.input[0] for n in matmuls))
+    amax = activation_ranges(proto, activations, feeds)
+    zero = numpy_helper.from_array(np.zeros((), np.int8), "int8_zero_point")
+    new_inits, act_pairs, weight_dq = [zero], [], []
+    for name in activations:
+        scale = numpy_helper.from_array(np.asarray(max(amax[name], 1e-8) / ACTIVATION_QMAX, np.float32), f"{name}_act_scale")
+        new_inits.append(scale)
+        act_pairs.append([helper.make_node("QuantizeLinear", [name, scale.name, zero.name], [f"{name}_q"],
+                                           name=f"{name}_QuantizeLinear"),
+                          helper.make_node("DequantizeLinear", [f"{name}_q", scale.name, zero.name], [f"{name}_qdq"],
+                                           name=f"{name}_act_DequantizeLinear")])
+    for weight in weights:
+        values, scales = per_channel_int8(numpy_helper.to_array(inits[weight]))
+        q = numpy_helper.from_array(values, f"{weight}_int8")
+        new_inits += [q, numpy_helper.from_array(scales.astype(np.float32), f"{weight}_scale")]
+        weight_dq.append(helper.make_node("DequantizeLinear", [q.name, f"{weight}_scale"], [f"{weight}_dq"],
+                                          name=f"{weight}_DequantizeLinear", axis=1))
+    # the activation's QDQ pair goes right after the node that makes it (or first, for a graph input)
+    made_by = {o: i for i, n in enumerate(proto.graph.node) for o in n.output}
+    placed: dict[int, list] = {}
+    for pair in act_pairs:
+        placed.setdefault(made_by.get(pair[0].input[0], -1), []).extend(pair)
+    for node in matmuls:
+        node.input[0] = f"{node.input[0]}_qdq"
+        node.input[1] = f"{node.input[1]}_dq"
+    ordered = weight_dq + placed.get(-1, [])
+    for i, node in enumerate(proto.graph.node):
+        ordered.append(node)
+        ordered += placed.get(i, [])
+    return _rebuilt(proto, ordered, weights, new_inits)
+
+
+def trt_calibrated_int8(source: Path, feeds: list[dict], workdir: WorkingDir, onnx_dir: Path) -> Path:
+    """The cached calibrated QDQ graph of `source` for TensorRT, keyed by the source and the
+    calibration data."""
+    source = Path(source)
+    identity = source_identity(source)
+    digest = hashlib.sha256()
+    for feed in feeds:
+        for name in sorted(feed):
+            digest.update(name.encode())
+            digest.update(np.ascontiguousarray(feed[name]).tobytes())
+    key = {"source": identity, "form": "trt-calibrated", "scheme": "int8", "calibration": digest.hexdigest()[:16],
+           "version": ENCODER_INT8_VERSION}
+    base = _artifact_base(source, identity)
+    target = onnx_dir / f"{base}-int8-calibrated-trt"
+
+    def produce(tmp: Path) -> dict:
+        from NNDF.base.progress import status
+
+        described = source_description(source)
+        with status(f"calibrating and writing the TensorRT int8 QDQ form of {described['graph']}"):
+            proto = _load_with_weights(source)
+            matmul_form(proto)
+            qdq = calibrated_qdq(proto, feeds)
+            _save(qdq, tmp)
+        return {**described, "graph": f"{described['graph']} (int8, calibrated QDQ)",
+                "quantized_weights": sum(n.name.endswith("_DequantizeLinear") and n.input[0].endswith("_int8")
+                                         for n in qdq.graph.node),
+                "calibration_batches": len(feeds)}
+
+    return workdir.build(target, key, (MODEL_FILE,), produce).file(MODEL_FILE)

@@ -1,0 +1,113 @@
+"""ONNX Runtime session: the CPU provider here, CUDA where onnxruntime-gpu is installed."""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from NNDF.base.errors import UsageError
+from NNDF.runtime.session import Handle, Session
+
+_ORT_TYPES = {
+    "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32, "tensor(bool)": np.bool_, "tensor(double)": np.float64,
+}
+
+
+def providers_for(allow_cuda: bool) -> list[str]:
+    """CUDA first where onnxruntime-gpu provides it (and --cpu did not rule it out), the CPU always."""
+    if allow_cuda and "CUDAExecutionProvider" in ort.get_available_providers():
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+class OrtSession(Session):
+    """An ONNX Runtime session behind the Session contract.
+
+    Device outputs (the KV cache) stay OrtValues on the session's device between steps, and beam
+    reordering gathers them there with a one-node ONNX Runtime graph, so on the CUDA provider the
+    cache never crosses to the host. Host inputs are cast to the graph's own input types, so an
+    fp16 graph is fed fp16.
+    """
+
+    def __init__(self, path: str | os.PathLike, allow_cuda: bool = True):
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        providers = providers_for(allow_cuda)
+        try:
+            self._session = ort.InferenceSession(str(path), options, providers=providers)
+        except Exception as e:  # ORT raises its own exception types for corrupt files
+            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise UsageError(f"ONNX Runtime cannot load {path}: {first}", "re-export it or delete it (--cleanup)") from None
+        self._model_path = str(path)
+        self.path = Path(path)   # what this session runs (export-triton copies it)
+        self._providers = tuple(self._session.get_providers())
+        on_cuda = self._providers[0] == "CUDAExecutionProvider"
+        self._device_type = "cuda" if on_cuda else "cpu"
+        self._device_id = int(self._session.get_provider_options()["CUDAExecutionProvider"]["device_id"]) if on_cuda else 0
+        self.device_name = f"cuda:{self._device_id}" if on_cuda else "cpu"
+        self._inputs = {i.name: i for i in self._session.get_inputs()}
+        self.input_names = list(self._inputs)
+        self.output_names = [o.name for o in self._session.get_outputs()]
+
+    def input_dtype(self, name: str) -> np.dtype:
+        return np.dtype(_ORT_TYPES[self._inputs[name].type])
+
+    def input_shape(self, name: str):
+        return list(self._inputs[name].shape)
+
+    def run(self, feed, host_outputs, device_outputs=()):
+        binding = self._session.io_binding()
+        for name, value in feed.items():
+            if isinstance(value, ort.OrtValue):
+                binding.bind_ortvalue_input(name, value)
+            else:
+                binding.bind_cpu_input(name, np.ascontiguousarray(value, dtype=self.input_dtype(name)))
+        wanted = list(host_outputs) + list(device_outputs)
+        for name in wanted:
+            if name in host_outputs:
+                binding.bind_output(name, "cpu")
+            else:
+                binding.bind_output(name, self._device_type, self._device_id)
+        self._session.run_with_iobinding(binding)
+        values = dict(zip(wanted, binding.get_outputs()))
+        host = {n: values[n].numpy() for n in host_outputs}
+        device = {n: values[n] for n in device_outputs}
+        return host, device
+
+    def zeros(self, name: str, shape) -> Handle:
+        return ort.OrtValue.ortvalue_from_numpy(np.zeros(shape, self.input_dtype(name)), self._device_type,
+                                                self._device_id)
+
+    def take(self, handle: Handle, indices: np.ndarray, axis: int = 0) -> Handle:
+        gather = _gather_session(int(handle.element_type()), axis, self._providers)
+        binding = gather.io_binding()
+        binding.bind_ortvalue_input("data", handle)
+        binding.bind_cpu_input("indices", np.ascontiguousarray(indices, dtype=np.int64))
+        binding.bind_output("gathered", self._device_type, self._device_id)
+        gather.run_with_iobinding(binding)
+        return binding.get_outputs()[0]
+
+
+@functools.cache
+def _gather_session(elem: int, axis: int, providers: tuple[str, ...]) -> ort.InferenceSession:
+    """A one-node graph, Gather(data, indices) on `axis`, that runs where the data lives
+    (`elem` is the ONNX element type, as OrtValue.element_type() gives it)."""
+    from onnx import helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["data", "indices"], ["gathered"], axis=axis)], "take",
+        [helper.make_tensor_value_info("data", elem, None), helper.make_tensor_value_info("indices", onnx.TensorProto.INT64, [None])],
+        [helper.make_tensor_value_info("gathered", elem, None)])
+    # IR 8: what every ONNX Runtime this project supports loads (onnx's helper would stamp the newest
+    # IR version, which an older ONNX Runtime refuses)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), options, providers=list(providers))
