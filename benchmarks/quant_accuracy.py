@@ -3,10 +3,11 @@
 tiny trained models, each quantized backend against fp32 PyTorch.
 
 Rows: onnxrt int8/int4 at accuracy levels 4 (the default: int8 activations) and 1 (fp32
-activations); trt int8/int4 on the CPU stand-in for TensorRT (tests/trt_standin: it runs the QDQ
-graph TensorRT would get with ONNX Runtime, dequantizing weights as TensorRT does); and trt int4 with
-a planted bug (MatMulNBits' scales read along the wrong axis), which the gate must catch. Exits 1 if
-any correct row is outside its bound or the planted bug is inside it.
+activations); trt int4 (fp16 graphs, blocks of 64: TensorRT's W4A16; trt refuses weight-only int8)
+on the CPU stand-in for TensorRT (tests/trt_standin: it runs the QDQ graph TensorRT would get with
+ONNX Runtime, dequantizing weights as TensorRT does); and trt int4 with a planted bug (INT4 pairs
+packed high nibble first), which the gate must catch. Exits 1 if any correct row is outside its
+bound or the planted bug is inside it.
 
     python benchmarks/quant_accuracy.py [--models t5-tiny bart-tiny gpt2-tiny]
 """
@@ -20,6 +21,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
@@ -30,9 +33,8 @@ ROWS = [  # label, backend, flags, planted bug
     ("onnxrt int4", "onnxrt", ["--quantize", "int4"], False),
     ("onnxrt int8, accuracy level 1", "onnxrt", ["--quantize", "int8", "--quant-accuracy-level", "1"], False),
     ("onnxrt int4, accuracy level 1", "onnxrt", ["--quantize", "int4", "--quant-accuracy-level", "1"], False),
-    ("trt int8 (per channel, stand-in)", "trt", ["--quantize", "int8"], False),
-    ("trt int4 (stand-in)", "trt", ["--quantize", "int4"], False),
-    ("trt int4, planted scale-axis bug", "trt", ["--quantize", "int4"], True),
+    ("trt int4, fp16 (stand-in)", "trt", ["--quantize", "int4", "--fp16"], False),
+    ("trt int4, planted nibble-order bug", "trt", ["--quantize", "int4", "--fp16"], True),
 ]
 
 
@@ -46,20 +48,20 @@ def standin_tensorrt():
 
 
 @contextlib.contextmanager
-def planted_scale_axis_bug():
+def planted_nibble_order_bug():
     from NNDF.export import quantize
 
-    correct = quantize.blocked_int4_from_matmulnbits
+    correct = quantize.int4_tensor
 
-    def wrong_axis(node, inits):
-        values, scales = correct(node, inits)
-        return values, scales.T.copy().reshape(-1).reshape(scales.shape)
+    def swapped(values, name):
+        flat = values.reshape(-1)
+        return correct(np.stack([flat[1::2], flat[0::2]], axis=-1).reshape(values.shape), name)
 
-    quantize.blocked_int4_from_matmulnbits = wrong_axis
+    quantize.int4_tensor = swapped
     try:
         yield
     finally:
-        quantize.blocked_int4_from_matmulnbits = correct
+        quantize.int4_tensor = correct
 
 
 def main() -> int:
@@ -95,7 +97,7 @@ def main() -> int:
                     if backend == "trt":
                         stack.enter_context(standin_tensorrt())
                     if planted:
-                        stack.enter_context(planted_scale_axis_bug())
+                        stack.enter_context(planted_nibble_order_bug())
                     run_cfg = cfg(backend, *flags, wd=str(workdir))
                     opened = make_backends(family, loaded, run_cfg, WorkingDir(workdir))
                     result = score(next(b for b in opened if b.name == backend))   # frameworks is added too

@@ -67,44 +67,75 @@ def float_weight_matmuls(path) -> list[str]:
 
 @pytest.mark.parametrize("family,variant", [("GPT2", "gpt2-tiny"), ("T5", "t5-tiny")])
 def test_every_weight_is_quantized_and_embeddings_stay_float(workdir, family, variant):
+    """onnxrt: every MatMul weight a MatMulNBits, int8 and int4. trt (int4, fp16 graphs only): every
+    fp16 weight an INT4 initializer -> blocked DequantizeLinear with positive fp16 scales, in blocks
+    of 64 (the default with trt); a weight the fp16 export keeps in fp32 (T5's feed-forward output
+    projections) stays float, as TensorRT's INT4 is W4A16."""
+    from NNDF.kinds.decoder_only.graphs import decoder_spec
+    from NNDF.kinds.encoder_decoder.graphs import graph_specs
+
     fam, loaded = get_family(family), loaded_model(family, variant, workdir)
     model_linears = quantize.linear_weight_shapes(loaded.model)
+    spec_names = ["decoder"] if family == "GPT2" else ["encoder", "cache_generator", "decoder"]
+    specs = [decoder_spec(loaded.model, fam.layout(loaded), True) if family == "GPT2"
+             else graph_specs(loaded.model, fam.layout(loaded))[name] for name in spec_names]
     for scheme in ("int8", "int4"):
         cfg = cfg_for(workdir, family, "--variant", variant, "--quantize", scheme)
-        spec_names = ["decoder"] if family == "GPT2" else ["encoder", "cache_generator", "decoder"]
         quantized = 0
-        for name in spec_names:
-            from NNDF.kinds.decoder_only.graphs import decoder_spec
-            from NNDF.kinds.encoder_decoder.graphs import graph_specs
-
-            spec = (decoder_spec(loaded.model, fam.layout(loaded), True) if family == "GPT2"
-                    else graph_specs(loaded.model, fam.layout(loaded))[name])
-            ort_graph, trt_graph = (onnx_path(spec, loaded, fam, cfg, workdir, form) for form in ("onnxrt", "trt"))
+        for spec in specs:
+            ort_graph = onnx_path(spec, loaded, fam, cfg, workdir, "onnxrt")
             assert "Gemm" not in ops(ort_graph) and float_weight_matmuls(ort_graph) == []
-            assert float_weight_matmuls(trt_graph) == []
             quantized += ops(ort_graph)["MatMulNBits"]
-            assert ops(trt_graph)["DequantizeLinear"] == ops(ort_graph)["MatMulNBits"]
-            proto = onnx.load(str(trt_graph))
-            for t in proto.graph.initializer:   # embedding tables and norms stay in export precision
-                if t.data_type in (onnx.TensorProto.INT4, onnx.TensorProto.INT8):
-                    assert t.name.endswith(f"_{scheme}")
-            opset = next(o.version for o in proto.opset_import if o.domain == "")
-            assert opset == (21 if scheme == "int4" else 17)
-            for node in proto.graph.node:
-                if node.op_type == "DequantizeLinear":
-                    assert len(node.input) == 2   # no zero point: symmetric
-                    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-                    scale = next(t for t in proto.graph.initializer if t.name == node.input[1])
-                    if scheme == "int4":   # scales of the weight's rank, one blocked axis
-                        assert attrs == {"axis": 0, "block_size": 32} and len(scale.dims) == 2
-                    else:                  # per output channel
-                        assert attrs == {"axis": 1} and len(scale.dims) == 1
         # every linear layer of the model (GPT2's tied LM head included) is quantized in some graph
         assert quantized >= len(model_linears) - (0 if family == "GPT2" else 1)
+    cfg = cfg_for(workdir, family, "--variant", variant, "--quantize", "int4", "--fp16", backends=("trt",))
+    kept_fp32 = 0
+    for spec in specs:
+        proto = onnx.load(str(onnx_path(spec, loaded, fam, cfg, workdir, "trt")))
+        inits = {t.name: t for t in proto.graph.initializer}
+        assert next(o.version for o in proto.opset_import if o.domain == "") == 21
+        for t in proto.graph.initializer:   # embedding tables and norms stay in export precision
+            if t.data_type in (onnx.TensorProto.INT4, onnx.TensorProto.INT8):
+                assert t.name.endswith("_int4")
+        for node in proto.graph.node:
+            if node.op_type == "DequantizeLinear":
+                assert len(node.input) == 2   # no zero point: symmetric
+                attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+                scale = inits[node.input[1]]
+                assert attrs == {"axis": 0, "block_size": 64} and len(scale.dims) == 2
+                assert scale.data_type == onnx.TensorProto.FLOAT16
+                assert (onnx.numpy_helper.to_array(scale) > 0).all()    # TensorRT refuses others
+        floats = float_weight_matmuls_of(proto)
+        assert all(inits[w].data_type == onnx.TensorProto.FLOAT for w in floats), floats   # only fp32-kept ones
+        kept_fp32 += len(floats)
+    assert kept_fp32 == (0 if family == "GPT2" else 2 * loaded.model.config.num_layers)   # T5: wo of each layer
 
 
-def test_int4_block_layout_round_trips():
-    """The MatMulNBits reading and the INT4 packing agree with a plain dequantization."""
+def float_weight_matmuls_of(proto) -> list[str]:
+    inits = {t.name for t in proto.graph.initializer}
+    return [n.input[1] for n in proto.graph.node if n.op_type in ("MatMul", "Gemm") and n.input[1] in inits]
+
+
+def test_trt_int4_blocks_round_trip():
+    """TensorRT's INT4 scheme: positive per-block scales (largest |w| / 7), values in [-8, 7], each
+    weight within half a step of its dequantized value; the INT4 packing keeps the values."""
+    rng = np.random.default_rng(0)
+    weight = (rng.standard_normal((128, 24)) * rng.uniform(0.01, 3, (1, 24))).astype(np.float16)
+    values, scales = quantize.blocked_int4(weight, 64)
+    assert values.shape == (128, 24) and scales.shape == (2, 24) and scales.dtype == np.float16
+    assert (scales > 0).all() and values.min() >= -8 and values.max() <= 7
+    dequantized = values * np.repeat(scales.astype(np.float32), 64, axis=0)
+    step = np.repeat(scales.astype(np.float32), 64, axis=0)
+    assert (np.abs(dequantized - weight.astype(np.float32)) <= step / 2 + 1e-3 * step).all()   # round to nearest
+    packed = quantize.int4_tensor(values, "v")
+    assert np.array_equal(onnx.numpy_helper.to_array(packed).astype(np.int8), values)
+
+
+def test_onnx_runtime_int4_scales_are_signed_so_trt_quantizes_on_its_own():
+    """Why the trt form does not reuse onnxrt's MatMulNBits weights: ONNX Runtime's symmetric int4
+    maps each block's largest weight to -8, so a block whose largest weight is positive gets a negative
+    scale, and TensorRT refuses any scale that is not positive (onnx-tensorrt, "Scale coefficients must
+    all be positive")."""
     rng = np.random.default_rng(0)
     weight = rng.standard_normal((64, 24)).astype(np.float32)
     x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [3, 64])
@@ -115,37 +146,8 @@ def test_int4_block_layout_round_trips():
     from NNDF.base.config import QuantSettings
 
     q = quantize.quantize_with_ort(proto, QuantSettings("int4", 16, 1), "test")
-    node = next(n for n in q.graph.node if n.op_type == "MatMulNBits")
-    values, scales = quantize.blocked_int4_from_matmulnbits(node, {t.name: t for t in q.graph.initializer})
-    assert values.shape == (64, 24) and scales.shape == (4, 24) and values.min() >= -8 and values.max() <= 7
-    dequantized = values * np.repeat(scales, 16, axis=0)
-    assert np.abs(dequantized - weight).max() <= np.abs(scales).max() / 2 + 1e-6   # round to nearest
-    packed = quantize.int4_tensor(values, "v")
-    assert np.array_equal(onnx.numpy_helper.to_array(packed).astype(np.int8), values)
-
-
-# --------------------------------------------------------------------------- one quantization, two forms
-def test_trt_int4_logits_equal_onnxrt_int4(standin, workdir):
-    """Same int4 weights in both forms: TensorRT multiplies dequantized weights, which is ONNX
-    Runtime's accuracy level 1 (fp32 activations)."""
-    flags = ("--quantize", "int4", "--quant-accuracy-level", "1", "--batch-size", "2")
-    for family, variant in (("GPT2", "gpt2-tiny"), ("T5", "t5-tiny")):
-        loaded = loaded_model(family, variant, workdir)
-        ids = loaded.tokenizer("The lighthouse keeper climbed the stairs", return_tensors="np")["input_ids"]
-        ids = np.repeat(ids, 2, axis=0)
-        mask = np.ones_like(ids)
-        if family == "GPT2":   # a left-padded row
-            mask[0, :2] = 0
-        decoder_ids = ids[:, :4] if family == "T5" else None
-        got = {name: backend(workdir, family, variant, name, *flags).logits(ids, mask, decoder_ids)
-               for name in ("onnxrt", "trt")}
-        assert np.abs(got["trt"] - got["onnxrt"]).max() <= 1e-4
-        assert standin._errors == []
-    import trt_standin
-
-    engines = list(workdir.root.glob("GPT2/gpt2-tiny/engines/*/decoder-fp32-*/engine.plan"))
-    quantized = [e for e in engines if "-int4-" in trt_standin.plan_header(e)["source"]]
-    assert quantized and all(trt_standin.plan_header(e)["strongly_typed"] for e in quantized)
+    scales = next(onnx.numpy_helper.to_array(t) for t in q.graph.initializer if t.name.endswith("_scales"))
+    assert (scales < 0).any() and (scales > 0).any()
 
 
 # --------------------------------------------------------------------------- the accuracy gate
@@ -165,26 +167,34 @@ def test_onnxrt_passes_the_gate(workdir, fp32_accuracy, family, scheme):
 
 
 @pytest.mark.parametrize("family", list(TRAINED))
-def test_trt_int8_passes_the_gate_on_its_own(standin, workdir, fp32_accuracy, family):
+def test_trt_int4_passes_the_gate_on_its_own(standin, workdir, fp32_accuracy, family):
+    """TensorRT's int4 (fp16 activations, blocks of 64) on the stand-in, against fp32 frameworks."""
     variant = TRAINED[family]
-    result = accuracy(backend(workdir, family, variant, "trt", "--quantize", "int8"), family, variant, workdir)
-    assert passes("int8", delta_to_fp32(fp32_accuracy[family], result))
+    result = accuracy(backend(workdir, family, variant, "trt", "--quantize", "int4", "--fp16"), family, variant, workdir)
+    assert passes("int4", delta_to_fp32(fp32_accuracy[family], result))
+    assert standin._errors == []
+    import trt_standin
+
+    engines = list(workdir.root.glob(f"{family}/{variant}/engines/*/decoder-fp16-*/engine.plan"))
+    quantized = [e for e in engines if "-int4-" in trt_standin.plan_header(e)["source"]]
+    assert quantized and all(trt_standin.plan_header(e)["strongly_typed"] for e in quantized)
 
 
-def test_gate_catches_scales_read_along_the_wrong_axis(standin, workdir, fp32_accuracy, monkeypatch, tmp_path):
-    """A planted bug: MatMulNBits' scales ([N, blocks]) read as if they were [blocks, N]."""
+def test_gate_catches_int4_nibbles_packed_in_the_wrong_order(standin, workdir, fp32_accuracy, monkeypatch, tmp_path):
+    """A planted bug: INT4 pairs packed high nibble first (ONNX puts the first value in the low nibble),
+    which swaps every two neighbouring weights of a row."""
     from NNDF.export.workdir import WorkingDir
 
-    def wrong_axis(node, inits):
-        values, scales = correct(node, inits)                  # scales: [blocks, N]
-        stored = np.ascontiguousarray(scales.T).reshape(-1)    # as MatMulNBits stores them, [N, blocks]
-        return values, stored.reshape(scales.shape)            # read as if they were [blocks, N]
+    def swapped(values, name):
+        flat = values.reshape(-1)
+        pairs = np.stack([flat[1::2], flat[0::2]], axis=-1).reshape(-1)
+        return correct(pairs.reshape(values.shape), name)
 
-    correct = quantize.blocked_int4_from_matmulnbits
-    monkeypatch.setattr(quantize, "blocked_int4_from_matmulnbits", wrong_axis)
+    correct = quantize.int4_tensor
+    monkeypatch.setattr(quantize, "int4_tensor", swapped)
     fresh = WorkingDir(tmp_path)   # the planted graph must not land in the shared cache
     family, variant = "T5", TRAINED["T5"]
-    result = accuracy(backend(fresh, family, variant, "trt", "--quantize", "int4"), family, variant, fresh)
+    result = accuracy(backend(fresh, family, variant, "trt", "--quantize", "int4", "--fp16"), family, variant, fresh)
     assert not passes("int4", delta_to_fp32(fp32_accuracy[family], result))
 
 

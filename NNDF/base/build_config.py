@@ -13,8 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
-from NNDF.base.config import (ActionRules, GenerationSettings, QuantSettings, RunConfig, ServeSettings, TimingSettings,
-                              TrtSettings)
+from NNDF.base.config import (DEFAULT_BLOCK_SIZE, TRT_INT4_BLOCK_SIZES, ActionRules, GenerationSettings, QuantSettings,
+                              RunConfig, ServeSettings, TimingSettings, TrtSettings)
 from NNDF.base.errors import UsageError
 from NNDF.base.flags import BY_NAME, PREBUILT_GRAPHS, defaults
 
@@ -246,18 +246,23 @@ def check_block_size(block_size: int) -> None:
 
 def _quant_settings(a: _Flags, backends: tuple[str, ...]) -> QuantSettings | None:
     if a.quantize is None:
-        if a.quant_block_size != 32 or a.quant_accuracy_level != 4:
+        if a.quant_block_size is not None or a.quant_accuracy_level != 4:
             raise UsageError("--quant-block-size/--quant-accuracy-level need --quantize", "add --quantize int8 or int4")
         return None
     if a.quantize not in QUANT_SCHEMES:
         raise UsageError(f"--quantize {a.quantize} is not supported", "choose int8 or int4")
-    check_block_size(a.quant_block_size)
+    # TensorRT's INT4 blocks are 64 or 128 weights, so a run with trt defaults to 64 (it fits every
+    # weight of the tiny models, whose narrowest input dimension is 64); onnxrt alone keeps 32
+    block_size = a.quant_block_size
+    if block_size is None:
+        block_size = TRT_INT4_BLOCK_SIZES[0] if "trt" in backends else DEFAULT_BLOCK_SIZE
+    check_block_size(block_size)
     if a.quant_accuracy_level not in range(5):
         raise UsageError(f"--quant-accuracy-level {a.quant_accuracy_level} is not one of 0-4",
                          "use 0 (unset), 1 (fp32), 2 (fp16), 3 (bf16) or 4 (int8)")
     if not set(backends) & {"onnxrt", "trt"}:
         raise UsageError("--quantize applies to the onnxrt and trt backends", "add onnxrt or trt to the backends")
-    return QuantSettings(a.quantize, a.quant_block_size, a.quant_accuracy_level)
+    return QuantSettings(a.quantize, block_size, a.quant_accuracy_level)
 
 
 def check_output_path(path: Path | str | None) -> None:

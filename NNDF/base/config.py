@@ -87,12 +87,16 @@ class ServeSettings:
     export_backend: str = "onnxrt"     # export-triton: onnxrt or trt
 
 
+DEFAULT_BLOCK_SIZE = 32           # --quant-block-size when trt is not among the backends
+TRT_INT4_BLOCK_SIZES = (64, 128)  # the only INT4 blocks TensorRT takes (NNDF/export/quantize.py); 64 is its default
+
+
 @dataclass(frozen=True)
 class QuantSettings:
     """Weight-only quantization of the compiled backends' graphs (--quantize)."""
 
     scheme: str                   # "int8" or "int4"
-    block_size: int = 32          # weights per scale along the input dimension
+    block_size: int = DEFAULT_BLOCK_SIZE   # weights per scale along the input dimension
     # ONNX Runtime's MatMulNBits accuracy level: what activations are multiplied in (0 unset, 1 fp32,
     # 2 fp16, 3 bf16, 4 int8). 4 uses this CPU's AVX-512 VNNI int8 dot products (README: measured).
     accuracy_level: int = 4

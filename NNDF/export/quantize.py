@@ -1,19 +1,24 @@
 """Weight-only int8 / int4 quantization of exported graphs, cached like any other artifact.
 
-One quantization, two graph forms:
+Two graph forms of one export:
 
     export (fp32/fp16) --matmul_form--> every weight a MatMul initializer
         --ONNX Runtime's MatMulNBitsQuantizer--> onnxrt graph (MatMulNBits, symmetric, per block)
-        --qdq_from_matmulnbits--> trt graph: int4 initializer -> DequantizeLinear -> MatMul
+        --blocked_int4 + qdq_graph--> trt graph (fp16 only): INT4 initializer -> DequantizeLinear -> MatMul
+
+The trt form quantizes the weights itself: ONNX Runtime's symmetric quantizer signs each block's
+scale so that the block's largest weight lands on -8 (about half its scales are negative), and
+TensorRT refuses a scale that is not positive.
 
 Weights are quantized symmetrically (no zero points, which TensorRT requires) in blocks of
 `block_size` along the input dimension, with one scale per block and output column. Embedding
 tables and norms are not MatMul weights and keep their export precision; the LM head, which
 GPT2-style models tie to the embedding table, gets a quantized copy of its own.
 
-TensorRT's block quantization is for int4; int8 weights there get one scale per output
-channel, so the trt int8 graph quantizes the export's weights itself (per channel) rather than
-converting ONNX Runtime's blocked int8.
+The trt form keeps to TensorRT's rules for quantized graphs (see "What TensorRT takes" below):
+INT4 weights only, for fp16 graphs, in blocks of 64 or 128; INT8 only with quantized activations
+too (the encoders' calibrated QDQ). A combination outside them is refused in one line before any
+export (check_trt_quantization).
 """
 
 from __future__ import annotations
@@ -25,14 +30,15 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from NNDF.base.config import QuantSettings
+from NNDF.base.config import TRT_INT4_BLOCK_SIZES, QuantSettings
 from NNDF.base.errors import UsageError
 from NNDF.base.progress import progress
 from NNDF.export.onnx_shapes import drop_dead_nodes
 from NNDF.export.workdir import DATA_FILE, MANIFEST, MODEL_FILE, WorkingDir, source_description, source_identity
 
 QDQ_OPSET = 21                 # blocked DequantizeLinear and the INT4 type arrive in opset 21
-QUANTIZER_VERSION = 1          # bump when this file changes what a quantized graph contains
+FP16_QDQ_OPSET = 19            # QuantizeLinear takes, and DequantizeLinear gives, fp16 from opset 19
+QUANTIZER_VERSION = 2          # bump when this file changes what a quantized graph contains
 
 
 def check_block_size(block_size: int) -> None:
@@ -85,11 +91,60 @@ def linear_weight_shapes(model) -> dict[str, tuple[int, int]]:
     return shapes
 
 
-def check_block_fits(shapes: dict[str, tuple[int, ...]], block_size: int, graph: str) -> None:
+def check_block_fits(shapes: dict[str, tuple[int, ...]], block_size: int, graph: str, whole_blocks: bool = False) -> None:
+    """Every weight's input dimension holds a block (ONNX Runtime pads the last one); with
+    `whole_blocks` (TensorRT's blocked DequantizeLinear) it must be cut into whole blocks."""
     for name, (k, _) in shapes.items():
         if block_size > k:
+            fix = (f"use a block size of at most {k}" if not whole_blocks or k >= TRT_INT4_BLOCK_SIZES[0] else
+                   f"TensorRT's INT4 blocks ({' or '.join(map(str, TRT_INT4_BLOCK_SIZES))}) do not fit it: use onnxrt "
+                   "alone for this model's int4")
             raise UsageError(f"--quant-block-size {block_size} is larger than the input dimension {k} of "
-                             f"{graph} weight {name}", f"use a block size of at most {k}")
+                             f"{graph} weight {name}", fix)
+        if whole_blocks and k % block_size:
+            raise UsageError(f"--quant-block-size {block_size} does not divide the input dimension {k} of {graph} "
+                             f"weight {name}, and TensorRT's INT4 blocks must be whole",
+                             "use --quant-block-size 64" if k % 64 == 0 else "use onnxrt for this model's int4")
+
+
+# --------------------------------------------------------------------------- what TensorRT takes
+# The trt form of a quantized graph keeps to TensorRT's rules, and the stand-in's parser
+# (tests/trt_standin/onnx_support.py, quantization_problems) refuses a graph that breaks one:
+# - INT4 is weight-only, in blocks of 64 or 128 weights along one of the last two axes: "INT4
+#   quantization requires per-block scales. The supported block sizes are {64, 128}. The block
+#   dimension should be one of the last two dimensions. TensorRT only supports INT4 for weight
+#   quantization" (TensorRT developer guide, Working with Quantized Types > Quantization Schemes).
+# - The activations an INT4 weight is multiplied with are fp16/bf16: NVIDIA's Model Optimizer lists
+#   TensorRT's INT4 as W4A16 ("Block-wise INT4 Weights, F16 Activations"); the fp32 form was never a
+#   documented combination. A strongly typed DequantizeLinear gives its scale's type (onnx-tensorrt
+#   onnxOpImporters.cpp, QuantDequantLinearHelper: addDequantize(..., scaleType)), so fp16 scales.
+#   Hence trt int4 only for --fp16 graphs; a weight the fp16 export keeps in fp32 (T5's feed-forward
+#   output projections) stays float in the trt graph.
+# - An INT4 tensor's last dimension is even: "Quantization to INT4 is not supported for tensors with
+#   an odd last dimension" (onnx-tensorrt 10.1, QuantDequantLinearHelper; later releases: "4-bit
+#   quantization requires an even number of elements"). A weight [K, N] with odd N (GPT2's LM head,
+#   N = 50257; BART's, 50265) gets a zero column of scale 1, and a Slice drops the extra output.
+# - Blocks are whole: "Inferred block size is not an integer" (same function) when the blocked
+#   dimension is not a multiple of the block, which ONNX itself allows.
+# - INT8 is weights *and* activations: "TensorRT quantizes activations and weights for INT8, FP8, and
+#   FP4. Weight-only quantization is supported for INT4" (developer guide 10.11, Working with Quantized
+#   Types). An INT8 weight DequantizeLinear before a MatMul on float activations is no quantized GEMM
+#   TensorRT documents: it may be refused, or dequantized and run in float, which loses the point. So
+#   generating models' trt int8 (weight-only) is refused; encoders' int8 is calibrated W8A8 QDQ below.
+def check_trt_quantization(q: QuantSettings, fp16: bool) -> None:
+    """One UsageError line when the trt backend cannot take the weight-only quantization `q`."""
+    if q.scheme == "int8":
+        raise UsageError("--quantize int8 with trt: TensorRT quantizes INT8 as weights and activations together, "
+                         "and its weight-only quantization is INT4 only",
+                         "use --quantize int4 --fp16 for trt, or --quantize int8 with onnxrt alone")
+    if not fp16:
+        raise UsageError("--quantize int4 with trt needs --fp16: TensorRT multiplies INT4 weights with fp16/bf16 "
+                         "activations (W4A16)", "add --fp16")
+    if q.block_size not in TRT_INT4_BLOCK_SIZES:
+        raise UsageError(f"--quant-block-size {q.block_size} with trt: TensorRT's INT4 blocks are "
+                         f"{' or '.join(map(str, TRT_INT4_BLOCK_SIZES))} weights",
+                         f"use --quant-block-size {TRT_INT4_BLOCK_SIZES[0]} (the default when trt runs) or "
+                         f"{TRT_INT4_BLOCK_SIZES[1]}")
 
 
 # --------------------------------------------------------------------------- MatMul form
@@ -227,19 +282,16 @@ def ort_quantized(source: Path, q: QuantSettings, workdir: WorkingDir, onnx_dir:
 
 
 # --------------------------------------------------------------------------- trt: QDQ
-def blocked_int4_from_matmulnbits(node: onnx.NodeProto, inits: dict[str, TensorProto]) -> tuple[np.ndarray, np.ndarray]:
-    """The signed int4 weight [K, N] and scales [K / block, N] a 4-bit MatMulNBits node holds.
-
-    MatMulNBits stores column n's block b as bytes B[n, b, :], two values per byte, low nibble
-    first, offset by the implicit zero point 8 of a symmetric quantization.
-    """
-    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-    k, n = attrs["K"], attrs["N"]
-    packed = numpy_helper.to_array(inits[node.input[1]])                        # [N, blocks, block / 2]
-    low, high = packed & 0x0F, packed >> 4
-    values = np.stack([low, high], axis=-1).reshape(n, -1)[:, :k].astype(np.int8) - 8   # [N, K]
-    scales = numpy_helper.to_array(inits[node.input[2]]).reshape(n, -1)          # [N, blocks]
-    return np.ascontiguousarray(values.T), np.ascontiguousarray(scales.T)
+def blocked_int4(weight: np.ndarray, block_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Signed INT4 of a weight [K, N] in blocks of `block_size` along K (K a multiple of it), as
+    TensorRT's INT4 scheme quantizes (x_q = round(clip(x / s, -8, 7))): one positive scale per block
+    and output column, s = the block's largest |x| / 7, in the weight's own type. Returns the values
+    [K, N] and the scales [K / block_size, N]."""
+    k, n = weight.shape
+    w = weight.astype(np.float32).reshape(k // block_size, block_size, n)
+    scales = np.maximum((np.abs(w).max(axis=1) / 7.0).astype(weight.dtype), np.finfo(weight.dtype).tiny)
+    values = np.clip(np.round(w / scales.astype(np.float32)[:, None, :]), -8, 7).astype(np.int8)
+    return values.reshape(k, n), scales
 
 
 def int4_tensor(values: np.ndarray, name: str) -> TensorProto:
@@ -252,11 +304,11 @@ def int4_tensor(values: np.ndarray, name: str) -> TensorProto:
 
 
 def per_channel_int8(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric int8 with one scale per output column (TensorRT's INT8 weight-only form)."""
+    """Symmetric int8 with one scale per output column, in the weight's own type, every scale positive
+    (onnx-tensorrt refuses others: "Scale coefficients must all be positive")."""
     w = weight.astype(np.float32)
-    scale = np.abs(w).max(axis=0) / 127.0
-    scale = np.where(scale == 0, 1.0, scale).astype(np.float32)
-    return np.clip(np.round(w / scale), -127, 127).astype(np.int8), scale.astype(weight.dtype)
+    scale = np.maximum((np.abs(w).max(axis=0) / 127.0).astype(weight.dtype), np.finfo(weight.dtype).tiny)
+    return np.clip(np.round(w / scale.astype(np.float32)), -127, 127).astype(np.int8), scale
 
 
 def _without_initializers(proto: onnx.ModelProto) -> onnx.ModelProto:
@@ -292,40 +344,45 @@ def _to_opset(proto: onnx.ModelProto, version: int) -> onnx.ModelProto:
     return converted
 
 
-def qdq_graph(float_proto: onnx.ModelProto, int4_proto: onnx.ModelProto | None, q: QuantSettings) -> onnx.ModelProto:
-    """The TensorRT form of `float_proto` (already in MatMul form): each weight an int initializer
-    -> DequantizeLinear (no zero point) -> MatMul. int4 takes its weights and scales from the
-    MatMulNBits graph ONNX Runtime made of the same export; int8 is per output channel."""
+def qdq_graph(float_proto: onnx.ModelProto, q: QuantSettings, graph: str = "graph") -> onnx.ModelProto:
+    """The TensorRT form of the fp16 `float_proto` (already in MatMul form): each fp16 weight an INT4
+    initializer -> blocked DequantizeLinear (positive fp16 scales, no zero point) -> MatMul. Within
+    TensorRT's rules (above): a weight the export keeps in fp32 stays float, and an odd output
+    dimension gets a zero column that a Slice drops again."""
+    if q.bits != 4:
+        raise ValueError("the trt form is INT4 only: check_trt_quantization refuses weight-only int8")
     inits = _initializers(float_proto)
-    weights = weight_shapes(float_proto)
-    blocked = {}
-    if q.bits == 4:
-        q_inits = _initializers(int4_proto)
-        blocked = {n.input[1].removesuffix("_Q4"): blocked_int4_from_matmulnbits(n, q_inits)
-                   for n in int4_proto.graph.node if n.op_type == "MatMulNBits"}
-        missing = sorted(set(weights) - set(blocked))
-        if missing:
-            raise ValueError(f"ONNX Runtime left weights unquantized: {missing[:3]}")
-    dq_nodes, new_inits = [], []
-    for weight in weights:
-        dtype = helper.tensor_dtype_to_np_dtype(inits[weight].data_type)
-        if q.bits == 4:
-            values, scales = blocked[weight]
-            quantized, attrs = int4_tensor(values, f"{weight}_int4"), {"axis": 0, "block_size": q.block_size}
-            scales = scales.astype(dtype)
-        else:
-            values, scales = per_channel_int8(numpy_helper.to_array(inits[weight]))
-            quantized, attrs = numpy_helper.from_array(values, f"{weight}_int8"), {"axis": 1}
-        new_inits += [quantized, numpy_helper.from_array(scales, f"{weight}_scale")]
-        dq_nodes.append(helper.make_node("DequantizeLinear", [quantized.name, f"{weight}_scale"], [f"{weight}_dq"],
-                                         name=f"{weight}_DequantizeLinear", **attrs))
-    # Only int4 needs opset 21 (INT4, blocked DequantizeLinear); per-channel int8 is opset 13's, and
-    # TensorRT 10's parser takes opset 21 only for the blocked form, so int8 keeps the export's opset.
-    proto = _to_opset(float_proto, QDQ_OPSET) if q.bits == 4 else float_proto
+    weights = {w: shape for w, shape in weight_shapes(float_proto).items()
+               if inits[w].data_type in (TensorProto.FLOAT16, TensorProto.BFLOAT16)}   # W4A16 only
+    dq_nodes, new_inits, padded = [], [], {}
+    for weight in progress(list(weights), f"quantizing {graph} to int4 for TensorRT"):
+        values, scales = blocked_int4(numpy_helper.to_array(inits[weight]), q.block_size)
+        n = values.shape[1]
+        if n % 2:   # TensorRT: an INT4 tensor's last dimension is even; the extra column is zeros
+            values = np.pad(values, ((0, 0), (0, 1)))
+            scales = np.pad(scales, ((0, 0), (0, 1)), constant_values=1)
+            padded[weight] = n
+        quantized, scale = int4_tensor(values, f"{weight}_int4"), numpy_helper.from_array(scales, f"{weight}_scale")
+        new_inits += [quantized, scale]
+        dq_nodes.append(helper.make_node("DequantizeLinear", [quantized.name, scale.name], [f"{weight}_dq"],
+                                         name=f"{weight}_DequantizeLinear", axis=0, block_size=q.block_size))
+    for n in sorted(set(padded.values())):
+        new_inits += [numpy_helper.from_array(np.array([v], np.int64), f"int4_pad_{what}_{n}")
+                      for what, v in (("start", 0), ("end", n), ("axis", -1))]
+    proto = _to_opset(float_proto, QDQ_OPSET)
+    nodes = list(dq_nodes)
     for node in proto.graph.node:
-        if node.op_type == "MatMul" and node.input[1] in weights:
-            node.input[1] = f"{node.input[1]}_dq"
-    return _rebuilt(proto, dq_nodes + list(proto.graph.node), weights, new_inits)
+        nodes.append(node)
+        weight = node.input[1] if node.op_type == "MatMul" and len(node.input) > 1 else None
+        if weight not in weights:
+            continue
+        node.input[1] = f"{weight}_dq"
+        if weight in padded:       # the MatMul gives N + 1 columns; the graph goes on with the first N
+            n, out = padded[weight], node.output[0]
+            node.output[0] = f"{out}_padded"
+            nodes.append(helper.make_node("Slice", [node.output[0], f"int4_pad_start_{n}", f"int4_pad_end_{n}",
+                                                    f"int4_pad_axis_{n}"], [out], name=f"{weight}_unpad"))
+    return _rebuilt(proto, nodes, weights, new_inits)
 
 
 def _rebuilt(proto: onnx.ModelProto, nodes: list, replaced: set | dict, added: list) -> onnx.ModelProto:
@@ -339,22 +396,19 @@ def _rebuilt(proto: onnx.ModelProto, nodes: list, replaced: set | dict, added: l
 
 
 def trt_quantized(source: Path, q: QuantSettings, workdir: WorkingDir, onnx_dir: Path) -> Path:
-    """The cached QDQ graph of `source` for TensorRT. int4 is built from onnxrt's MatMulNBits
-    artifact (quantizing it first if needed), so both backends run the same int4 weights."""
+    """The cached INT4 QDQ graph of the fp16 `source` for TensorRT."""
     source = Path(source)
-    int4_source = ort_quantized(source, q, workdir, onnx_dir) if q.bits == 4 else None
     target, key = _artifact(source, q, "trt", onnx_dir)
 
     def produce(tmp: Path) -> dict:
         described = source_description(source)
         proto = _load_with_weights(source)
         matmul_form(proto)
-        check_block_fits(weight_shapes(proto), q.block_size, described["graph"])
-        int4_proto = _load_with_weights(int4_source) if int4_source is not None else None
+        check_block_fits(weight_shapes(proto), q.block_size, described["graph"], whole_blocks=True)
         from NNDF.base.progress import status
 
+        qdq = qdq_graph(proto, q, described["graph"])
         with status(f"writing the TensorRT QDQ form of {described['graph']} ({q.scheme})"):
-            qdq = qdq_graph(proto, int4_proto, q)
             _save(qdq, tmp)
         return {**described, "graph": f"{described['graph']} ({q.scheme}, QDQ)",
                 "quantized_weights": sum(n.op_type == "DequantizeLinear" for n in qdq.graph.node)}
@@ -375,7 +429,7 @@ def quantized_graph(source: Path, q: QuantSettings | None, form: str, workdir: W
 # onnxrt uses ONNX Runtime's dynamic quantization (int8 weights, activations quantized per batch
 # at run time, QAttention over the fused Attention), trt a static QDQ graph whose activation scales
 # come from a calibration pass over shipped data, as TensorRT's explicit quantization wants.
-ENCODER_INT8_VERSION = 1
+ENCODER_INT8_VERSION = 2
 ACTIVATION_QMAX = 127.0
 
 
@@ -411,9 +465,9 @@ def ort_dynamic_int8(source: Path, workdir: WorkingDir, onnx_dir: Path) -> Path:
     return workdir.build(target, key, (MODEL_FILE,), produce).file(MODEL_FILE)
 
 
-def activation_ranges(proto: onnx.ModelProto, names: list[str], feeds: list[dict]) -> dict[str, float]:
-    """The largest |value| each named tensor takes over the calibration feeds, by running the float
-    graph in ONNX Runtime with those tensors added as outputs."""
+def activation_ranges(proto: onnx.ModelProto, names: list[str], feeds: list[dict]) -> tuple[dict[str, float], dict]:
+    """The largest |value| each named tensor takes over the calibration feeds, and its numpy dtype, by
+    running the float graph in ONNX Runtime with those tensors added as outputs."""
     import onnxruntime as ort
 
     probe = onnx.ModelProto()
@@ -426,28 +480,41 @@ def activation_ranges(proto: onnx.ModelProto, names: list[str], feeds: list[dict
     options.log_severity_level = 3
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL   # keep every tensor
     session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    wanted = {i.name for i in session.get_inputs()}
-    amax = dict.fromkeys(names, 0.0)
+    # the feeds as the graph takes them (an fp16 graph's pixels are fp16)
+    wanted = {i.name: helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type) for i in proto.graph.input}
+    amax, dtypes = dict.fromkeys(names, 0.0), {}
     for feed in feeds:
-        values = session.run(names, {k: v for k, v in feed.items() if k in wanted})
+        values = session.run(names, {k: np.asarray(v, wanted[k]) for k, v in feed.items() if k in wanted})
         for name, value in zip(names, values):
             amax[name] = max(amax[name], float(np.max(np.abs(value), initial=0.0)))
-    return amax
+            dtypes[name] = value.dtype
+    return amax, dtypes
 
 
 def calibrated_qdq(proto: onnx.ModelProto, feeds: list[dict]) -> onnx.ModelProto:
     """`proto` (in MatMul form) with every weight MatMul in int8 QDQ form for TensorRT: the weight
     an int8 initializer with one scale per output channel -> DequantizeLinear, the activation
-    QuantizeLinear -> DequantizeLinear with the scale calibrated on `feeds`; all zero-points 0."""
+    QuantizeLinear -> DequantizeLinear with the scale calibrated on `feeds`; all zero-points 0.
+
+    Each scale has the type of the tensor it scales. Opset 17's QuantizeLinear takes only fp32 and its
+    DequantizeLinear gives only fp32, so an fp16 graph moves to opset 19, where both take the scale's
+    type (fp32 scales on fp16 activations at opset 17 were an invalid graph that ONNX Runtime refused;
+    TensorRT, strongly typed, gives a DequantizeLinear its scale's type, onnx-tensorrt
+    QuantDequantLinearHelper)."""
     inits = _initializers(proto)
     weights = weight_shapes(proto)
     matmuls = [n for n in proto.graph.node if n.op_type == "MatMul" and n.input[1] in weights]
     activations = list(dict.fromkeys(n.input[0] for n in matmuls))
-    amax = activation_ranges(proto, activations, feeds)
+    amax, dtypes = activation_ranges(proto, activations, feeds)
+    if any(d != np.float32 for d in dtypes.values()) or any(inits[w].data_type != TensorProto.FLOAT for w in weights):
+        proto = _to_opset(proto, FP16_QDQ_OPSET)
+        inits = _initializers(proto)
+        matmuls = [n for n in proto.graph.node if n.op_type == "MatMul" and n.input[1] in weights]
     zero = numpy_helper.from_array(np.zeros((), np.int8), "int8_zero_point")
     new_inits, act_pairs, weight_dq = [zero], [], []
     for name in activations:
-        scale = numpy_helper.from_array(np.asarray(max(amax[name], 1e-8) / ACTIVATION_QMAX, np.float32), f"{name}_act_scale")
+        scale = numpy_helper.from_array(np.asarray(max(amax[name], 1e-8) / ACTIVATION_QMAX, dtypes.get(name, np.float32)),
+                                        f"{name}_act_scale")
         new_inits.append(scale)
         act_pairs.append([helper.make_node("QuantizeLinear", [name, scale.name, zero.name], [f"{name}_q"],
                                            name=f"{name}_QuantizeLinear"),
@@ -456,7 +523,7 @@ def calibrated_qdq(proto: onnx.ModelProto, feeds: list[dict]) -> onnx.ModelProto
     for weight in weights:
         values, scales = per_channel_int8(numpy_helper.to_array(inits[weight]))
         q = numpy_helper.from_array(values, f"{weight}_int8")
-        new_inits += [q, numpy_helper.from_array(scales.astype(np.float32), f"{weight}_scale")]
+        new_inits += [q, numpy_helper.from_array(scales, f"{weight}_scale")]   # the weight's own type
         weight_dq.append(helper.make_node("DequantizeLinear", [q.name, f"{weight}_scale"], [f"{weight}_dq"],
                                           name=f"{weight}_DequantizeLinear", axis=1))
     # the activation's QDQ pair goes right after the node that makes it (or first, for a graph input)

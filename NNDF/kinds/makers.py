@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from functools import partial
 
+from NNDF.export.quantize import check_block_fits, check_trt_quantization, linear_weight_shapes
 from NNDF.kinds.decoder_only import backends as decoder_only
 from NNDF.kinds.encoder_decoder import backends as encoder_decoder
 from NNDF.kinds.encoder_only import backends as encoder_only
@@ -19,9 +20,25 @@ def backend_maker(family, name: str):
     return partial(getattr(KINDS[family.kind], name), family)
 
 
+def check_quantization(family, loaded, cfg) -> None:
+    """--quantize against what every backend of the run takes, in one UsageError line before any
+    backend exports a graph: encoders quantize to int8; generating models' trt graphs keep to
+    TensorRT's rules (NNDF/export/quantize.py, check_trt_quantization), their blocks whole."""
+    q = cfg.quantize
+    if q is None:
+        return
+    if not family.generates:
+        encoder_only.check_quantize(cfg)
+        return
+    if "trt" in cfg.backends:
+        check_trt_quantization(q, cfg.fp16)
+    check_block_fits(linear_weight_shapes(loaded.model), q.block_size, loaded.variant, whole_blocks="trt" in cfg.backends)
+
+
 def make_backends(family, loaded, cfg, workdir) -> list:
     """cfg's backends in the order given. frameworks is made last: it may move the model to the
     GPU (and halve it), while the compiled backends' exports trace the host fp32 model."""
+    check_quantization(family, loaded, cfg)
     made = {}
     for name in sorted(cfg.backends, key=lambda n: n == "frameworks"):
         made[name] = backend_maker(family, name)(loaded, cfg, workdir)

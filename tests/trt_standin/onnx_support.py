@@ -14,7 +14,13 @@ matrix) states:
   is refused as such, so a new operator in an export cannot pass unexamined;
 - the opset is at most `max_opset` (20, the matrix's range), except opset 21 when
   the graph needs 21 only for blocked DequantizeLinear (INT4 weight-only QDQ, which
-  TensorRT 10 parses): see `opset_problem`.
+  TensorRT 10 parses): see `opset_problem`;
+- the graph is valid ONNX: its types pass ONNX's strict type inference (fp32 scales on
+  fp16 QuantizeLinear at opset 17 do not, and ONNX Runtime refuses such a graph);
+- TensorRT's rules for quantized tensors (`quantization_problems`, each citing its source):
+  positive scales; INT4 only as blocked weight-only DQ of an initializer, blocks of 64 or
+  128 along one of the last two axes, whole, an even last dimension, fp16/bf16 scales
+  (W4A16); INT8 weights only beside quantized activations (no weight-only INT8 GEMM).
 """
 
 from __future__ import annotations
@@ -176,6 +182,95 @@ def _restriction_problems(node, support: OperatorSupport, opset: int, initialize
     return problems
 
 
+def _validity_problem(model: onnx.ModelProto) -> str | None:
+    """Why ONNX's strict type inference refuses the graph, or None. TensorRT's parser reads types
+    loosely, but a graph that is not valid ONNX is refused by ONNX Runtime and the other tools the
+    working dir's files are handed to, so the stand-in refuses it too."""
+    try:
+        onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=False)
+    except Exception as e:  # onnx raises InferenceError and others; all mean "not valid"
+        return f"the graph is not valid ONNX: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}"
+    return None
+
+
+TRT_INT4_BLOCK_SIZES = (64, 128)
+_HALF_TYPES = (onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
+
+
+def quantization_problems(model: onnx.ModelProto, types: dict[str, int], initializers: dict) -> list[Problem]:
+    """TensorRT's rules for DequantizeLinear that the support matrix does not state.
+
+    - Scales are positive: onnx-tensorrt onnxOpImporters.cpp, QuantDequantLinearHelper, "Scale
+      coefficients must all be positive".
+    - INT4 is weight-only, with per-block scales of 64 or 128 along one of the last two dimensions:
+      TensorRT developer guide, Quantization Schemes ("INT4 quantization requires per-block scales.
+      The supported block sizes are {64, 128}. The block dimension should be one of the last two
+      dimensions. TensorRT only supports INT4 for weight quantization"). So its input is an initializer.
+    - Blocks are whole: QuantDequantLinearHelper, "Inferred block size is not an integer".
+    - An INT4 tensor's last dimension is even: QuantDequantLinearHelper (10.1), "Quantization to INT4 is
+      not supported for tensors with an odd last dimension".
+    - INT4 weights meet fp16/bf16 activations (W4A16, TensorRT Model Optimizer's support matrix: "Block-wise
+      INT4 Weights, F16 Activations"); a strongly typed DequantizeLinear gives its scale's type, so the
+      scale is fp16 or bf16.
+    - INT8 quantizes weights and activations together: "TensorRT quantizes activations and weights for
+      INT8, FP8, and FP4. Weight-only quantization is supported for INT4" (developer guide 10.11). An INT8
+      weight DequantizeLinear feeding a MatMul/Gemm whose other operand is not dequantized is refused.
+    """
+    producer = {o: n for n in model.graph.node for o in n.output}
+    readers: dict[str, list] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    problems = []
+    for node in model.graph.node:
+        if node.op_type != "DequantizeLinear":
+            continue
+        where, data = _where(node), node.input[0]
+        scale = initializers.get(node.input[1]) if len(node.input) > 1 else None
+        if scale is not None and np.any(numpy_helper.to_array(scale).astype(np.float64) <= 0):
+            problems.append(Problem(node.name, node.op_type, f"{where}: scale coefficients must all be positive"))
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        if types.get(data) == onnx.TensorProto.INT4:
+            problems += [Problem(node.name, node.op_type, f"{where}: {text}")
+                         for text in _int4_problems(data, attrs, initializers, types.get(node.input[1]))]
+        elif types.get(data) == onnx.TensorProto.INT8 and data in initializers:
+            for reader in readers.get(node.output[0], []):
+                if reader.op_type not in ("MatMul", "Gemm"):
+                    continue
+                other = next((i for i in reader.input[:2] if i != node.output[0]), None)
+                if other is None or producer.get(other) is None or producer[other].op_type != "DequantizeLinear":
+                    problems.append(Problem(node.name, node.op_type,
+                                            f"{where}: INT8 weights feed {_where(reader)}, whose other input is not "
+                                            "quantized; TensorRT's INT8 is weights and activations, its weight-only "
+                                            "quantization INT4 only"))
+    return problems
+
+
+def _int4_problems(data: str, attrs: dict, initializers: dict, scale_type: int | None) -> list[str]:
+    if data not in initializers:
+        return [f"INT4 input {data} is computed; TensorRT's INT4 is weight-only (an initializer)"]
+    dims = list(initializers[data].dims)
+    problems = []
+    if not dims or dims[-1] % 2:
+        problems.append(f"INT4 weight {data} has the odd last dimension {dims[-1] if dims else 'of a scalar'}")
+    block = attrs.get("block_size", 0)
+    if block <= 0:
+        problems.append(f"INT4 weight {data} is not block-quantized; TensorRT's INT4 needs per-block scales")
+    else:
+        axis = attrs.get("axis", 1) % max(len(dims), 1)
+        if block not in TRT_INT4_BLOCK_SIZES:
+            problems.append(f"INT4 block size {block} is not one of TensorRT's {TRT_INT4_BLOCK_SIZES}")
+        if axis < len(dims) - 2:
+            problems.append(f"INT4 blocks run along axis {axis}, not one of the last two dimensions")
+        elif dims[axis] % block:
+            problems.append(f"INT4 dimension {dims[axis]} of {data} is not a whole number of {block}-blocks")
+    if scale_type not in _HALF_TYPES:
+        name = _type_name(scale_type) if scale_type else "unknown"
+        problems.append(f"INT4 weight {data} is dequantized to {name}; TensorRT's INT4 weights meet FLOAT16/BFLOAT16 "
+                        "activations (W4A16)")
+    return problems
+
+
 def parser_problems(model: onnx.ModelProto | str | Path, max_opset: int = MAX_OPSET,
                     matrix: dict[str, OperatorSupport] | None = None) -> list[Problem]:
     """Every reason TensorRT 10's ONNX parser would refuse `model` (a proto, or a path whose external
@@ -204,7 +299,10 @@ def parser_problems(model: onnx.ModelProto | str | Path, max_opset: int = MAX_OP
     for node in model.graph.node:
         problems += [Problem(node.name, node.op_type, text) for text in _node_problems(node, matrix, types, opset,
                                                                                     initializers, consumers)]
-    return problems
+    invalid = _validity_problem(model)
+    if invalid:
+        problems.append(Problem("", "", invalid))
+    return problems + quantization_problems(model, types, initializers)
 
 
 def _node_problems(node, matrix, types, opset, initializers, consumers) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import sys
 from abc import ABC, abstractmethod
 from dataclasses import replace
 from pathlib import Path
@@ -121,9 +122,16 @@ def onnxrt(family, loaded: EncoderModel, cfg: RunConfig, workdir) -> CompiledEnc
     Attention op was slower here than MLAS MatMuls at 128 tokens. --quantize int8: ONNX Runtime's
     dynamic quantization of the *fused* graph: the fusions fold the weights' transposes into constant
     MatMul inputs (the quantizer only takes constant weights) and give QAttention; it ran 2.5x faster
-    than the fp32 graph, while dynamic int8 of the plain export left most weights in fp32."""
+    than the fp32 graph, while dynamic int8 of the plain export left most weights in fp32. ONNX
+    Runtime's quantizer takes fp32 graphs only (of an fp16 one it wrote a graph ONNX Runtime could
+    not load), so under --fp16 the int8 graph is still made from the fp32 export: int8 replaces
+    fp16 for onnxrt, and the run says so."""
     check_quantize(cfg)
     spec = encoder_spec(loaded)
+    if cfg.quantize is not None and cfg.fp16 and not cfg.trt.prebuilt_onnx:
+        print("note: onnxrt's dynamic int8 is made from the fp32 graph (ONNX Runtime quantizes fp32 graphs "
+              "only); its float parts run in fp32", file=sys.stderr)
+        cfg = replace(cfg, fp16=False)
     path = _exported(spec, family, loaded, cfg, workdir, "onnxrt")
     if cfg.quantize is not None:
         if loaded.layout.ort_fusions and not cfg.fp16 and not cfg.trt.prebuilt_onnx:
