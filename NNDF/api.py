@@ -52,7 +52,7 @@ def _session_key(cfg: RunConfig) -> RunConfig:
     seed), so two calls with equal keys can share one backend. A flag not listed here counts as
     changing the session, so a new flag is safe by default."""
     g = cfg.generation
-    return replace(cfg, action="run", seed=0, input_seq_len=0, num_samples=0, tokens_to_generate=0, top_n=0,
+    return replace(cfg, action="run", seed=0, input_seq_len=0, default_lengths=(), num_samples=0, tokens_to_generate=0, top_n=0,
                    dataset_path=None, checkpoint=None, image=None, save_output_fpath=None,
                    info=False, verbose=False, cleanup=False, timing=TimingSettings(),
                    generation=GenerationSettings(use_cache=g.use_cache, num_beams=g.num_beams))
@@ -161,6 +161,7 @@ class Model:
         cfg = self._config(name, flags)
         action = action_for(name, self.family)
         action.check_inputs(cfg, self.family)
+        cfg = action.fit(cfg, self.family, self.loaded)
         action.check_loaded(cfg, self.family, self.loaded)
         result = action.answer(cfg, self.family, self.loaded, [self._backend_for(cfg)])
         save_json(cfg.save_output_fpath, result)

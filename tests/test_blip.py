@@ -203,7 +203,6 @@ def test_bad_images_are_one_line_errors(capsys, wd, tmp_path):
                      'label = ["a", "b"]\n')
     one_line_error(capsys, "run", "BLIP", "--working-dir", wd, "--batch-size", "2", "--iterations", "1",
          "--checkpoint", str(batch), match="add --use-mask")
-    one_line_error(capsys, "chat", "BLIP", "--working-dir", wd, match="needs an image")
     one_line_error(capsys, "chat", "BLIP", "--working-dir", wd, "--image", str(tmp_path / "huge.png"), match="megapixel limit")
     assert Image.open(tmp_path / "huge.png").size[0] * 7000 > MAX_PIXELS
 
@@ -245,6 +244,21 @@ def test_chat_with_an_image(capsys, wd, monkeypatch, tmp_path):
     assert len(turns) == 3                                   # the empty line is a caption without prefix
     outs = [t["outputs"]["frameworks"]["output"] for t in turns]
     assert outs[:2] == [CAPTIONS["red_circle.png"]] * 2 and outs[2].startswith("the lighthouse")
+    assert all(t["outputs"]["onnxrt"]["output"] == t["outputs"]["frameworks"]["output"] for t in turns)
+
+
+def test_chat_without_an_image_flag_takes_the_image_on_each_line(capsys, wd, monkeypatch, tmp_path):
+    """The bare `chat BLIP` (issue 24: it once refused without --image): each line names its image as
+    checkpoint.toml's inputs do, `IMAGE` or `IMAGE | PREFIX`; a line naming no image is one error
+    line and the chat goes on."""
+    monkeypatch.setattr("sys.stdin", io.StringIO("images/red_circle.png\n | a red\nimages/red_circle.png | a red\nexit\n"))
+    out_file = tmp_path / "chat.json"
+    assert run_py.main(["chat", "BLIP", "frameworks", "onnxrt", "--use-cache", "--working-dir", wd,
+                        "--save-output-fpath", str(out_file)]) == 0
+    out = capsys.readouterr()[0]
+    assert "each line: an image path or URL" in out and "names no image" in out
+    turns = json.loads(out_file.read_text())["turns"]
+    assert [t["outputs"]["frameworks"]["output"] for t in turns] == [CAPTIONS["red_circle.png"]] * 2
     assert all(t["outputs"]["onnxrt"]["output"] == t["outputs"]["frameworks"]["output"] for t in turns)
 
 

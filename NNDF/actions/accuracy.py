@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +58,23 @@ def load_texts(path: Path | None, num_samples: int, cache_dir: Path | None = Non
 def lambada_cache(cfg: RunConfig) -> Path:
     """Where the hub's LAMBADA is kept after its first download (the demo's place)."""
     return Path(cfg.working_dir) / "lambada"
+
+
+def lambada_reachable(cfg: RunConfig) -> bool:
+    """Whether the hub's LAMBADA can be had: the datasets package, and a kept copy or the hub."""
+    try:
+        import datasets  # noqa: F401 -- only whether it imports
+    except ImportError:
+        return False
+    return lambada_cache(cfg).is_dir() or hub_reachable()
+
+
+def dataset_path(cfg: RunConfig) -> Path | None:
+    """The texts a run scores: --dataset-path, else None (the hub's LAMBADA) where that can be had,
+    else the shipped sample of LAMBADA, so the bare `accuracy FAMILY BACKEND` works offline too."""
+    if cfg.dataset_path is not None or lambada_reachable(cfg):
+        return cfg.dataset_path
+    return SHIPPED_SAMPLE
 
 
 def demo_sample(rows: list[str], num_samples: int) -> list[str]:
@@ -161,13 +179,25 @@ class Accuracy(Action):
         for flag, used in (("--num-beams", cfg.generation.num_beams > 1), ("--do-sample", cfg.generation.do_sample)):
             if used:
                 print(f"note: accuracy is teacher-forced, so {flag} does not change it", file=sys.stderr)
-        load_texts(cfg.dataset_path, cfg.num_samples, lambada_cache(cfg))
+        load_texts(dataset_path(cfg), cfg.num_samples, lambada_cache(cfg))
+
+    def fit(self, cfg: RunConfig, family, loaded) -> RunConfig:
+        path = dataset_path(cfg)
+        if path != cfg.dataset_path and loaded.teacher_forcing:
+            print(f"note: LAMBADA cannot be loaded here (no datasets package, or no hub and no copy in "
+                  f"{lambada_cache(cfg)}), so this scores the shipped sample {path.name} (--dataset-path "
+                  "FILE.jsonl to choose)", file=sys.stderr)
+        return replace(cfg, dataset_path=path)
 
     def workload(self, cfg: RunConfig, family, loaded) -> Workload:
         # teacher-forced: a batch of samples of up to every position at a time, one token "generated"
         return Workload(cfg.batch_size, loaded.max_positions, 1, teacher_forced=True)
 
     def check_loaded(self, cfg: RunConfig, family, loaded) -> None:
+        if not loaded.teacher_forcing:      # BLIP: refused before any export, not by the first backend
+            from NNDF.kinds.image_to_text.backends import no_teacher_forcing
+
+            raise no_teacher_forcing()
         super().check_loaded(cfg, family, loaded)
         for text in load_texts(cfg.dataset_path, cfg.num_samples, lambada_cache(cfg)):
             teacher_forced_sequence(loaded, text, cfg.tokens_to_generate)
@@ -186,7 +216,8 @@ class Accuracy(Action):
                     r["delta_to_fp32"] = delta_to_fp32(reference, r)
                     r["within_gate"] = passes(cfg.quantize.scheme, r["delta_to_fp32"])
         cut = next(iter(results.values()))["truncated_samples"]
-        return {"action": "accuracy", "num_samples": len(texts), "tokens_to_generate": cfg.tokens_to_generate,
+        return {"action": "accuracy", "dataset": str(cfg.dataset_path) if cfg.dataset_path else "lambada (validation)",
+                "num_samples": len(texts), "tokens_to_generate": cfg.tokens_to_generate,
                 "batch_size": cfg.batch_size, "num_beams": gen.num_beams, "use_cache": gen.use_cache,
                 "truncated_samples": cut, "results": results}
 

@@ -2,6 +2,7 @@
 treat them alike.
 
     check_inputs(cfg, family)        before loading: the files the action will read parse
+    fit(cfg, family, loaded) -> cfg  after loading: defaults the model cannot hold, made to fit it
     workload(cfg, family, loaded)    what it feeds the model at most (for the memory estimate)
     check_loaded(cfg, family, loaded) after loading, before any export: its inputs fit the model
     run(cfg, family, loaded, backends) -> result dict (what --save-output-fpath writes)
@@ -22,6 +23,11 @@ class Action:
     # ------------------------------------------------------------------ checks
     def check_inputs(self, cfg: RunConfig, family) -> None:
         """Before loading: the data files this action reads, read and checked."""
+
+    def fit(self, cfg: RunConfig, family, loaded) -> RunConfig:
+        """After loading: cfg with the defaults this model cannot hold made to fit it (flags the user
+        gave are never changed; a given value that does not fit is check_loaded's one-line error)."""
+        return cfg
 
     def workload(self, cfg: RunConfig, family, loaded) -> Workload:
         """The most this action feeds the model at once."""

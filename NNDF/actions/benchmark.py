@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
+import sys
+from dataclasses import asdict, replace
 
 import numpy as np
 
@@ -44,6 +45,26 @@ class Benchmark(Action):
         if cfg.batch_sweep:
             raise UsageError(f"--batch-sweep times encoder families; {family.name} generates",
                              "run one benchmark per --batch-size")
+
+    def fit(self, cfg: RunConfig, family, loaded: LoadedModel) -> RunConfig:
+        """The defaults (128 prompt + 64 new tokens, the original demo's) for a model with room for
+        them; for one with fewer positions (the tiny variants have 128, blip-tiny's text 64), the
+        longest lengths that fit, changing only the flags left out, so that the bare
+        `benchmark FAMILY BACKEND` works on every family's default variant. The run says so."""
+        given_new = "output_seq_len" not in cfg.default_lengths
+        given_input = "input_seq_len" not in cfg.default_lengths
+        if given_new and given_input:
+            return cfg
+        g = cfg.generation
+        input_len, new = loaded.benchmark_lengths(cfg.input_seq_len, g.max_new_tokens, given_input, given_new)
+        if (input_len, new) == (cfg.input_seq_len, g.max_new_tokens):
+            return cfg
+        changed = [f"--{flag} {value}" for flag, value, was in (("input-seq-len", input_len, cfg.input_seq_len),
+                                                                 ("output-seq-len", new, g.max_new_tokens)) if value != was]
+        print(f"note: {loaded.variant} has {loaded.max_positions} positions, so this benchmark uses "
+              f"{' '.join(changed)} (give the flags to choose)", file=sys.stderr)
+        generation = replace(g, max_new_tokens=new, min_new_tokens=new)   # benchmark generates exactly that many
+        return replace(cfg, input_seq_len=input_len, generation=generation)
 
     def workload(self, cfg: RunConfig, family, loaded) -> Workload:
         return Workload(cfg.batch_size * cfg.generation.num_beams, cfg.input_seq_len, cfg.generation.max_new_tokens)

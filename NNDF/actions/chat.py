@@ -39,6 +39,9 @@ def converse(cfg: RunConfig, loaded: LoadedModel, backends: list[Backend], stdin
     as_prompt = loaded.chat_prompt(cfg)   # e.g. image-to-text: a line is a caption prefix for --image
     print(f"chat with {loaded.variant} on {', '.join(b.name for b in backends)}; type 'exit' or press Ctrl-D to stop",
           file=out, flush=True)
+    hint = loaded.chat_hint(cfg)
+    if hint:
+        print(hint, file=out, flush=True)
     turns = []
     try:
         while True:
@@ -77,7 +80,7 @@ class Chat(Action):
 
     def check_loaded(self, cfg: RunConfig, family, loaded) -> None:
         super().check_loaded(cfg, family, loaded)
-        loaded.chat_prompt(cfg)     # what a line becomes: an image model refuses here when --image is missing
+        loaded.chat_prompt(cfg)     # what a line becomes: a given --image is read here, before any export
 
     def run(self, cfg: RunConfig, family, loaded, backends: list[Backend]) -> dict:
         return converse(cfg, loaded, backends)

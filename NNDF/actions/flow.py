@@ -19,6 +19,7 @@ def run_on_model(action, cfg: RunConfig, family) -> dict:
     action.check_inputs(cfg, family)               # the data files, before any training or export
     with status(f"loading {family.name} {cfg.variant}"):
         loaded = load(family, cfg)
+    cfg = action.fit(cfg, family, loaded)           # defaults a small model cannot hold, made to fit it
     subdir = artifact_subdir(family, loaded)
     if cfg.cleanup:
         kept = workdir.cleanup(*subdir)

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
-from NNDF.base.config import (DEFAULT_BLOCK_SIZE, TRT_INT4_BLOCK_SIZES, ActionRules, GenerationSettings, QuantSettings,
+from NNDF.base.config import (DEFAULT_BLOCK_SIZE, DEFAULT_INPUT_SEQ_LEN, TRT_INT4_BLOCK_SIZES, ActionRules, GenerationSettings, QuantSettings,
                               RunConfig, ServeSettings, TimingSettings, TrtSettings)
 from NNDF.base.errors import UsageError
 from NNDF.base.flags import BY_NAME, PREBUILT_GRAPHS, defaults
@@ -68,7 +68,8 @@ def build_config(flags: Mapping[str, Any], actions: Mapping[str, ActionRules]) -
         working_dir=Path(a.working_dir), torch_dir=_path(a.torch_dir), random_weights=a.random_weights, seed=a.seed,
         batch_size=a.batch_size, fp16=a.fp16, cpu=a.cpu, use_mask=a.use_mask, verbose=a.verbose, info=a.info,
         cleanup=a.cleanup, verify=a.verify, save_output_fpath=_path(a.save_output_fpath), generation=generation,
-        timing=timing, trt=trt, input_seq_len=a.input_seq_len, num_samples=a.num_samples,
+        timing=timing, trt=trt, input_seq_len=_or(a.input_seq_len, DEFAULT_INPUT_SEQ_LEN), num_samples=a.num_samples,
+        default_lengths=tuple(n for n in ("input_seq_len", "output_seq_len") if getattr(a, n) is None),
         tokens_to_generate=a.tokens_to_generate, top_n=a.top_n, dataset_path=_path(a.dataset_path),
         checkpoint=_path(a.checkpoint), image=_path(a.image), n_positions=a.n_positions, serve=serve,
         quantize=quantize, batch_sweep=_batch_sweep(a.batch_sweep),
@@ -84,6 +85,10 @@ class _Flags:
 
 def _path(value) -> Path | None:
     return None if value is None else Path(value)
+
+
+def _or(value, default):
+    return default if value is None else value
 
 
 def _option(name: str) -> str:

@@ -87,6 +87,7 @@ class ServeSettings:
     export_backend: str = "onnxrt"     # export-triton: onnxrt or trt
 
 
+DEFAULT_INPUT_SEQ_LEN = 128       # --input-seq-len left out
 DEFAULT_BLOCK_SIZE = 32           # --quant-block-size when trt is not among the backends
 TRT_INT4_BLOCK_SIZES = (64, 128)  # the only INT4 blocks TensorRT takes (NNDF/export/quantize.py); 64 is its default
 
@@ -130,7 +131,10 @@ class RunConfig:
     trt: TrtSettings = TrtSettings()
     serve: ServeSettings = ServeSettings()
     # action-specific
-    input_seq_len: int = 128
+    input_seq_len: int = DEFAULT_INPUT_SEQ_LEN
+    # which of "input_seq_len" and "output_seq_len" were left to their defaults: a benchmark fits
+    # those (only those) to a model with fewer positions (Benchmark.fit)
+    default_lengths: tuple[str, ...] = ()
     num_samples: int = 20
     tokens_to_generate: int = 5
     top_n: int = 2

@@ -75,10 +75,12 @@ FLAGS: tuple[Flag, ...] = (
          "generation", options=("--use-cache", "-kv", "--enable-kv-cache")),
     Flag("num_beams", int, 1, group="generation", options=("--num-beams", "-nb")),
     Flag("use_mask", bool, False, "pad batched prompts on the left and pass an attention mask", "generation"),
-    Flag("input_seq_len", int, 128, "benchmark: prompt length (encoders: tokens per row)", "generation"),
+    Flag("input_seq_len", int, None, "benchmark: prompt length (encoders: tokens per row); default 128, or what "
+         "fits a model with fewer positions", "generation"),
     Flag("batch_sweep", group="generation", metavar="B1,B2,...",
          help="benchmark, encoder families: also time these batch sizes (e.g. 1,8,32), samples/s per size"),
-    Flag("output_seq_len", int, None, "new tokens to generate (benchmark: exactly this many)", "generation"),
+    Flag("output_seq_len", int, None, "new tokens to generate (benchmark: exactly this many; default 64, or what "
+         "fits a model with fewer positions)", "generation"),
     Flag("min_output_len", int, 0, "new tokens to generate before EOS may stop a sequence", "generation"),
     Flag("n_positions", int, None, "benchmark: give the model this many positions (added position rows are seeded "
          "random), for inputs longer than it was trained on, as the demo allowed", "generation"),

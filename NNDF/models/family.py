@@ -124,6 +124,21 @@ class LoadedModel:
         text = decode_safely(self.tokenizer, tokens)
         return text if self.model.config.is_encoder_decoder else prompt + text
 
+    def benchmark_lengths(self, input_len: int, new_tokens: int, keep_input: bool, keep_new: bool) -> tuple[int, int]:
+        """The longest (prompt, new tokens) up to these that fit the model's positions, changing only
+        what is not kept: the prompt before the new tokens (decode steps are what a benchmark times),
+        which keep at least half the positions. Unchanged if they fit or nothing may change."""
+        limit = self.max_positions
+        if self.model.config.is_encoder_decoder:    # the prompt fills the encoder's positions only
+            return (input_len if keep_input else min(input_len, limit)), new_tokens
+        if input_len + new_tokens <= limit:
+            return input_len, new_tokens
+        if not keep_new:
+            new_tokens = min(new_tokens, max(1, limit - input_len) if keep_input else limit // 2)
+        if not keep_input:
+            input_len = max(1, min(input_len, limit - new_tokens))
+        return input_len, new_tokens
+
     def random_prompts(self, cfg: RunConfig):
         """Benchmark input: seeded random token ids of --input-seq-len (no special tokens)."""
         config = self.model.config
@@ -140,6 +155,10 @@ class LoadedModel:
     def chat_prompt(self, cfg: RunConfig) -> Callable[[str], str | None]:
         """Each chat line as a prompt; None skips the line (an empty line means nothing to text models)."""
         return lambda line: line if line.strip() else None
+
+    def chat_hint(self, cfg: RunConfig) -> str | None:
+        """What a chat line should hold, when that is not plain text (printed once as chat starts)."""
+        return None
 
 
 @dataclass

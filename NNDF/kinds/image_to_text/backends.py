@@ -36,7 +36,7 @@ from NNDF.runtime.trt_profiles import optimization_profiles
 PER_IMAGE = ("encoder", "cache_generator")
 
 
-def _no_teacher_forcing() -> UsageError:
+def no_teacher_forcing() -> UsageError:
     return UsageError("the accuracy action scores text (LAMBADA); an image-to-text model needs an image",
                       "use run, compare, chat --image or benchmark")
 
@@ -53,10 +53,10 @@ class CompiledVision2Seq(CompiledBackend):
         return super().generate(prompts.input_ids, attention_mask, settings, on_step)
 
     def logits(self, input_ids, attention_mask, decoder_ids=None):
-        raise _no_teacher_forcing()
+        raise no_teacher_forcing()
 
     def cached_logits(self, input_ids, attention_mask, first_step, decoder_ids=None):
-        raise _no_teacher_forcing()
+        raise no_teacher_forcing()
 
 
 class TorchVision2Seq(TorchBackend):
@@ -78,7 +78,7 @@ class TorchVision2Seq(TorchBackend):
         return GenerationOutput(out[:, prompts.input_ids.shape[1]:].numpy(), steps, start_s=sum(self._encoder_times))
 
     def logits(self, input_ids, attention_mask, decoder_ids=None):
-        raise _no_teacher_forcing()
+        raise no_teacher_forcing()
 
 
 # --------------------------------------------------------------------------- makers (ModelFamily's frameworks / onnxrt / trt)

@@ -105,13 +105,24 @@ class ImageTextModel(LoadedModel):
             self.image_pixels(as_source(cfg.image))
 
     def chat_prompt(self, cfg: RunConfig) -> Callable[[str], str | None]:
-        """Each chat line is a text prefix for --image (an empty line asks for a plain caption);
-        without --image there is nothing to caption."""
+        """With --image each chat line is a text prefix for it (an empty line asks for a plain
+        caption); without, each line names its image as checkpoint.toml's inputs do,
+        `IMAGE` or `IMAGE | PREFIX` (a relative path is also looked up in the family's folder)."""
         if cfg.image is None:
-            raise UsageError(f"chat with {self.variant} needs an image", "pass --image PATH (or an http(s) URL)")
+            return lambda line: line.strip() or None
         self.check_image_flag(cfg)
         source = as_source(cfg.image)
         return lambda line: f"{source} {SEPARATOR} {line.strip()}"
+
+    def chat_hint(self, cfg: RunConfig) -> str | None:
+        if cfg.image is not None:
+            return f"each line: a caption prefix for {cfg.image} (an empty line: a plain caption)"
+        return (f"each line: an image path or URL, optionally followed by {SEPARATOR} and a caption prefix "
+                f"(e.g. images/red_circle.png {SEPARATOR} a red); or start chat with --image PATH")
+
+    def benchmark_lengths(self, input_len: int, new_tokens: int, keep_input: bool, keep_new: bool) -> tuple[int, int]:
+        """The benchmark's text is bos and the new tokens (no prefix): those fit the text positions."""
+        return input_len, (new_tokens if keep_new else min(new_tokens, self.max_positions - 1))
 
     def random_prompts(self, cfg: RunConfig) -> tuple[ImagePrompts, np.ndarray]:
         """Benchmark input: --image if given, else seeded random pixels; no prefix, so the
