@@ -1,7 +1,10 @@
 """Real TensorRT on a real GPU: build engines for tiny GPT2 and compare with PyTorch.
 
 Skipped, with the reason, where TensorRT's native libraries or a CUDA device are
-missing. The stand-in tests cover the same path everywhere else.
+missing. The stand-in tests cover the same path everywhere else. Exact token equality
+is asked only where physics expects it (fp32 with TF32 off, greedy, steps with a clear
+winner); beams, fp16 and logits are compared within the tolerances tests/numerics.py
+states and tests on the CPU. Not yet run anywhere: no machine here has had TensorRT.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import make_cfg
+from numerics import FP16_RELATIVE, FP32_LOGIT_ATOL, agree_where_clear, assert_generation_agrees, within
 from NNDF.export.workdir import MANIFEST
 from NNDF.runtime import trt_env
 from GPT2 import trt as gpt2_trt
@@ -32,29 +36,34 @@ def gpu_cfg(workdir, use_cache: bool, beams: int, *extra: str):
 
 @pytest.mark.parametrize("beams", [1, 3], ids=["greedy", "beam3"])
 @pytest.mark.parametrize("use_cache", [True, False], ids=["cache", "nocache"])
-def test_real_engine_tokens_equal_frameworks(real_tensorrt, reference, gpt2_tiny, workdir, prompts, use_cache, beams):
+def test_real_engine_tokens_agree_with_frameworks(real_tensorrt, reference, gpt2_tiny, workdir, prompts, use_cache,
+                                                  beams):
     ids, mask = prompts
     cfg = gpu_cfg(workdir, use_cache, beams)
     backend = gpt2_trt.make_backend(gpt2_tiny, cfg, workdir)
     assert backend.steps.session.device.type == "cuda"
-    np.testing.assert_array_equal(backend.generate(ids, mask, cfg.generation).tokens,
-                                  reference.generate(ids, mask, cfg.generation).tokens)
+    assert_generation_agrees(backend.generate(ids, mask, cfg.generation).tokens,
+                             reference.generate(ids, mask, cfg.generation).tokens, reference, ids, mask, beams)
 
 
 def test_real_engine_logits_are_close(real_tensorrt, reference, gpt2_tiny, workdir, prompts):
     ids, mask = prompts
     backend = gpt2_trt.make_backend(gpt2_tiny, gpu_cfg(workdir, True, 1), workdir)
-    diff = np.abs(backend.logits(ids, mask) - reference.logits(ids, mask)) * mask[..., None]
-    assert diff.max() < 1e-2      # fused kernels sum in another order than PyTorch on the CPU (TF32 is off)
+    # fused kernels sum in another order than PyTorch on the CPU (TF32 is off): FP32_LOGIT_ATOL says why 1e-2
+    assert within(backend.logits(ids, mask), reference.logits(ids, mask), atol=FP32_LOGIT_ATOL, valid=mask) <= 0
 
 
-def test_real_fp16_engine_agrees_on_most_next_tokens(real_tensorrt, reference, gpt2_tiny, workdir, prompts):
+def test_real_fp16_engine_agrees_on_every_clear_next_token(real_tensorrt, reference, gpt2_tiny, workdir, prompts):
+    """fp16 against the fp32 reference: no exact equality is expected, so next tokens must agree only
+    where the reference's winner leads by more than twice the fp16 error bound (FP16_RELATIVE of the
+    logit range), and those must be most positions, or the check would excuse everything."""
     ids, mask = prompts
     backend = gpt2_trt.make_backend(gpt2_tiny, gpu_cfg(workdir, True, 1, "--fp16"), workdir)
     got, want = backend.logits(ids, mask), reference.logits(ids, mask)
     assert np.isfinite(got).all()
     real = mask.astype(bool)
-    assert (got.argmax(-1) == want.argmax(-1))[real].mean() > 0.9
+    found = agree_where_clear(got, want, 2 * FP16_RELATIVE * float(np.ptp(want[real])), valid=real)
+    assert found.ok and found.clear >= 0.5 * found.total, found
 
 
 def test_real_engine_is_reused(real_tensorrt, gpt2_tiny, workdir):
@@ -75,7 +84,8 @@ def test_real_cuda_graphs_replay_and_give_frameworks_tokens(real_tensorrt, refer
     backend = gpt2_trt.make_backend(gpt2_tiny, cfg, workdir)
     want = reference.generate(ids, mask, cfg.generation).tokens
     for _ in range(3):      # capture while buffers settle, then replay
-        np.testing.assert_array_equal(backend.generate(ids, mask, cfg.generation).tokens, want)
+        # fixed-capacity decoding feeds other shapes (masked slots), so other kernels: the same rule
+        assert_generation_agrees(backend.generate(ids, mask, cfg.generation).tokens, want, reference, ids, mask, beams)
     graphs = backend.steps.session._graphs
     assert graphs is not None, "the engine could not be captured (see the warning above)"
     assert graphs.replays > 0
