@@ -64,9 +64,12 @@ def main() -> int:
         rows = {}
         for label, backend, flags in CONFIGS:
             reason = missing_backend(backend)
+            # --require-cuda: a CUDA provider that cannot start is a one-line failure recorded as the
+            # row's reason, never a CPU number in a GPU table (trt runs only on CUDA anyway)
+            cuda = ["--require-cuda"] if backend != "trt" else []
             rows[label] = {"skipped": reason} if reason else \
-                run_backend(family, variant, backend, ["--use-cache", *flags], args.working_dir, args.iterations,
-                            warmup=3, record_failure=True)
+                run_backend(family, variant, backend, ["--use-cache", *cuda, *flags], args.working_dir,
+                            args.iterations, warmup=3, record_failure=True)
             print(f"  {case} {label}: {rows[label].get('full_latency_s', rows[label])}", flush=True)
         report["cases"][case] = rows
         base = rows["frameworks fp32"]

@@ -5,6 +5,7 @@ CUDA is mocked here: the selection logic is what is tested, not a GPU.
 
 from __future__ import annotations
 
+import functools
 import json
 
 import numpy as np
@@ -95,6 +96,104 @@ def test_cpu_flag_keeps_onnx_runtime_off_cuda(monkeypatch):
     monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     assert providers_for(allow_cuda=True)[0] == "CUDAExecutionProvider"
     assert providers_for(allow_cuda=False) == ["CPUExecutionProvider"]
+
+
+class _FallbackSession:
+    """ONNX Runtime's InferenceSession as it behaves when the CUDA provider cannot start (cuDNN or
+    cuBLAS missing): asked for CUDA first, it comes up on the CPU provider alone, logging (at a level
+    the toolkit hides) instead of failing. Records every providers list it was asked for."""
+
+    asked: list = []
+    real = ort.InferenceSession
+
+    def __init__(self, path, options, providers):
+        type(self).asked.append(list(providers))
+        self._real = self.real(path, options, providers=["CPUExecutionProvider"])
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+
+@pytest.fixture
+def cuda_that_cannot_start(monkeypatch, tmp_path):
+    """onnxruntime-gpu installed (the CUDA provider is listed) but unusable; preload_dlls recorded."""
+    import NNDF.runtime.ort_session as ort_session
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(ort, "InferenceSession", _FallbackSession)
+    monkeypatch.setattr(_FallbackSession, "asked", [])
+    preloads = []
+    monkeypatch.setattr(ort, "preload_dlls", lambda *a, **k: preloads.append(1), raising=False)
+    monkeypatch.setattr(ort_session, "preload_cuda_libraries",
+                        functools.cache(ort_session.preload_cuda_libraries.__wrapped__))
+    monkeypatch.setattr(ort_session, "_said_fallback", set())
+    from onnx import TensorProto, helper, save
+
+    path = tmp_path / "g" / "model.onnx"
+    path.parent.mkdir()
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", 3])])
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
+    return path, preloads
+
+
+def test_a_cuda_provider_that_cannot_start_is_labelled_cpu_and_said_once(cuda_that_cannot_start, capsys):
+    """Issue 24: providers_for trusted get_available_providers(), so a missing cuDNN made ONNX Runtime
+    run on the CPU unseen. The session is labelled by its own get_providers(), the run says so once per
+    graph, and preload_dlls() ran before the first CUDA session (ONNX Runtime 1.21+)."""
+    path, preloads = cuda_that_cannot_start
+    first, second = OrtSession(path), OrtSession(path)
+    assert _FallbackSession.asked[0][0] == "CUDAExecutionProvider"     # CUDA was asked for
+    assert first.device_name == second.device_name == "cpu"            # and the label is what it got
+    err = capsys.readouterr().err
+    assert err.count("CUDA execution provider did not start") == 1 and "its results say cpu" in err
+    assert preloads == [1]                                             # once per process
+
+
+def test_require_cuda_refuses_in_one_line_when_the_provider_cannot_start(cuda_that_cannot_start):
+    path, _ = cuda_that_cannot_start
+    with pytest.raises(UsageError, match="--require-cuda: ONNX Runtime's CUDA execution provider did not start"):
+        OrtSession(path, require_cuda=True)
+
+
+def test_require_cuda_refuses_without_a_cuda_provider_or_device(monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    monkeypatch.setattr(torch_placement, "cuda_available", lambda: False)
+    wd = str(tmp_path)
+    for backend, match in (("onnxrt", "ONNX Runtime here has no CUDA execution provider"),
+                           ("frameworks", "PyTorch sees no CUDA device")):
+        code = run_py.main(["run", "GPT2", backend, "--require-cuda", "--working-dir", wd, "--iterations", "1"])
+        err = capsys.readouterr().err
+        errors = [line for line in err.splitlines() if line.startswith("error:")]
+        assert code == 2 and len(errors) == 1 and match in errors[0] and "Traceback" not in err, err
+    code = run_py.main(["run", "GPT2", "onnxrt", "--require-cuda", "--cpu", "--working-dir", wd])
+    assert code == 2 and "contradict" in capsys.readouterr().err
+
+
+def test_a_working_cuda_provider_is_labelled_cuda(monkeypatch, tmp_path):
+    """The other side: a session that did start on CUDA (mocked: its get_providers says so) is cuda:0."""
+    class OnCuda(_FallbackSession):
+        def get_providers(self):
+            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+        def get_provider_options(self):
+            return {"CUDAExecutionProvider": {"device_id": "0"}, "CPUExecutionProvider": {}}
+
+    import NNDF.runtime.ort_session as ort_session
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(ort, "InferenceSession", OnCuda)
+    monkeypatch.setattr(ort, "preload_dlls", lambda *a, **k: None, raising=False)
+    monkeypatch.setattr(ort_session, "preload_cuda_libraries", functools.cache(ort_session.preload_cuda_libraries.__wrapped__))
+    from onnx import TensorProto, helper, save
+
+    path = tmp_path / "model.onnx"
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", 3])])
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
+    assert OrtSession(path, require_cuda=True).device_name == "cuda:0"
 
 
 def _identity_graph(path, elem):

@@ -40,6 +40,8 @@ def build_config(flags: Mapping[str, Any], actions: Mapping[str, ActionRules]) -
         raise UsageError(f"backend listed twice in {' '.join(backends)}")
     serve, backends = _serve_settings(a, rules, backends, actions)
     _check_ranges(a)
+    if a.cpu and a.require_cuda:
+        raise UsageError("--cpu and --require-cuda contradict each other", "pass only one")
     if a.torch_dir is not None and a.random_weights:
         raise UsageError("--torch-dir and --random-weights contradict each other", "pass only one")
     if a.torch_dir is not None and not (Path(a.torch_dir) / "config.json").is_file():
@@ -66,7 +68,7 @@ def build_config(flags: Mapping[str, Any], actions: Mapping[str, ActionRules]) -
     return RunConfig(
         action=a.action, family=a.family, backends=backends, variant=a.variant or "",
         working_dir=Path(a.working_dir), torch_dir=_path(a.torch_dir), random_weights=a.random_weights, seed=a.seed,
-        batch_size=a.batch_size, fp16=a.fp16, cpu=a.cpu, use_mask=a.use_mask, verbose=a.verbose, info=a.info,
+        batch_size=a.batch_size, fp16=a.fp16, cpu=a.cpu, require_cuda=a.require_cuda, use_mask=a.use_mask, verbose=a.verbose, info=a.info,
         cleanup=a.cleanup, verify=a.verify, save_output_fpath=_path(a.save_output_fpath), generation=generation,
         timing=timing, trt=trt, input_seq_len=_or(a.input_seq_len, DEFAULT_INPUT_SEQ_LEN), num_samples=a.num_samples,
         default_lengths=tuple(n for n in ("input_seq_len", "output_seq_len") if getattr(a, n) is None),

@@ -120,6 +120,7 @@ class RunConfig:
     batch_size: int = 1
     fp16: bool = False
     cpu: bool = False                 # run frameworks (and onnxrt) on the CPU even where CUDA is available
+    require_cuda: bool = False        # frameworks and onnxrt must run on CUDA, or the run is refused
     use_mask: bool = False
     verbose: bool = False
     info: bool = False

@@ -58,6 +58,8 @@ FLAGS: tuple[Flag, ...] = (
     Flag("seed", int, 0),
     Flag("fp16", bool, False, "export and run a half-precision graph (and halve the PyTorch model on CUDA)"),
     Flag("cpu", bool, False, "run frameworks and onnxrt on the CPU even where a CUDA GPU is available"),
+    Flag("require_cuda", bool, False, "frameworks and onnxrt must run on CUDA: refuse in one line instead of "
+         "running on the CPU (e.g. when ONNX Runtime's CUDA provider cannot start)"),
     Flag("cleanup", bool, False, "delete this variant's cached ONNX files and engines first"),
     Flag("info", bool, False, "print the variant's architecture and artifact paths"),
     Flag("verify", bool, False, "check every cached file's SHA-256 (by default only files whose size or mtime changed)"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from functools import partial
 
+from NNDF.base.errors import UsageError
 from NNDF.export.quantize import check_block_fits, check_trt_quantization, linear_weight_shapes
 from NNDF.kinds.decoder_only import backends as decoder_only
 from NNDF.kinds.encoder_decoder import backends as encoder_decoder
@@ -35,9 +36,20 @@ def check_quantization(family, loaded, cfg) -> None:
     check_block_fits(linear_weight_shapes(loaded.model), q.block_size, loaded.variant, whole_blocks="trt" in cfg.backends)
 
 
+def check_cuda(cfg) -> None:
+    """--require-cuda: frameworks needs a CUDA device torch sees (onnxrt's session checks its own
+    provider, NNDF/runtime/ort_session.py; trt runs only on CUDA)."""
+    from NNDF.runtime.placement import cuda_available
+
+    if cfg.require_cuda and "frameworks" in cfg.backends and not cuda_available():
+        raise UsageError("--require-cuda: PyTorch sees no CUDA device, so frameworks would run on the CPU",
+                         "run on a GPU machine with a CUDA build of torch, or drop --require-cuda")
+
+
 def make_backends(family, loaded, cfg, workdir) -> list:
     """cfg's backends in the order given. frameworks is made last: it may move the model to the
     GPU (and halve it), while the compiled backends' exports trace the host fp32 model."""
+    check_cuda(cfg)
     check_quantization(family, loaded, cfg)
     made = {}
     for name in sorted(cfg.backends, key=lambda n: n == "frameworks"):

@@ -74,7 +74,7 @@ def graph_paths(family, loaded, cfg: RunConfig, workdir: WorkingDir, specs: dict
 
 
 def ort_sessions(family, loaded, cfg: RunConfig, workdir: WorkingDir, specs: dict[str, GraphSpec]) -> dict:
-    return {name: OrtSession(path, allow_cuda=not cfg.cpu)
+    return {name: OrtSession(path, allow_cuda=not cfg.cpu, require_cuda=cfg.require_cuda)
             for name, path in graph_paths(family, loaded, cfg, workdir, specs).items()}
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +21,34 @@ _ORT_TYPES = {
 
 
 def providers_for(allow_cuda: bool) -> list[str]:
-    """CUDA first where onnxruntime-gpu provides it (and --cpu did not rule it out), the CPU always."""
+    """CUDA first where onnxruntime-gpu provides it (and --cpu did not rule it out), the CPU always.
+
+    This is what is asked for, not what a session gets: get_available_providers() lists the CUDA
+    provider whenever onnxruntime-gpu is installed, but the provider library needs cuDNN and cuBLAS
+    at session creation; without them ONNX Runtime logs an error (hidden at our log level) and runs
+    the session on the CPU. OrtSession therefore labels itself by the session's own providers."""
     if allow_cuda and "CUDAExecutionProvider" in ort.get_available_providers():
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]
+
+
+@functools.cache
+def preload_cuda_libraries() -> None:
+    """Once per process, before the first CUDA session: onnxruntime.preload_dlls() (ONNX Runtime
+    1.21+) loads the CUDA, cuBLAS and cuDNN libraries from the nvidia-* wheels PyTorch installs, so
+    the CUDA provider finds them without LD_LIBRARY_PATH. A failure here only means the provider may
+    not start, which OrtSession then notices and says."""
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is None:
+        return
+    try:
+        preload()
+    except Exception as e:  # noqa: BLE001 -- any failure leaves the libraries to the system loader
+        print(f"note: onnxruntime.preload_dlls() failed ({type(e).__name__}: {str(e)[:120]}); ONNX Runtime's "
+              "CUDA provider will look for CUDA/cuDNN on the library path", file=sys.stderr)
+
+
+_said_fallback = set()   # session files whose CPU fallback was reported, so a note is printed once each
 
 
 class OrtSession(Session):
@@ -35,11 +60,17 @@ class OrtSession(Session):
     fp16 graph is fed fp16.
     """
 
-    def __init__(self, path: str | os.PathLike, allow_cuda: bool = True):
+    def __init__(self, path: str | os.PathLike, allow_cuda: bool = True, require_cuda: bool = False):
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
         providers = providers_for(allow_cuda)
+        if require_cuda and providers[0] != "CUDAExecutionProvider":
+            raise UsageError("--require-cuda: ONNX Runtime here has no CUDA execution provider "
+                             f"({', '.join(ort.get_available_providers())})",
+                             "install onnxruntime-gpu (the .[gpu-cu12] extra) in place of onnxruntime, or drop --require-cuda")
+        if providers[0] == "CUDAExecutionProvider":
+            preload_cuda_libraries()
         try:
             self._session = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as e:  # ORT raises its own exception types for corrupt files
@@ -47,8 +78,18 @@ class OrtSession(Session):
             raise UsageError(f"ONNX Runtime cannot load {path}: {first}", "re-export it or delete it (--cleanup)") from None
         self._model_path = str(path)
         self.path = Path(path)   # what this session runs (export-triton copies it)
-        self._providers = tuple(self._session.get_providers())
+        self._providers = tuple(self._session.get_providers())   # what the session got, not what was asked
         on_cuda = self._providers[0] == "CUDAExecutionProvider"
+        if providers[0] == "CUDAExecutionProvider" and not on_cuda:
+            why = ("ONNX Runtime's CUDA execution provider did not start for this session (usually cuDNN or "
+                   "cuBLAS missing or of another CUDA major than onnxruntime-gpu's)")
+            if require_cuda:
+                raise UsageError(f"--require-cuda: {why}", "install the CUDA and cuDNN libraries onnxruntime-gpu "
+                                 "was built for (`python run.py env` shows the versions), or drop --require-cuda")
+            if str(path) not in _said_fallback:
+                _said_fallback.add(str(path))
+                print(f"note: {why}; onnxrt runs {Path(path).parent.name} on the CPU, and its results say cpu",
+                      file=sys.stderr)
         self._device_type = "cuda" if on_cuda else "cpu"
         self._device_id = int(self._session.get_provider_options()["CUDAExecutionProvider"]["device_id"]) if on_cuda else 0
         self.device_name = f"cuda:{self._device_id}" if on_cuda else "cpu"

@@ -80,7 +80,7 @@ def onnxrt(family, loaded, cfg: RunConfig, workdir: WorkingDir) -> CompiledDecod
     if layout.ort_fusions and not cfg.fp16 and "decoder" not in cfg.trt.prebuilt_onnx:
         rotary = (loaded.model, loaded.max_positions) if layout.ort_rotary else None
         path = ort_optimized(path, layout.ort_fusions, loaded.model.config, workdir, rotary)
-    session = OrtSession(path, allow_cuda=not cfg.cpu)
+    session = OrtSession(path, allow_cuda=not cfg.cpu, require_cuda=cfg.require_cuda)
     return CompiledDecoderOnly("onnxrt", session, spec, loaded.token_ids, cfg.graph_precision)
 
 

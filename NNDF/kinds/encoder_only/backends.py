@@ -137,7 +137,7 @@ def onnxrt(family, loaded: EncoderModel, cfg: RunConfig, workdir) -> CompiledEnc
         if loaded.layout.ort_fusions and not cfg.fp16 and not cfg.trt.prebuilt_onnx:
             path = ort_optimized(path, loaded.layout.ort_fusions, loaded.config, workdir)
         path = ort_dynamic_int8(path, workdir, workdir.artifact_dir(*artifact_subdir(family, loaded), "onnx"))
-    session = OrtSession(path, allow_cuda=not cfg.cpu)
+    session = OrtSession(path, allow_cuda=not cfg.cpu, require_cuda=cfg.require_cuda)
     return CompiledEncoder("onnxrt", session, spec, cfg.graph_precision)
 
 
