@@ -50,31 +50,61 @@ def test_encoder_decoder_decoders_get_two_profiles_and_encoders_one(workdir):
 
 
 def test_the_runner_selects_the_profile_of_each_phase(standin, gpt2_tiny, workdir, prompts, monkeypatch):
+    """The prompt step runs on a context on the context profile, every decode step on one on the
+    generation profile: a context per profile, each switched once, when created, on the session's
+    stream; the next generation switches nothing."""
     cfg = make_cfg(workdir, "--use-cache", "--batch-size", "3", "--output-seq-len", "6", backends=("trt",))
     backend = gpt2_trt.make_backend(gpt2_tiny, cfg, workdir)
     session = backend.steps.session
     header = trt_standin.plan_header(session.path)
     assert len(header["profiles"]) == 2
-    context = session._context
     selected, switches = [], []
-    original = type(context).set_optimization_profile_async
+    context_class = type(session._context_for(0)[0])
+    original = context_class.set_optimization_profile_async
 
     def switching(self, index, stream):
         switches.append((index, stream))
         return original(self, index, stream)
 
-    monkeypatch.setattr(type(context), "set_optimization_profile_async", switching)
+    monkeypatch.setattr(context_class, "set_optimization_profile_async", switching)
     enqueue = session._enqueue
-    monkeypatch.setattr(session, "_enqueue", lambda ctx: (selected.append(ctx.active_optimization_profile),
+    monkeypatch.setattr(session, "_enqueue", lambda ctx: (selected.append((id(ctx), ctx.active_optimization_profile)),
                                                           enqueue(ctx))[1])
     ids, mask = prompts
     want = frameworks_backend(gpt2_tiny, make_cfg(workdir)).generate(ids, mask, cfg.generation).tokens
     np.testing.assert_array_equal(backend.generate(ids, mask, cfg.generation).tokens, want)
-    assert selected == [0] + [1] * (len(selected) - 1) and len(selected) > 1       # prompt, then decode steps
-    # one switch to generation, on the session's own stream; the next generation switches back once
-    assert switches == [(1, session._stream.handle)]
+    profiles = [p for _, p in selected]
+    assert profiles == [0] + [1] * (len(selected) - 1) and len(selected) > 1       # prompt, then decode steps
+    assert len({ctx for ctx, _ in selected}) == 2                                  # two contexts, one per profile
+    assert switches == [(1, session._stream.handle)]   # the generation context, once, on the session's stream
     backend.generate(ids, mask, cfg.generation)
-    assert [i for i, _ in switches] == [1, 0, 1]
+    assert switches == [(1, session._stream.handle)]   # the next generation switches nothing
+    assert standin._errors == [] and standin._warnings == []
+
+
+@pytest.mark.parametrize("graphs", [False, True], ids=["plain", "cuda-graph"])
+def test_profile_switches_and_shape_settings_over_a_generation_are_bounded(standin, gpt2_tiny, workdir, prompts,
+                                                                           graphs):
+    """Issue 24: one context switching between the phases paid a switch (a cudaMemcpyAsync of profile
+    data, all shapes invalidated) at every prompt and every first decode step, and every input shape
+    was set at every step. Counted by the stand-in over a 16-token generation after a warm one:
+    no switch at all, and set_input_shape only for inputs whose shape changed: at a decode step the
+    inputs along the growing past (past_len, total_len); with CUDA graphs (fixed-capacity decoding)
+    every step of the third generation replays, and nothing is set."""
+    cfg = make_cfg(workdir, "--use-cache", "--batch-size", "3", "--output-seq-len", "16",
+                   *(["--use-cuda-graph"] if graphs else []), backends=("trt",))
+    backend = gpt2_trt.make_backend(gpt2_tiny, cfg, workdir)
+    ids, mask = prompts
+    for _ in range(2 if graphs else 1):   # warm: contexts made; graphs captured (the prompt's in the second)
+        backend.generate(ids, mask, cfg.generation)
+    standin._counts.update(profile_switches=0, set_input_shape=0)
+    out = backend.generate(ids, mask, cfg.generation)
+    steps = out.tokens.shape[1]
+    spec = backend.steps.session.spec
+    growing = [n for n, axes in spec.inputs.items() if {"past_len", "total_len"} & set(axes.values())]
+    assert standin._counts["profile_switches"] == 0
+    bound = 0 if graphs else (steps - 1) * len(growing)       # the prompt step's shapes were set last time
+    assert standin._counts["set_input_shape"] <= bound, (standin._counts, bound)
     assert standin._errors == [] and standin._warnings == []
 
 

@@ -151,8 +151,9 @@ def _toy_step(session, runner, length: int):
     feed = {"input_ids": ids, "attention_mask": np.ones_like(ids), "position_ids": np.arange(length)[None],
             "logits_index": np.array([length - 1])}
     inputs = {n: runner.input(n, feed[n], session._dtypes[n]) for n in session.input_names}
-    session._set_shapes(session._context, inputs)
-    outputs = {n: runner.output(n, tuple(session._context.get_tensor_shape(n)), session._dtypes[n], inputs)
+    context, shapes_set = session._context_for(0)    # the no-cache graph has one profile
+    session._set_shapes(context, inputs, shapes_set)
+    outputs = {n: runner.output(n, tuple(context.get_tensor_shape(n)), session._dtypes[n], inputs)
                for n in session.output_names}
     runner.execute(inputs, outputs)
     return outputs["logits"].clone()

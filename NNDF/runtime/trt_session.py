@@ -13,8 +13,32 @@ lasts until the encoder runs again. That is all the generation loops need.
 Without graphs an output lives as long as the caller keeps it.
 
 Engines of cached decoders have a profile per phase (trt_profiles.optimization_profiles);
-each step's profile is chosen from its shapes and selected on the context that runs it.
-All work is enqueued on one dedicated stream per device (trt_env.stream_for).
+each step's profile is chosen from its shapes, and each profile has an execution context of its
+own that never leaves it (see "Profiles and contexts" below). All work is enqueued on one
+dedicated stream per device (trt_env.stream_for).
+
+Profiles and contexts (issue 24). A cached decoder alternates phases: the prompt step on the
+context profile, every decode step on the generation profile. One execution context serving both
+would switch profiles twice per generation, and each switch costs: "When an optimization profile
+is switched via this API, TensorRT may require that data is copied via cudaMemcpyAsync"
+(set_optimization_profile_async, TensorRT 10.16's bindings), it invalidates every input shape of
+the context (so all are set again), and the next enqueue re-derives the context's shape-dependent
+state. The original demo kept one context per profile, as TF-TRT does
+(trt_shape_optimization_profiles.cc: "one context for each profile"). So does this runner: a
+context per profile, created the first time its profile is needed and switched once, at creation;
+all contexts share one USER_MANAGED activation buffer (the engine's largest need,
+device_memory_size_v2), which TensorRT allows for contexts that never run at the same time, and
+ours all run in order on one stream, so the extra contexts cost no activation memory. Input shapes
+already set on a context are not set again. The stand-in counts switches and set_input_shape
+calls (tests/test_trt_profiles.py bounds them over a generation).
+
+Measurement plan, for a GPU (none here, so the choice above was made from the documented costs,
+not measured): gpt2 at batch 1, 128 prompt + 64 new tokens, fp16, cache on, under
+`nsys profile --trace=cuda,nvtx`: (a) this runner, (b) the same with one context that switches
+(`TrtSession._context_for` returning one shared context). Compare the median decode-step time
+and the prompt step's, and count cudaMemcpyAsync calls issued by setOptimizationProfileAsync
+per generation (expected: 2 for (b), 0 for (a) after the first generation). If (a) is not
+faster, it is still not slower and uses no more memory; keep it unless (b) wins.
 """
 
 from __future__ import annotations
@@ -75,25 +99,35 @@ class TrtSession(Session):
         self._stream = trt_env.stream_for(self.device)
         with self._stream.active():
             self._scratch = torch.zeros(256, dtype=torch.uint8, device=self.device)   # address for empty tensors
-            # Graph mode: every context (one per graph, see cuda_graphs) shares this activation memory.
-            self._shared_memory = (torch.empty(max(int(self._engine.device_memory_size_v2), 1), dtype=torch.uint8,
-                                               device=self.device) if settings.use_cuda_graph else None)
-        # In graph mode this context only answers output shapes; graphs run on contexts of their own.
-        self._context = self._new_context()
+            # every context (one per profile, and in graph mode one per graph) shares this activation memory
+            self._shared_memory = torch.empty(max(int(self._engine.device_memory_size_v2), 1), dtype=torch.uint8,
+                                              device=self.device)
+        # profile -> its context and the input shapes set on it. In graph mode these contexts only answer
+        # output shapes; graphs run on contexts of their own.
+        self._contexts: dict[int, tuple[object, dict[str, tuple]]] = {}
+        self._context_for(0)       # a context exists from the start (and a bad engine fails here)
         self._graphs = (GraphRunner(self.device, self._stream, self._new_context, self._bind, self._enqueue)
                         if settings.use_cuda_graph else None)
 
     def _new_context(self):
-        if self._shared_memory is None:
-            context = self._engine.create_execution_context()
-        else:
-            context = self._engine.create_execution_context(self._trt.ExecutionContextAllocationStrategy.USER_MANAGED)
-            if context is not None:
-                context.set_device_memory(self._shared_memory.data_ptr(), self._shared_memory.numel())
+        context = self._engine.create_execution_context(self._trt.ExecutionContextAllocationStrategy.USER_MANAGED)
         if context is None:
             raise UsageError(f"TensorRT could not create an execution context for {self.path}",
                              "free GPU memory or use a smaller batch or profile")
+        context.set_device_memory(self._shared_memory.data_ptr(), self._shared_memory.numel())
         return context
+
+    def _context_for(self, profile: int) -> tuple[object, dict[str, tuple]]:
+        """The context that runs steps of `profile`, on that profile for good, and the input shapes set
+        on it so far (see "Profiles and contexts" above)."""
+        if profile not in self._contexts:
+            context = self._new_context()
+            if context.active_optimization_profile != profile:    # once per context: it starts on profile 0
+                if not context.set_optimization_profile_async(profile, self._stream.handle):
+                    raise RuntimeError(f"TensorRT refused optimization profile {profile} of {self.path}; "
+                                       "see its log above")
+            self._contexts[profile] = (context, {})
+        return self._contexts[profile]
 
     # ------------------------------------------------------------------ checks at load
     def _check_io_names(self, trt) -> None:
@@ -184,17 +218,18 @@ class TrtSession(Session):
         with self._stream.active():
             inputs = {n: self._input(n, feed[n]) for n in self.input_names}
             self._check_fits(inputs)
-            self._set_shapes(self._context, inputs)
+            context, shapes_set = self._context_for(self._profile_for(self._sizes(inputs)))
+            self._set_shapes(context, inputs, shapes_set)
             outputs = {}
             for name in self.output_names:   # TensorRT needs an address for every output, wanted or not
-                shape = tuple(self._context.get_tensor_shape(name))
+                shape = tuple(context.get_tensor_shape(name))
                 if any(d < 0 for d in shape):
                     raise RuntimeError(f"TensorRT could not infer the shape of {name} from the input shapes")
                 outputs[name] = (self._graphs.output(name, shape, self._dtypes[name], inputs) if self._graphs is not None
                                  else torch.empty(shape, dtype=self._dtypes[name], device=self.device))
             if self._graphs is None:
-                self._set_addresses(self._context, {**inputs, **outputs})
-                self._enqueue(self._context)
+                self._set_addresses(context, {**inputs, **outputs})
+                self._enqueue(context)
             elif not self._graphs.execute(inputs, outputs):
                 self._graphs = None      # not capturable: later steps run plainly (this one has run)
             self._stream.synchronize()
@@ -206,19 +241,28 @@ class TrtSession(Session):
             return self._graphs.input(name, value, self._dtypes[name])
         return self._on_device(name, value)
 
-    def _set_shapes(self, context, inputs: dict[str, torch.Tensor]) -> None:
-        """Select the step's optimization profile on `context`, then set its input shapes.
+    def _set_shapes(self, context, inputs: dict[str, torch.Tensor], shapes_set: dict[str, tuple] | None = None) -> None:
+        """Select the step's optimization profile on `context` if it is not on it, then set the input
+        shapes that differ from `shapes_set` (those already set on it; None: set every one).
 
-        With several profiles each execution context has its own selected profile (0 when created).
-        Switching is enqueued on the stream (TensorRT may copy profile data) and invalidates the
-        context's input shapes, so shapes are always set after it."""
+        Each execution context has its own selected profile (0 when created). A switch is enqueued on
+        the stream (TensorRT may copy profile data) and invalidates the context's input shapes, so all
+        are set after it. The per-profile contexts never switch after creation; a graph's context
+        (cuda_graphs) switches once, when it is first bound."""
         profile = self._profile_for(self._sizes(inputs))
         if context.active_optimization_profile != profile:
             if not context.set_optimization_profile_async(profile, self._stream.handle):
                 raise RuntimeError(f"TensorRT refused optimization profile {profile} of {self.path}; see its log above")
+            if shapes_set is not None:
+                shapes_set.clear()         # the switch invalidated them
         for name, tensor in inputs.items():
-            if not context.set_input_shape(name, tuple(tensor.shape)):
-                raise RuntimeError(f"TensorRT rejected shape {tuple(tensor.shape)} for {name}; see its log above")
+            shape = tuple(tensor.shape)
+            if shapes_set is not None and shapes_set.get(name) == shape:
+                continue
+            if not context.set_input_shape(name, shape):
+                raise RuntimeError(f"TensorRT rejected shape {shape} for {name}; see its log above")
+            if shapes_set is not None:
+                shapes_set[name] = shape
 
     def _set_addresses(self, context, tensors: dict[str, torch.Tensor]) -> None:
         for name, tensor in tensors.items():

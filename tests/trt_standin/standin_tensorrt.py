@@ -54,6 +54,9 @@ _warnings = []    # every warning logged, likewise
 _builds = []      # the ONNX path of every engine built
 _capture = None   # a list while a CUDA graph is being captured
 _capturable = True    # False: engines behave like ones TensorRT cannot capture (e.g. data-dependent shapes)
+# What a real run pays for, counted so tests can bound it: optimization profile switches (each may
+# cudaMemcpyAsync profile data and invalidates the context's shapes) and set_input_shape calls.
+_counts = {"profile_switches": 0, "set_input_shape": 0, "contexts": 0}
 _DEVICE_MEMORY = 4096     # bytes of activation memory every stand-in engine asks for
 
 
@@ -582,6 +585,7 @@ class IExecutionContext:
                  "_profile")
 
     def __init__(self, engine, strategy=ExecutionContextAllocationStrategy.STATIC):
+        _counts["contexts"] += 1
         self._engine, self._shapes, self._addresses = engine, {}, {}
         self._profile = 0      # every context starts on profile 0 and has its own selection
         self._user_memory = strategy == ExecutionContextAllocationStrategy.USER_MANAGED
@@ -606,12 +610,14 @@ class IExecutionContext:
             return self._fail("set_optimization_profile_async: cannot switch profiles during CUDA graph capture")
         if int(profile_index) != self._profile:
             # TensorRT: switching invalidates the input shapes, which must be set again before enqueue
+            _counts["profile_switches"] += 1
             self._profile = int(profile_index)
             self._shapes = {}
             self._shape_version += 1
         return True
 
     def set_input_shape(self, name, shape):
+        _counts["set_input_shape"] += 1
         io = self._engine._io.get(name)
         if io is None or io["mode"] != "INPUT":
             return self._fail(f"set_input_shape: {name!r} is not an input tensor")
