@@ -69,3 +69,16 @@ def test_runs_through_onnxrt_and_trt_or_is_refused_before_export(standin, capsys
     if scheme != "int4" or generates:   # onnxrt alone takes what trt refuses (encoders refuse int4 outright)
         code, out, err = call(capsys, "benchmark", family, "onnxrt", *flags)
         assert code == 0 and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("block,message", [
+    ("32", "--quant-block-size 32 with trt: TensorRT's INT4 blocks are 64 or 128 weights"),
+    ("128", "--quant-block-size 128 is larger than the input dimension 64"),
+])
+def test_trt_block_sizes_outside_tensorrts_are_refused_before_export(standin, capsys, wd, block, message):
+    before = artifacts(wd)
+    code, out, err = call(capsys, "benchmark", "GPT2", "onnxrt", "trt", "--working-dir", wd, "--use-cache", "--fp16",
+                          "--quantize", "int4", "--quant-block-size", block, "--iterations", "1")
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1 and message in errors[0] and "Traceback" not in err, err
+    assert artifacts(wd) == before
