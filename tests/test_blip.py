@@ -130,9 +130,60 @@ def test_trt_tokens_equal_hf_generate(standin, blip, workdir, wd, reference, use
     assert backend.sessions[decoder]._limits[BATCH] == (3 * beams,) * 3
 
 
-def test_accuracy_action_is_refused(capsys, wd):
+# Captions of different lengths, two of them wrong for their image, so the logits are not all
+# one-hot and the rows are right-padded: teacher forcing away from the shapes the graphs were traced at.
+SCORED = [{"image": str(IMAGES / "red_circle.png"), "text": "a red circle on a white background"},
+          {"image": str(IMAGES / "blue_stripes.png"), "text": "a green square"},
+          {"image": str(IMAGES / "yellow_triangle.png"), "text": "blue stripes on a black background and more"}]
+
+
+def scoring_batch(blip):
+    from NNDF.kinds.image_to_text.model import ImagePrompts
+    from NNDF.models.tokenizers import pad_rows
+
+    seqs = [blip.caption_sequence(row, 2) for row in SCORED]
+    ids, mask = pad_rows([seq for seq, _ in seqs], blip.generation_defaults["pad_token_id"], "right")
+    return ImagePrompts(np.stack([pixels for _, pixels in seqs]), ids), mask
+
+
+@pytest.mark.parametrize("use_cache", [True, False], ids=["cache", "nocache"])
+@pytest.mark.parametrize("backend_name", ["onnxrt", "trt"])
+def test_teacher_forced_logits_equal_pytorch(request, blip, workdir, wd, use_cache, backend_name):
+    """accuracy scores captions teacher-forced: every real position's logits equal PyTorch's, with
+    the cache (prefill, then one token a step) and without, on onnxrt and the TensorRT stand-in."""
+    if backend_name == "trt":
+        request.getfixturevalue("standin")
+    prompts, mask = scoring_batch(blip)
+    flags = (*(["--use-cache"] if use_cache else []), "--batch-size", "3")
+    want = blip_frameworks.make_backend(blip, cfg_for(wd, *flags), None).logits(prompts, mask)
+    maker = blip_onnxrt if backend_name == "onnxrt" else blip_trt
+    backend = maker.make_backend(blip, cfg_for(wd, *flags, action="accuracy", backends=(backend_name,)), workdir)
+    real = mask.astype(bool)
+    for got in (backend.logits(prompts, mask), backend.cached_logits(prompts, mask, 3)):
+        assert got.shape == want.shape
+        assert np.abs(got - want)[real].max() < 1e-4
+
+
+def test_accuracy_scores_captions(capsys, wd, tmp_path):
+    """Bare accuracy scores the shipped captions; a caption file of one's own, with a wrong caption,
+    scores worse; a LAMBADA text file is refused in one line naming what a row needs."""
+    out = tmp_path / "acc.json"
+    code, stdout, err = run_py.main(["accuracy", "BLIP", "frameworks", "onnxrt", "--use-cache", "--working-dir", wd,
+                                     "--save-output-fpath", str(out)]), *capsys.readouterr()
+    assert code == 0 and "caption accuracy" in stdout, err
+    shipped = json.loads(out.read_text())
+    assert shipped["dataset"].endswith("captions.jsonl") and shipped["num_samples"] == len(CAPTIONS)
+    ours = tmp_path / "captions.jsonl"
+    ours.write_text("".join(json.dumps(row) + "\n" for row in SCORED))
+    assert run_py.main(["accuracy", "BLIP", "frameworks", "onnxrt", "--working-dir", wd, "--dataset-path",
+                        str(ours), "--tokens-to-generate", "2", "--save-output-fpath", str(out)]) == 0
+    capsys.readouterr()
+    mixed = json.loads(out.read_text())["results"]
+    for name in ("frameworks", "onnxrt"):
+        assert mixed[name]["token_perplexity"] > shipped["results"][name]["token_perplexity"]
+    assert abs(mixed["onnxrt"]["token_perplexity"] / mixed["frameworks"]["token_perplexity"] - 1) < 1e-3
     one_line_error(capsys, "accuracy", "BLIP", "--working-dir", wd, "--dataset-path",
-         str(IMAGES.parent.parent / "NNDF" / "data" / "lambada_sample.jsonl"), match="needs an image")
+                   str(IMAGES.parent.parent / "NNDF" / "data" / "lambada_sample.jsonl"), match='"image" is missing')
 
 
 # --------------------------------------------------------------------------- images

@@ -37,7 +37,7 @@ from NNDF.base.config import RunConfig
 from NNDF.base.errors import UsageError
 from NNDF.base.progress import progress
 from NNDF.base.text import normalize_text
-from NNDF.models.data_checks import jsonl_texts
+from NNDF.models.data_checks import jsonl_texts, read_jsonl, type_name
 from NNDF.models.family import LoadedModel
 from NNDF.models.hub import hub_reachable
 from NNDF.models.tokenizers import DATA_DIR
@@ -146,11 +146,43 @@ def teacher_forced_sequence(loaded: LoadedModel, text: str, n_targets: int) -> t
     return np.asarray([start] + ids, np.int64), np.asarray(encoder, np.int64)
 
 
-def score_all(backend: Backend, loaded: LoadedModel, texts: list[str], n_targets: int, top_ns: list[int],
+def caption_rows(path: Path, num_samples: int) -> list[dict]:
+    """The first num_samples {"image", "text"} rows of an image-to-text accuracy file (an image path
+    relative to the file's folder), every field checked."""
+    rows = []
+    for number, row in read_jsonl(path, 'one {"image": PATH, "text": CAPTION} object per line'):
+        for field in ("image", "text"):
+            if not isinstance(row.get(field), str):
+                got = "missing" if field not in row else type_name(row[field])
+                raise UsageError(f"{path} line {number}: \"{field}\" is {got}, not a string",
+                                 'write one {"image": PATH, "text": CAPTION} object per line')
+        image = row["image"] if "://" in row["image"] or Path(row["image"]).is_absolute() else str(path.parent / row["image"])
+        rows.append({"image": image, "text": normalize_text(row["text"])})
+    if not rows:
+        raise UsageError(f"{path} holds no samples")
+    return rows[:num_samples]
+
+
+def samples_for(cfg: RunConfig, loaded: LoadedModel) -> list:
+    """What a run scores: texts drawn as the demo drew them, or for an image-to-text model the
+    first --num-samples captioned images (--dataset-path, else the family's shipped captions)."""
+    if loaded.reads_images:
+        return caption_rows(cfg.dataset_path or loaded.caption_samples, cfg.num_samples)
+    return load_texts(cfg.dataset_path, cfg.num_samples, lambada_cache(cfg))
+
+
+def scored_sequence(loaded: LoadedModel, sample, n_targets: int) -> tuple[np.ndarray, np.ndarray | None]:
+    if loaded.reads_images:
+        return loaded.caption_sequence(sample, n_targets)
+    return teacher_forced_sequence(loaded, sample, n_targets)
+
+
+def score_all(backend: Backend, loaded: LoadedModel, texts: list, n_targets: int, top_ns: list[int],
               batch_size: int = 1, num_beams: int = 1, use_cache: bool = False) -> list[dict]:
-    """score_sample for every text, fed batch_size at a time. A short last batch is filled up with
-    copies of its last sample (and their scores dropped), so every batch has the same rows."""
-    samples = [teacher_forced_sequence(loaded, text, n_targets) for text in texts]
+    """score_sample for every text (or captioned image), fed batch_size at a time. A short last batch
+    is filled up with copies of its last sample (and their scores dropped), so every batch has the
+    same rows."""
+    samples = [scored_sequence(loaded, text, n_targets) for text in texts]
     scores = []
     for start in progress(range(0, len(samples), batch_size), f"accuracy [{backend.name}]"):
         batch = samples[start:start + batch_size]
@@ -168,7 +200,7 @@ def evaluate(backend: Backend, loaded: LoadedModel, texts: list[str], n_targets:
         "token_perplexity": min(float(np.exp(np.mean([s["target_nll"] for s in per_sample]))), MAX_PPL),
         "seq_perplexity": min(float(np.exp(np.mean([s["seq_nll"] for s in per_sample]))), MAX_PPL),
         "num_samples": len(per_sample),
-        "truncated_samples": sum(kept_tokens(loaded, text)[1] for text in texts),
+        "truncated_samples": 0 if loaded.reads_images else sum(kept_tokens(loaded, text)[1] for text in texts),
     }
 
 
@@ -179,11 +211,17 @@ class Accuracy(Action):
         for flag, used in (("--num-beams", cfg.generation.num_beams > 1), ("--do-sample", cfg.generation.do_sample)):
             if used:
                 print(f"note: accuracy is teacher-forced, so {flag} does not change it", file=sys.stderr)
+        if family.reads_images:
+            if cfg.dataset_path is not None:
+                caption_rows(cfg.dataset_path, cfg.num_samples)
+            return
         load_texts(dataset_path(cfg), cfg.num_samples, lambada_cache(cfg))
 
     def fit(self, cfg: RunConfig, family, loaded) -> RunConfig:
+        if loaded.reads_images:
+            return cfg
         path = dataset_path(cfg)
-        if path != cfg.dataset_path and loaded.teacher_forcing:
+        if path != cfg.dataset_path:
             print(f"note: LAMBADA cannot be loaded here (no datasets package, or no hub and no copy in "
                   f"{lambada_cache(cfg)}), so this scores the shipped sample {path.name} (--dataset-path "
                   "FILE.jsonl to choose)", file=sys.stderr)
@@ -194,16 +232,12 @@ class Accuracy(Action):
         return Workload(cfg.batch_size, loaded.max_positions, 1, teacher_forced=True)
 
     def check_loaded(self, cfg: RunConfig, family, loaded) -> None:
-        if not loaded.teacher_forcing:      # BLIP: refused before any export, not by the first backend
-            from NNDF.kinds.image_to_text.backends import no_teacher_forcing
-
-            raise no_teacher_forcing()
         super().check_loaded(cfg, family, loaded)
-        for text in load_texts(cfg.dataset_path, cfg.num_samples, lambada_cache(cfg)):
-            teacher_forced_sequence(loaded, text, cfg.tokens_to_generate)
+        for sample in samples_for(cfg, loaded):     # every image readable, every caption long enough
+            scored_sequence(loaded, sample, cfg.tokens_to_generate)
 
     def run(self, cfg: RunConfig, family, loaded, backends: list[Backend]) -> dict:
-        texts = load_texts(cfg.dataset_path, cfg.num_samples, lambada_cache(cfg))
+        texts = samples_for(cfg, loaded)
         top_ns = sorted({1, 10, cfg.top_n})
         gen = cfg.generation
         results = {b.name: {**identity(b), **evaluate(b, loaded, texts, cfg.tokens_to_generate, top_ns, cfg.batch_size,
@@ -216,7 +250,8 @@ class Accuracy(Action):
                     r["delta_to_fp32"] = delta_to_fp32(reference, r)
                     r["within_gate"] = passes(cfg.quantize.scheme, r["delta_to_fp32"])
         cut = next(iter(results.values()))["truncated_samples"]
-        return {"action": "accuracy", "dataset": str(cfg.dataset_path) if cfg.dataset_path else "lambada (validation)",
+        source = cfg.dataset_path or (loaded.caption_samples if loaded.reads_images else None)
+        return {"action": "accuracy", "dataset": str(source) if source else "lambada (validation)",
                 "num_samples": len(texts), "tokens_to_generate": cfg.tokens_to_generate,
                 "batch_size": cfg.batch_size, "num_beams": gen.num_beams, "use_cache": gen.use_cache,
                 "truncated_samples": cut, "results": results}
@@ -224,7 +259,8 @@ class Accuracy(Action):
     def report(self, cfg: RunConfig, loaded, result: dict, backends: list[Backend]) -> None:
         results, n = result["results"], result["num_samples"]
         top_ns = sorted({1, 10, cfg.top_n})
-        print(f"LAMBADA accuracy, {n} samples, last {cfg.tokens_to_generate} tokens as targets"
+        what = "caption" if loaded.reads_images else "LAMBADA"
+        print(f"{what} accuracy, {n} samples, last {cfg.tokens_to_generate} tokens as targets"
               + (", scored through the KV cache" if result["use_cache"] else ""))
         if result["truncated_samples"]:
             print(f"  {result['truncated_samples']} of {n} samples are longer than the model's "

@@ -20,6 +20,7 @@ from NNDF.actions.scoring import MAX_PPL, batch_logits, score_sample
 from NNDF.base.config import RunConfig
 from NNDF.base.progress import progress
 from NNDF.base.timing import measure
+from NNDF.kinds.image_to_text.model import split_prompt
 from NNDF.models.examples import Example, all_prompts, examples_for, outputs_match, variant_name
 from NNDF.models.family import LoadedModel, ModelFamily
 from NNDF.runtime.backends import Backend
@@ -31,7 +32,10 @@ LATENCY_KEYS = ("full_latency_s", "decoder_latency_s", "encoder_latency_s")
 def label_sequence(loaded: LoadedModel, prompt: str, label: str) -> tuple[np.ndarray, np.ndarray | None]:
     """(sequence to score, encoder input or None) for a label, as the demo scored labels: a
     decoder-only model reads the label (which starts with the prompt); an encoder-decoder reads
-    the prompt and is scored on start token + label, its final EOS left out."""
+    the prompt and is scored on start token + label, its final EOS left out; an image-to-text model
+    reads the prompt's image and is scored on bos + the label (the whole caption)."""
+    if loaded.reads_images:
+        return loaded.caption_sequence({"image": split_prompt(prompt)[0], "text": label}, 1)
     tok = loaded.tokenizer
     ids = list(tok(label, truncation=True, max_length=loaded.max_positions)["input_ids"])
     if not loaded.model.config.is_encoder_decoder:
@@ -60,7 +64,7 @@ def run_example(backend: Backend, loaded: LoadedModel, cfg: RunConfig, example: 
     texts = [loaded.output_text(p, outs[-1].tokens[row]) for row, p in enumerate(prompts)]
     scored = example.labels != ()
     matches = [outputs_match(t, lab) for t, lab in zip(texts, labels)] if scored else []
-    log_ppls = label_log_perplexities(backend, loaded, cfg, prompts, labels) if scored and loaded.teacher_forcing else []
+    log_ppls = label_log_perplexities(backend, loaded, cfg, prompts, labels) if scored else []
     timing = summarize(latencies, outs, cfg, [o.start_s for o in outs] if loaded.times_encoder else [])
     one = (lambda rows: rows) if example.is_batch else (lambda rows: rows[0])
     log_ppl = float(np.mean(log_ppls)) if log_ppls else None

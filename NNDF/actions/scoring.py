@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from NNDF.kinds.image_to_text.model import ImagePrompts
 from NNDF.models.family import LoadedModel
 from NNDF.models.tokenizers import pad_rows
 from NNDF.runtime.backends import Backend
@@ -30,6 +31,7 @@ def score_sample(logits: np.ndarray, seq: np.ndarray, n_targets: int, top_ns: li
 def batch_logits(backend: Backend, loaded: LoadedModel, batch: list[tuple[np.ndarray, np.ndarray | None]],
                  n_targets: int, num_beams: int, use_cache: bool) -> list[np.ndarray]:
     """Teacher-forced logits of each (sequence, encoder input) in one batch, trimmed to its length.
+    The encoder input is None (decoder-only), token ids (encoder-decoder) or an image (image-to-text).
 
     Rows are right-padded, so each sequence keeps positions 0..len-1 and no real token sees
     a pad. With use_cache everything from the earliest target on is computed by one-token
@@ -41,6 +43,9 @@ def batch_logits(backend: Backend, loaded: LoadedModel, batch: list[tuple[np.nda
     first_step = min(len(seq) for seq, _ in batch) - n_targets
     if batch[0][1] is None:
         logits = (backend.cached_logits(ids, mask, first_step) if use_cache else backend.logits(ids, mask))
+    elif loaded.reads_images:   # the "encoder input" is an image's pixel values; the sequence its caption
+        prompts = ImagePrompts(np.stack([image for _, image in batch for _ in range(num_beams)]), ids)
+        logits = (backend.cached_logits(prompts, mask, first_step) if use_cache else backend.logits(prompts, mask))
     else:
         enc_ids, enc_mask = pad_rows([enc for _, enc in batch for _ in range(num_beams)], pad, "right")
         logits = (backend.cached_logits(enc_ids, enc_mask, first_step, decoder_ids=ids) if use_cache

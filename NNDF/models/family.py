@@ -53,6 +53,7 @@ class LoadedModel:
     """A torch model in eval mode with everything the backends need to know about it."""
 
     generates = True          # a generating model (encoders answer in one pass; not a dataclass field)
+    reads_images = False      # image-to-text: accuracy scores captions of images, not texts
 
     variant: str
     model: torch.nn.Module
@@ -83,11 +84,6 @@ class LoadedModel:
 
     # How the actions' prompts become model inputs and outputs become text. These are the
     # text families' answers; image-to-text models (Vision2Seq) override them.
-    @property
-    def teacher_forcing(self) -> bool:
-        """Whether the backends can score a given sequence (label perplexity, accuracy)."""
-        return True
-
     @property
     def times_encoder(self) -> bool:
         """Whether the benchmark reports encoder latency (the generation loop's start step)."""
@@ -164,6 +160,7 @@ class LoadedModel:
 @dataclass
 class ModelFamily:
     generates = True          # its models generate (see LoadedModel.generates); not a dataclass field
+    reads_images = False      # its models caption images (see LoadedModel.reads_images)
     name: str                            # as typed on the command line, e.g. "GPT2"
     package: str                         # python package holding frameworks.py, onnxrt.py, trt.py
     variants: tuple[Variant, ...]

@@ -15,7 +15,6 @@ import torch
 from transformers import LogitsProcessorList
 
 from NNDF.base.config import GenerationSettings, RunConfig, TokenIds
-from NNDF.base.errors import UsageError
 from NNDF.export.workdir import WorkingDir
 from NNDF.graphs.axes import RunSizes
 from NNDF.graphs.spec import GraphSpec
@@ -36,11 +35,6 @@ from NNDF.runtime.trt_profiles import optimization_profiles
 PER_IMAGE = ("encoder", "cache_generator")
 
 
-def no_teacher_forcing() -> UsageError:
-    return UsageError("the accuracy action scores text (LAMBADA); an image-to-text model needs an image",
-                      "use run, compare, chat --image or benchmark")
-
-
 class CompiledVision2Seq(CompiledBackend):
     def __init__(self, name: str, sessions: dict[str, Session], specs: dict[str, GraphSpec], token_ids: TokenIds,
                  precision: str):
@@ -52,11 +46,16 @@ class CompiledVision2Seq(CompiledBackend):
         self.steps.pixel_values = prompts.pixel_values
         return super().generate(prompts.input_ids, attention_mask, settings, on_step)
 
-    def logits(self, input_ids, attention_mask, decoder_ids=None):
-        raise no_teacher_forcing()
+    def logits(self, prompts: ImagePrompts, attention_mask, decoder_ids=None):
+        """Teacher-forced logits of `prompts.input_ids` (bos + caption, right-padded) given its images."""
+        self.steps.pixel_values = prompts.pixel_values
+        return super().logits(prompts.input_ids, attention_mask)
 
-    def cached_logits(self, input_ids, attention_mask, first_step, decoder_ids=None):
-        raise no_teacher_forcing()
+    def cached_logits(self, prompts: ImagePrompts, attention_mask, first_step, decoder_ids=None):
+        if not self.with_cache:   # graphs without the cache: their one pass is what generation runs
+            return self.logits(prompts, attention_mask)
+        self.steps.pixel_values = prompts.pixel_values
+        return super().cached_logits(prompts.input_ids, attention_mask, first_step)
 
 
 class TorchVision2Seq(TorchBackend):
@@ -77,8 +76,20 @@ class TorchVision2Seq(TorchBackend):
             generation_config=config, logits_processor=LogitsProcessorList([clock]), **extras), settings, on_step)
         return GenerationOutput(out[:, prompts.input_ids.shape[1]:].numpy(), steps, start_s=sum(self._encoder_times))
 
-    def logits(self, input_ids, attention_mask, decoder_ids=None):
-        raise no_teacher_forcing()
+    def logits(self, prompts: ImagePrompts, attention_mask, decoder_ids=None):
+        """The text decoder's logits over the captions, attending to the vision model's image embeddings."""
+        with torch.inference_mode():
+            pixels = torch.from_numpy(prompts.pixel_values).to(self.placement.device, self.placement.dtype)
+            images = self.layout.vision_model(self.model)(pixel_values=pixels).last_hidden_state
+            out = self.layout.text_decoder(self.model)(input_ids=self.placement.tensor(prompts.input_ids),
+                                                       attention_mask=self.placement.tensor(attention_mask),
+                                                       encoder_hidden_states=images, use_cache=False)
+        return out.logits.float().cpu().numpy()
+
+    def cached_logits(self, prompts: ImagePrompts, attention_mask, first_step, decoder_ids=None):
+        """The reference's logits in one pass: with or without a cache they are the same numbers (up
+        to float error), which is what the compiled backends' cached scoring is checked against."""
+        return self.logits(prompts, attention_mask)
 
 
 # --------------------------------------------------------------------------- makers (ModelFamily's frameworks / onnxrt / trt)

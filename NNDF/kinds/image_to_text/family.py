@@ -4,6 +4,7 @@ caption token ids, and its backends are this kind's (backends.py)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from pathlib import Path
 
 from NNDF.base.config import RunConfig
 from NNDF.kinds.image_to_text.graphs import Vision2SeqLayout
@@ -16,6 +17,7 @@ class Vision2SeqFamily(ModelFamily):
     """A ModelFamily whose loaded models are ImageTextModels with the caption token ids."""
 
     kind = "image_to_text"
+    reads_images = True
 
     def load(self, cfg: RunConfig) -> ImageTextModel:
         loaded = super().load(cfg)
@@ -30,4 +32,9 @@ class Vision2SeqFamily(ModelFamily):
                     "decoder_start_token_id": ids["bos"]}
         base = {f.name: getattr(loaded, f.name) for f in fields(LoadedModel)}
         return ImageTextModel(**{**base, "generation_defaults": defaults}, image_settings=layout.image_settings(model.config),
-                              bos_id=ids["bos"], image_dirs=(self.folder,))
+                              bos_id=ids["bos"], image_dirs=(self.folder,),
+                              caption_samples=self._captions())
+
+    def _captions(self) -> Path | None:
+        shipped = self.folder / "data" / "captions.jsonl"
+        return shipped if shipped.is_file() else None

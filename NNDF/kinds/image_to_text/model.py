@@ -52,6 +52,7 @@ class ImageTextModel(LoadedModel):
     image_settings: ImageSettings | None = None
     bos_id: int = 0
     image_dirs: tuple[Path, ...] = ()          # where relative image paths are also looked up
+    caption_samples: Path | None = None         # shipped {"image", "text"} rows `accuracy` scores by default
     _pixels: OrderedDict = field(default_factory=OrderedDict, repr=False)
 
     # ------------------------------------------------------------------ images
@@ -70,9 +71,19 @@ class ImageTextModel(LoadedModel):
         return [self.bos_id] + (self.tokenizer(prefix, add_special_tokens=False)["input_ids"] if prefix else [])
 
     # ------------------------------------------------------------------ LoadedModel's prompt methods
-    @property
-    def teacher_forcing(self) -> bool:
-        return False   # the compiled image backends only generate
+    reads_images = True        # accuracy scores captions of images (not a dataclass field)
+
+    def caption_sequence(self, row: dict, n_targets: int) -> tuple[np.ndarray, np.ndarray]:
+        """(the decoder sequence scored: bos + the caption's tokens, the image's pixel values), for
+        teacher-forced accuracy; the caption's last `n_targets` tokens are its targets."""
+        ids = self.prompt_ids(row["text"])
+        if len(ids) - 1 < max(n_targets, 1):   # bos and the image are the context; every caption token can be a target
+            raise UsageError(f"the caption {row['text']!r} has only {len(ids) - 1} tokens, too few for {n_targets} "
+                             "targets", "lower --tokens-to-generate or use longer captions")
+        if len(ids) > self.max_positions:
+            raise UsageError(f"the caption {row['text']!r} needs {len(ids)} text positions, but {self.variant} has "
+                             f"{self.max_positions}", "use shorter captions")
+        return np.asarray(ids, np.int64), self.image_pixels(row["image"])
 
     @property
     def times_encoder(self) -> bool:

@@ -34,3 +34,14 @@ class ImageSteps(EncoderThenDecoder):
             idx = np.repeat(np.arange(images), rows // images)
             context = {name: self.session.take(h, idx, axis=0) for name, h in context.items()}
         return self.empty_state(rows, context), input_ids.astype(np.int64), attention_mask.astype(np.int64)
+
+    def full_logits(self, prompts_ids, attention_mask, decoder_ids=None):
+        """Every position's logits of the decoder sequences, the images' context computed first."""
+        state, ids, mask = self.start(prompts_ids, attention_mask)
+        return self.advance(state, ids, mask, all_logits=True)
+
+    def cached_logits(self, prompts_ids, attention_mask, first_step, decoder_ids=None):
+        """Up to first_step in one pass on the cache, then one token at a time, as generation feeds it."""
+        self.plan(prompts_ids.shape[0], first_step, prompts_ids.shape[1] - first_step + 1)
+        state, ids, mask = self.start(prompts_ids, attention_mask)
+        return self.stepwise_logits(state, ids, mask, first_step)
