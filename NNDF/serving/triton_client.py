@@ -89,7 +89,7 @@ class ServerProcess:
 
 def serve_argv(workdir: str, http_port: int, grpc_port: int, metrics_port: int, *flags: str,
                model: tuple[str, ...] = ("GPT2", "onnxrt", "--use-cache")) -> list[str]:
-    return [sys.executable, "run.py", "serve", *model, "--working-dir", workdir,
+    return [sys.executable, "run.py", "serve", *model, "--api", "triton", "--working-dir", workdir,
             "--host", HOST, "--http-port", str(http_port), "--grpc-port", str(grpc_port),
             "--metrics-port", str(metrics_port), *flags]
 
