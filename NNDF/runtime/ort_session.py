@@ -11,7 +11,7 @@ import onnx
 import onnxruntime as ort
 
 from NNDF.base.errors import UsageError
-from NNDF.runtime.session import Handle, Session
+from NNDF.runtime.session import Handle, Session, regrouped_shape
 
 _ORT_TYPES = {
     "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
@@ -93,6 +93,25 @@ class OrtSession(Session):
         binding.bind_output("gathered", self._device_type, self._device_id)
         gather.run_with_iobinding(binding)
         return binding.get_outputs()[0]
+
+    def regroup(self, parts, batch_axis, slot_axis, length) -> Handle:
+        # On the CPU an OrtValue and its numpy view share memory, so this is one copy of each kept row. On
+        # CUDA the rows make a round trip through the host (continuous batching regroups only when rows
+        # join or leave, not at every step).
+        arrays = [(handle.numpy(), rows) for handle, rows in parts]
+        shape = regrouped_shape([a.shape for a, _ in arrays], sum(len(r) for _, r in arrays), batch_axis, slot_axis,
+                                length)
+        out = np.zeros(shape, arrays[0][0].dtype)
+        at = 0
+        for array, rows in arrays:
+            n = min(length, array.shape[slot_axis])
+            for row in rows:
+                target, source = [slice(None)] * out.ndim, [slice(None)] * out.ndim
+                target[batch_axis], source[batch_axis] = at, int(row)
+                target[slot_axis], source[slot_axis] = slice(length - n, length), slice(array.shape[slot_axis] - n, None)
+                out[tuple(target)] = array[tuple(source)]
+                at += 1
+        return ort.OrtValue.ortvalue_from_numpy(out, self._device_type, self._device_id)
 
 
 @functools.cache
