@@ -144,7 +144,7 @@ def _check_own_flags(a: _Flags, rules: ActionRules, actions: Mapping[str, Action
 # Flags that only one of serve's two servers reads, with their defaults there (None on the command line means
 # "not given", so the other server can refuse them instead of ignoring them).
 OPENAI_FLAGS = {"port": 8000, "served_model_name": None, "max_queue": 64, "api_key": None,
-                "max_prefill_tokens": 512, "max_request_bytes": 4 << 20}
+                "max_prefill_tokens": 256, "max_request_bytes": 4 << 20}
 TRITON_FLAGS = {"http_port": 8000, "grpc_port": 8001, "metrics_port": 8002, "max_queue_delay_ms": 5.0, "instances": 1}
 # Generation flags an OpenAI request sets for itself (refused on the command line rather than ignored)
 PER_REQUEST = {"do_sample": False, "temperature": None, "top_k": None, "top_p": None, "repetition_penalty": 1.0,

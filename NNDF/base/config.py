@@ -85,7 +85,7 @@ class ServeSettings:
     served_model_name: str | None = None   # None: the variant
     max_queue: int = 64                # requests waiting for a row; more are refused with 503
     api_key: str | None = None
-    max_prefill_tokens: int = 512      # prompt tokens (padded) prefilled between two decode steps
+    max_prefill_tokens: int = 256      # prompt tokens prefilled between two decode steps
     max_request_bytes: int = 4 << 20
     # Triton
     http_port: int = 8000

@@ -137,7 +137,7 @@ FLAGS: tuple[Flag, ...] = (
          "(default 64)", "serve"),
     Flag("api_key", str, None, "serve --api openai: require `Authorization: Bearer KEY` on /v1 endpoints", "serve"),
     Flag("max_prefill_tokens", int, None, "serve --api openai: most prompt tokens prefilled between two decode "
-         "steps (a longer prompt is prefilled alone; default 512)", "serve"),
+         "steps (a longer prompt is prefilled alone; default 256)", "serve"),
     Flag("max_request_bytes", int, None, "serve --api openai: largest request body accepted; beyond it HTTP 413 "
          "(default 4 MiB)", "serve"),
     Flag("chat_template", Path, None, "a Jinja chat template file for chat and serve --api openai (sets or overrides "

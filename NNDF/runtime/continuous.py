@@ -103,9 +103,9 @@ class BatchDecoder:
         parts = [(cache, list(rows)) for cache, rows in parts if len(rows)]
         length = max(int(cache.mask[rows].sum(axis=1).max()) for cache, rows in parts)
         mask = np.concatenate([_right_aligned(cache.mask[rows], length) for cache, rows in parts])
-        past = [self.session.regroup([(cache.past[k], rows) for cache, rows in parts], self.steps.batch_axis,
+        past = [self.session.regroup(name, [(cache.past[k], rows) for cache, rows in parts], self.steps.batch_axis,
                                      self.steps.past_axis, length)
-                for k in range(len(self.steps.past))]
+                for k, name in enumerate(self.steps.past)]
         return RowCache(past, mask)
 
 

@@ -56,12 +56,14 @@ class Session(ABC):
         slots of `target`, in place, on the device; rows first reordered by `index` along `batch_axis`."""
         raise NotImplementedError(f"{type(self).__name__} keeps no fixed-capacity buffers")
 
-    def regroup(self, parts: Sequence[tuple[Handle, Sequence[int]]], batch_axis: int, slot_axis: int,
+    def regroup(self, name: str, parts: Sequence[tuple[Handle, Sequence[int]]], batch_axis: int, slot_axis: int,
                 length: int) -> Handle:
-        """A new device buffer holding, in order, rows `rows` (along `batch_axis`) of each (handle, rows) part,
-        every row right-aligned into `length` slots along `slot_axis`: its newest slots kept at the end, the
-        first ones zero where it had fewer (or its oldest dropped where it had more). Continuous batching
-        (NNDF/runtime/continuous.py) regroups the KV cache with it when rows join or leave."""
+        """A device buffer for input `name` holding, in order, rows `rows` (along `batch_axis`) of each
+        (handle, rows) part, every row right-aligned into `length` slots along `slot_axis`: its newest slots
+        kept at the end, the first ones zero where it had fewer (or its oldest dropped where it had more).
+        Continuous batching (NNDF/runtime/continuous.py) regroups the KV cache with it when rows join or
+        leave, and feeds the result to the next step before it regroups again: a session may reuse the
+        buffer it returns for `name` in the regroup after next (ONNX Runtime on the CPU does)."""
         raise NotImplementedError(f"{type(self).__name__} cannot regroup cache rows")
 
     def largest(self, axis: str) -> int | None:

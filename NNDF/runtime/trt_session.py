@@ -277,7 +277,7 @@ class TrtSession(Session):
                 rows = rows.index_select(batch_axis, torch.as_tensor(np.asarray(index, np.int64), device=self.device))
             target.narrow(axis, target.shape[axis] - n, n).copy_(rows)
 
-    def regroup(self, parts, batch_axis, slot_axis, length) -> Handle:
+    def regroup(self, name, parts, batch_axis, slot_axis, length) -> Handle:
         with self._stream.active():
             shape = regrouped_shape([h.shape for h, _ in parts], sum(len(r) for _, r in parts), batch_axis, slot_axis,
                                     length)

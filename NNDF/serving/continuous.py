@@ -4,11 +4,12 @@ and decodes them together, step after step (NNDF/runtime/continuous.py holds the
 Between two decode steps (a step boundary) the scheduler
 1. drops the rows that finished in the last step (EOS, a stop string, max_tokens) or whose client went
    away, so they cost nothing in the next step;
-2. admits waiting jobs, oldest first, while rows are free (--max-batch-size) and their prompts, padded
-   to the longest of them, stay within --max-prefill-tokens (one job is always admitted, however long):
-   their prompts are prefilled together, and each newcomer's first token comes from its prefill, so a
-   newcomer waits for at most one decode step and one prefill before its first token; a job whose
-   first token already ends it (max_tokens 1, as lm-eval's scoring requests) never joins the batch;
+2. admits waiting jobs, oldest first, while rows are free (--max-batch-size) and their prompts add up to
+   at most --max-prefill-tokens (one job is always admitted, however long), which bounds how long the
+   running rows wait for newcomers; the prompts are prefilled in groups of similar lengths (left padding
+   is computed too), and each newcomer's first token comes from its prefill, so a newcomer waits for at
+   most one decode step and one prefill before its first token; a job whose first token already ends it
+   (max_tokens 1, as lm-eval's scoring requests) never joins the batch;
 3. regroups the cache once, when rows left or joined: the rows still running, then the newcomers;
 4. runs one decode step for every row and hands each job its new text.
 
@@ -27,6 +28,26 @@ from NNDF.base.config import TokenIds
 from NNDF.runtime.continuous import BatchDecoder, RowCache, RowChooser, logprobs_of
 from NNDF.runtime.placement import torch_threads
 from NNDF.serving.jobs import AnswerText, Failed, Finished, Job, PromptScored, Scheduler, Tokens
+
+
+PADDING_ALLOWANCE = 1.25   # a prefill group's padded tokens may exceed its real ones by this much
+
+
+def prefill_groups(jobs: list[Job]) -> list[list[Job]]:
+    """Newcomers in groups prefilled together: jobs scoring their prompt apart from the others, and prompts of
+    similar lengths together, so that left padding (computed, then masked) wastes little work."""
+    groups = []
+    for scores_prompt in (False, True):
+        group: list[Job] = []
+        for job in sorted((j for j in jobs if j.scores_prompt == scores_prompt), key=lambda j: len(j.prompt)):
+            padded = (len(group) + 1) * len(job.prompt)
+            if group and padded > PADDING_ALLOWANCE * (sum(len(j.prompt) for j in group) + len(job.prompt)):
+                groups.append(group)
+                group = []
+            group.append(job)
+        if group:
+            groups.append(group)
+    return groups
 
 
 @dataclass
@@ -97,9 +118,7 @@ class ContinuousScheduler(Scheduler):
                 self._waiting.popleft()
                 job.end(Finished("cancelled", len(job.prompt), 0))
                 continue
-            group = [j for j in chosen if j.scores_prompt == job.scores_prompt] + [job]
-            padded = len(group) * max(len(j.prompt) for j in group)
-            if chosen and padded > self.max_prefill_tokens:
+            if chosen and sum(len(j.prompt) for j in chosen) + len(job.prompt) > self.max_prefill_tokens:
                 break
             chosen.append(self._waiting.popleft())
         return chosen
@@ -108,12 +127,10 @@ class ContinuousScheduler(Scheduler):
         kept = [i for i, row in enumerate(self._rows) if not row.done]
         parts = [] if self._cache is None else [(self._cache, kept)]
         rows = [self._rows[i] for i in kept]
-        for scores_prompt in (False, True):
-            group = [j for j in newcomers if j.scores_prompt == scores_prompt]
-            if group:
-                cache, joining = self._prefill(group, scores_prompt)
-                parts.append((cache, [i for i, _ in joining]))
-                rows += [row for _, row in joining]
+        for group in prefill_groups(newcomers):
+            cache, joining = self._prefill(group, group[0].scores_prompt)
+            parts.append((cache, [i for i, _ in joining]))
+            rows += [row for _, row in joining]
         if len(rows) != len(self._rows) or any(r is not s for r, s in zip(rows, self._rows)):
             self._cache = self.decoder.regroup(parts) if rows else None
             self._rows = rows
