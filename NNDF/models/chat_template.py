@@ -60,15 +60,19 @@ def template_for(tokenizer, path: Path | None) -> str | None:
     return own if isinstance(own, str) and own.strip() else None
 
 
+def format_chat(tokenizer, messages: Sequence[dict], template: str) -> str:
+    """`messages` formatted by `template`, the assistant's turn opened; tokenize it without special tokens."""
+    try:
+        return tokenizer.apply_chat_template(list(messages), chat_template=template, add_generation_prompt=True,
+                                             tokenize=False)
+    except Exception as e:   # a template may raise anything (jinja's raise_exception included)
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise UsageError(f"the chat template could not format these messages: {first}") from None
+
+
 def chat_prompt_ids(tokenizer, messages: Sequence[dict], template: str | None, model_name: str) -> list[int]:
     """Token ids of `messages` formatted by `template` with the assistant's turn opened."""
     if template is None:
         raise NoChatTemplate(f"{model_name} has no chat template, so chat messages cannot be formatted for it",
                              "start the server with --chat-template FILE, or send plain prompts to /v1/completions")
-    try:
-        text = tokenizer.apply_chat_template(list(messages), chat_template=template, add_generation_prompt=True,
-                                             tokenize=False)
-    except Exception as e:   # a template may raise anything (jinja's raise_exception included)
-        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise UsageError(f"the chat template could not format these messages: {first}") from None
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
+    return tokenizer(format_chat(tokenizer, messages, template), add_special_tokens=False)["input_ids"]
