@@ -38,15 +38,23 @@ PROMPT_TOKENS = NEW_TOKENS = 32
 
 def prompts_of_exactly(n_tokens: int, count: int, variant: str) -> list[str]:
     """Texts the served model's tokenizer reads as exactly n_tokens tokens (seeded, distinct)."""
-    import numpy as np
+    return texts_of_exactly(served_tokenizer(variant), n_tokens, count)
 
+
+def served_tokenizer(variant: str):
+    """The tokenizer `run.py serve GPT2 ... --variant V --random-weights` uses."""
     from NNDF.cli import parse_args
     from NNDF.registry import get_family
 
-    family = get_family("GPT2")
-    tokenizer = family.load(parse_args(["run", "GPT2", "--variant", variant, "--random-weights"])).tokenizer
+    return get_family("GPT2").load(parse_args(["run", "GPT2", "--variant", variant, "--random-weights"])).tokenizer
+
+
+def texts_of_exactly(tokenizer, n_tokens: int, count: int, seed: int = 0) -> list[str]:
+    """Texts `tokenizer` reads as exactly n_tokens tokens (seeded, distinct), made of the shipped corpus' words."""
+    import numpy as np
+
     words = (ROOT / "NNDF" / "data" / "tokenizer_corpus.txt").read_text().split()
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     found: list[str] = []
     while len(found) < count:
         ids = tokenizer(" ".join(rng.choice(words, 3 * n_tokens)))["input_ids"][:n_tokens]
