@@ -33,7 +33,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -44,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from NNDF.serving.child_server import HOST, OpenAIServer, free_ports  # noqa: E402
-from serve_speed import served_tokenizer, texts_of_exactly  # noqa: E402
+from serve_speed import run_clients, served_tokenizer, texts_of_exactly  # noqa: E402
 
 
 def workload(count: int, seed: int, variant: str) -> list[tuple[str, int, int]]:
@@ -95,24 +94,6 @@ def triton_generate(url: str, prompt: str, max_tokens: int) -> dict:
     text = generate_http(url, prompt, max_tokens)
     latency = time.perf_counter() - start
     return {"ttft": latency, "latency": latency, "tpot": None, "text": text[len(prompt):]}
-
-
-def run_clients(jobs: list[tuple[str, int, int]], clients: int, send) -> tuple[float, list[dict]]:
-    """Wall seconds for `clients` threads to answer all jobs, each thread taking its share back to back."""
-    results: list = [None] * len(jobs)
-
-    def client(k):
-        for i in range(k, len(jobs), clients):
-            prompt, _, max_tokens = jobs[i]
-            results[i] = send(prompt, max_tokens)
-
-    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
-    start = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return time.perf_counter() - start, results
 
 
 def summary(seconds: float, results: list[dict], tokens: list[int]) -> dict:
@@ -181,14 +162,19 @@ def main() -> int:
             servers.append(triton)
             triton.wait_ready("generate", timeout=1200)
 
-        def openai_send(prompt, max_tokens):
+        def openai_send(job):
+            prompt, _, max_tokens = job
             return stream_openai(openai_server.http_port, a.variant, prompt, max_tokens)
+
+        def triton_send(job):
+            prompt, _, max_tokens = job
+            return triton_generate(triton.http_url, prompt, max_tokens)
 
         # Warm-up, concurrent as the rounds are: the first batches grow ONNX Runtime's memory arena (page
         # faults), which made a cold first pass run at half the speed of the next in process.
         run_clients(jobs[: a.clients], a.clients, openai_send)
         if not a.skip_triton:
-            run_clients(jobs[: a.clients], a.clients, lambda pr, n: triton_generate(triton.http_url, pr, n))
+            run_clients(jobs[: a.clients], a.clients, triton_send)
         ways: dict[str, list[dict]] = {"one_at_a_time": [], "triton": [], "openai": []}
         answers: dict[int, dict] = {}
         mismatched = 0
@@ -199,7 +185,7 @@ def main() -> int:
             ways["openai"].append(summary(seconds, res, [x["tokens"] for x in res]))
             answers = dict(enumerate(res))
             if not a.skip_triton:
-                seconds, tri = run_clients(jobs, a.clients, lambda pr, n: triton_generate(triton.http_url, pr, n))
+                seconds, tri = run_clients(jobs, a.clients, triton_send)
                 mismatched += sum(t["text"] != answers[i]["text"] for i, t in enumerate(tri))
                 ways["triton"].append(summary(seconds, tri, [answers[i]["tokens"] for i in range(len(tri))]))
             print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]['tokens_per_s']:.1f} tok/s" for k, v in ways.items() if v),

@@ -66,11 +66,17 @@ def texts_of_exactly(tokenizer, n_tokens: int, count: int, seed: int = 0) -> lis
 
 def timed(jobs: list[str], url: str, clients: int) -> tuple[float, list[str]]:
     """Seconds to answer all jobs with `clients` threads each sending its share one request at a time."""
+    return run_clients(jobs, clients, lambda prompt: generate_http(url, prompt))
+
+
+def run_clients(jobs: list, clients: int, send) -> tuple[float, list]:
+    """Wall seconds for `clients` threads to answer all jobs (send(job) each), each thread taking its share back
+    to back, and the answers in job order."""
     answers: list = [None] * len(jobs)
 
     def client(k):
         for i in range(k, len(jobs), clients):
-            answers[i] = generate_http(url, jobs[i])
+            answers[i] = send(jobs[i])
 
     threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
     start = time.perf_counter()

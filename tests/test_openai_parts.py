@@ -174,3 +174,15 @@ def test_chat_formats_lines_with_the_template_and_prints_the_answer(workdir):
     turn, = chat.converse(plain, gpt2, [gpt2_frameworks(gpt2, plain)], stdin=io.StringIO("The lighthouse\n"),
                           out=io.StringIO())["turns"]
     assert "prompt" not in turn and turn["outputs"]["frameworks"]["output"].startswith("The lighthouse")
+
+
+def test_a_port_in_use_is_one_line_before_the_model_loads(capsys, tmp_path):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        one_line_error(capsys, "serve", "GPT2", "onnxrt", "--use-cache", "--port", port, "--working-dir", tmp_path,
+                       match=f"--port {port} on 127.0.0.1 is in use")
+    assert not any(tmp_path.iterdir())      # nothing loaded or exported

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -19,7 +18,7 @@ import numpy as np
 import openai
 import pytest
 
-from conftest import ROOT, make_cfg
+from conftest import ROOT, concurrently, make_cfg
 from NNDF.models.chat_template import TINY_CHAT_TEMPLATE
 from NNDF.registry import get_family
 from NNDF.runtime.generation import log_softmax
@@ -69,21 +68,7 @@ def complete(client, prompt, max_tokens, **extra):
 
 def staggered(jobs: list, gap_s: float = 0.03) -> list:
     """Run each job (a callable) on its own thread, started `gap_s` apart; their results in order."""
-    results: list = [None] * len(jobs)
-
-    def run(i, job):
-        time.sleep(i * gap_s)
-        try:
-            results[i] = job()
-        except Exception as e:  # the test inspects it
-            results[i] = e
-
-    threads = [threading.Thread(target=run, args=(i, j)) for i, j in enumerate(jobs)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(180)
-    return results
+    return concurrently(jobs, gap_s)
 
 
 def metric(server, name: str) -> float:
@@ -309,13 +294,7 @@ def test_a_body_over_the_limit_is_413(guarded):
 
 def test_a_full_queue_is_503_with_retry_after(guarded):
     body = {"model": "guarded", "prompt": [5] * 3, "max_tokens": 120, "temperature": 0}
-    start = threading.Barrier(5)
-
-    def send():
-        start.wait()
-        return post(f"{guarded.base_url}/completions", body, {"Authorization": f"Bearer {KEY}"})
-
-    results = staggered([send] * 5, gap_s=0)
+    results = concurrently([lambda: post(f"{guarded.base_url}/completions", body, {"Authorization": f"Bearer {KEY}"})] * 5)
     statuses = sorted(status for status, _, _ in results)
     assert statuses.count(200) >= 2 and 503 in statuses
     busy = next(r for r in results if r[0] == 503)

@@ -49,6 +49,15 @@ def scheduler_for(family, loaded: LoadedModel, backend, cfg: RunConfig):
 
 
 def serve_openai(cfg: RunConfig) -> dict:
+    openai_server.check_installed()
+    sock = openai_server.listening_socket(cfg.serve.host, cfg.serve.port)   # a port in use: one line, before loading
+    try:
+        return _serve_openai(cfg, sock)
+    finally:
+        sock.close()
+
+
+def _serve_openai(cfg: RunConfig, sock) -> dict:
     family, loaded, backend = open_text_backend(cfg)
     template = template_for(loaded.tokenizer, cfg.chat_template)
     scheduler, decoder = scheduler_for(family, loaded, backend, cfg)
@@ -60,9 +69,9 @@ def serve_openai(cfg: RunConfig) -> dict:
                         (lambda prompt, new: decoder.check_fits(1, prompt, new)) if decoder is not None else None)
     description = f"{family.name} {loaded.variant} on {backend.name}, {how}"
     if backend.name == "frameworks":
-        return openai_server.run(cfg, model, scheduler, description)
+        return openai_server.run(cfg, model, scheduler, description, sock)
     with torch_threads(1):    # torch's threads would fight the runtime's on a small machine
-        return openai_server.run(cfg, model, scheduler, description)
+        return openai_server.run(cfg, model, scheduler, description, sock)
 
 
 class Serve(Action):

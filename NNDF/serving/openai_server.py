@@ -283,15 +283,23 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def run(cfg: RunConfig, model: ServedModel, scheduler: Scheduler, description: str) -> dict:
-    """Serve until SIGTERM or Ctrl-C, then drain and stop the scheduler. The action opens the model and
-    makes the scheduler (NNDF/actions/serving.py), so this module needs nothing above the serving layer."""
+def check_installed() -> None:
     try:
-        import uvicorn
+        import fastapi  # noqa: F401
+        import prometheus_client  # noqa: F401
+        import uvicorn  # noqa: F401
     except ImportError:
-        raise UsageError("serve --api openai needs FastAPI and uvicorn", 'pip install -e ".[serve]"') from None
+        raise UsageError("serve --api openai needs FastAPI, uvicorn and prometheus-client",
+                         'pip install -e ".[serve]"') from None
+
+
+def run(cfg: RunConfig, model: ServedModel, scheduler: Scheduler, description: str, sock: socket.socket) -> dict:
+    """Serve on `sock` (listening_socket) until SIGTERM or Ctrl-C, then drain and stop the scheduler. The
+    action binds the socket, opens the model and makes the scheduler (NNDF/actions/serving.py), so this
+    module needs nothing above the serving layer."""
+    import uvicorn
+
     s = cfg.serve
-    sock = listening_socket(s.host, s.port)
     metrics = ServerMetrics(scheduler.running, scheduler.waiting)
     app = build_app(model, scheduler, s, metrics)
     config = uvicorn.Config(app, log_level="info" if cfg.verbose else "warning", access_log=cfg.verbose,
