@@ -301,6 +301,12 @@ def test_a_full_queue_is_503_with_retry_after(guarded):
     assert busy[2]["Retry-After"] == "1" and busy[1]["error"]["code"] == "queue_full"
 
 
+def test_more_prompts_than_the_queue_holds_is_400_not_503(guarded):
+    status, out, _ = post(f"{guarded.base_url}/completions", {"model": "guarded", "prompt": [[5], [6]], "max_tokens": 1},
+                          {"Authorization": f"Bearer {KEY}"})
+    assert status == 400 and out["error"]["code"] == "too_many_prompts"
+
+
 def test_chat_with_a_template_file(guarded):
     client = openai.OpenAI(base_url=guarded.base_url, api_key=KEY, max_retries=0)
     answer = client.chat.completions.create(model="guarded", messages=[{"role": "user", "content": "Hello there"}],

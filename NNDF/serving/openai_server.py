@@ -152,6 +152,9 @@ def build_app(model: ServedModel, scheduler: Scheduler, s: ServeSettings, metric
         try:
             check_key(request)
             parsed = await run_in_threadpool(parse, await read_json(request), model, chat)   # tokenizing takes time
+            if len(parsed.prompts) > s.max_queue:    # could never be queued at once: not a reason to retry
+                raise ApiError(400, f"{len(parsed.prompts)} prompts in one request; this server queues at most "
+                                    f"{s.max_queue} (--max-queue)", "prompt", "too_many_prompts")
         except ApiError as e:
             metrics.outcome("invalid")
             return error(e)
