@@ -82,6 +82,19 @@ def gpt2_tiny(workdir):
 
 
 @pytest.fixture(scope="session")
+def gpt2_512(workdir, tmp_path_factory):
+    """(loaded, folder): tiny GPT2 given 512 positions (with_positions, as `benchmark --n-positions` does) and
+    saved as a HuggingFace checkpoint, for `--torch-dir`: long answers (serving) and untruncated texts (lm-eval)."""
+    family = get_family("GPT2")
+    cfg = make_cfg(workdir)
+    loaded = family.with_positions(family.load(cfg), 512, cfg.seed)
+    folder = tmp_path_factory.mktemp("checkpoint") / "tiny-gpt2-512"
+    loaded.model.save_pretrained(folder)
+    loaded.tokenizer.save_pretrained(folder)
+    return loaded, folder
+
+
+@pytest.fixture(scope="session")
 def prompts(gpt2_tiny):
     """Three prompts of different lengths, left-padded: the batch shape that breaks naive exports."""
     texts = ["The lighthouse keeper", "Clara baked bread every morning for the whole village", "Ben"]

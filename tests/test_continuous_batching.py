@@ -236,3 +236,28 @@ def test_per_arrival_batching_gives_each_job_its_answer_alone(workdir, arch, bac
     for job in jobs:
         assert job.emit.tokens == alone(backend, job.prompt, job.settings, eos)
         assert job.emit.finished is not None and job.ended
+
+
+def test_the_server_batches_trt_continuously_and_checks_its_profile(standin, workdir):
+    """serve --api openai on trt: the action picks continuous batching, and a request that would leave the
+    engine's profile is refused before it is queued (a 400), naming the flag."""
+    from NNDF.actions.serving import scheduler_for
+    from NNDF.cli import parse_args
+    from NNDF.serving.openai_protocol import ApiError, ServedModel, parse
+
+    tiny = tiny_model("gpt2", workdir)
+    cfg = parse_args(["serve", "GPT2", "trt", "--use-cache", "--max-batch-size", "3", "--input-profile-max-len", "16",
+                      "--working-dir", str(workdir.root)])
+    assert cfg.trt.dynamic_batch and cfg.trt.max_dynamic_batch == 3
+    backend = importlib.import_module("GPT2.trt").make_backend(tiny.loaded, cfg, workdir)
+    scheduler, decoder = scheduler_for(tiny.family, tiny.loaded, backend, cfg)
+    assert isinstance(scheduler, ContinuousScheduler) and scheduler.max_rows == 3
+    model = ServedModel("m", tiny.loaded.tokenizer, tiny.loaded.max_positions, tiny.loaded.config.vocab_size, True,
+                        None, lambda prompt, new: decoder.check_fits(1, prompt, new))
+    assert parse({"model": "m", "prompt": [5] * 16, "max_tokens": 4}, model, False).prompts == [[5] * 16]
+    with pytest.raises(ApiError, match="--input-profile-max-len") as e:
+        parse({"model": "m", "prompt": [5] * 17, "max_tokens": 4}, model, False)
+    assert e.value.status == 400
+    job = Job([5] * 16, settings_of(6, False, 0), Recorder())
+    drive(scheduler, [(0, job)])
+    assert job.emit.tokens == alone(backend, job.prompt, job.settings, tiny.loaded.token_ids.eos)

@@ -16,8 +16,7 @@ import math
 
 import pytest
 
-from conftest import ROOT, make_cfg
-from NNDF.registry import get_family
+from conftest import ROOT
 from NNDF.serving.child_server import OpenAIServer
 
 lm_eval = pytest.importorskip("lm_eval", reason="lm-eval is in the test extra: pip install -e '.[test]'")
@@ -43,15 +42,12 @@ metric_list:
 
 
 @pytest.fixture(scope="module")
-def checkpoint(workdir, tmp_path_factory):
-    """(checkpoint folder, dataset file): the model saved as HF does, and the samples, half of them ending in
+def checkpoint(gpt2_512, tmp_path_factory):
+    """(checkpoint folder, dataset file): the model saved as HF does (conftest), and the samples, some ending in
     the model's own greedy word."""
-    family = get_family("GPT2")
-    cfg = make_cfg(workdir)
-    loaded = family.with_positions(family.load(cfg), POSITIONS, cfg.seed)
+    loaded, saved = gpt2_512
+    assert loaded.max_positions == POSITIONS
     folder = tmp_path_factory.mktemp("lm-eval")
-    loaded.model.save_pretrained(folder / "tiny-gpt2-512")
-    loaded.tokenizer.save_pretrained(folder / "tiny-gpt2-512")
     texts = [json.loads(line)["text"] for line in (ROOT / "NNDF" / "data" / "lambada_sample.jsonl").open()]
     samples, greedy = [], 0
     for text in texts:
@@ -60,7 +56,7 @@ def checkpoint(workdir, tmp_path_factory):
         samples.append(json.dumps({"text": text}))
     assert 5 <= greedy <= 35
     (folder / "samples.jsonl").write_text("\n".join(samples) + "\n")
-    return folder / "tiny-gpt2-512", folder / "samples.jsonl"
+    return saved, folder / "samples.jsonl"
 
 
 def greedy_ending(loaded, context: str) -> str | None:

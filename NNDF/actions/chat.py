@@ -74,8 +74,11 @@ def converse(cfg: RunConfig, loaded: LoadedModel, backends: list[Backend], stdin
                 said = prompt
                 if template is not None:
                     prompt = format_chat(loaded.tokenizer, [{"role": "user", "content": prompt}], template)
-                encoded = loaded.encode_prompts([prompt], False, cfg.generation.max_new_tokens,
-                                                special_tokens=template is None)
+                if template is None:
+                    encoded = loaded.encode_prompts([prompt], False, cfg.generation.max_new_tokens)
+                else:    # the template wrote the special tokens the model expects
+                    encoded = loaded.encode_prompts([prompt], False, cfg.generation.max_new_tokens,
+                                                    special_tokens=False)
             except UsageError as e:
                 print(f"error: {e}", file=out, flush=True)
                 continue

@@ -128,7 +128,8 @@ FLAGS: tuple[Flag, ...] = (
     Flag("api", str, None, "serve: openai (default; OpenAI-compatible HTTP with continuous batching) or triton "
          "(KServe v2 through Triton Inference Server)", "serve", choices=("openai", "triton")),
     Flag("host", str, "127.0.0.1", "serve: address to listen on (0.0.0.0 exposes the server to the network)", "serve"),
-    Flag("max_batch_size", int, 16, "serve: most requests generated together (openai: rows decoding at once)", "serve"),
+    Flag("max_batch_size", int, 16, "serve, export-triton: most requests generated together (openai: rows decoding at "
+         "once)", "serve"),
     Flag("drain_timeout", int, 25, "serve: seconds SIGTERM waits for in-flight requests (triton: at most 28)", "serve"),
     # serving: the OpenAI-compatible server
     Flag("port", int, None, "serve --api openai: the HTTP port (default 8000)", "serve"),
