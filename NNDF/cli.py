@@ -16,7 +16,8 @@ from NNDF.base.flags import FLAGS
 
 GROUP_TITLES = {
     "sampling": "sampling (HuggingFace's meaning; onnxrt and trt draw the same tokens for one --seed)",
-    "serve / export-triton": "serve / export-triton (Triton Inference Server)",
+    "serve": "serve (both servers; --api openai is the default)",
+    "serve / export-triton": "serve --api triton / export-triton (Triton Inference Server)",
 }
 
 
@@ -28,7 +29,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="run.py", description="Export HuggingFace models to ONNX / TensorRT, then measure and compare them.")
+    # allow_abbrev=False: a prefix of a flag is not that flag (--max-queue must never mean --max-queue-delay-ms)
+    p = _Parser(prog="run.py", allow_abbrev=False,
+                description="Export HuggingFace models to ONNX / TensorRT, then measure and compare them.")
     p.add_argument("action", choices=tuple(ACTIONS))
     p.add_argument("family", nargs="?", help="model family, e.g. GPT2, T5, BART (list: optional)")
     p.add_argument("backends", nargs="*", help=f"one or more of {', '.join(BACKENDS)} (default: frameworks)")

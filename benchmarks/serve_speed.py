@@ -38,15 +38,23 @@ PROMPT_TOKENS = NEW_TOKENS = 32
 
 def prompts_of_exactly(n_tokens: int, count: int, variant: str) -> list[str]:
     """Texts the served model's tokenizer reads as exactly n_tokens tokens (seeded, distinct)."""
-    import numpy as np
+    return texts_of_exactly(served_tokenizer(variant), n_tokens, count)
 
+
+def served_tokenizer(variant: str):
+    """The tokenizer `run.py serve GPT2 ... --variant V --random-weights` uses."""
     from NNDF.cli import parse_args
     from NNDF.registry import get_family
 
-    family = get_family("GPT2")
-    tokenizer = family.load(parse_args(["run", "GPT2", "--variant", variant, "--random-weights"])).tokenizer
+    return get_family("GPT2").load(parse_args(["run", "GPT2", "--variant", variant, "--random-weights"])).tokenizer
+
+
+def texts_of_exactly(tokenizer, n_tokens: int, count: int, seed: int = 0) -> list[str]:
+    """Texts `tokenizer` reads as exactly n_tokens tokens (seeded, distinct), made of the shipped corpus' words."""
+    import numpy as np
+
     words = (ROOT / "NNDF" / "data" / "tokenizer_corpus.txt").read_text().split()
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     found: list[str] = []
     while len(found) < count:
         ids = tokenizer(" ".join(rng.choice(words, 3 * n_tokens)))["input_ids"][:n_tokens]
@@ -58,11 +66,17 @@ def prompts_of_exactly(n_tokens: int, count: int, variant: str) -> list[str]:
 
 def timed(jobs: list[str], url: str, clients: int) -> tuple[float, list[str]]:
     """Seconds to answer all jobs with `clients` threads each sending its share one request at a time."""
+    return run_clients(jobs, clients, lambda prompt: generate_http(url, prompt))
+
+
+def run_clients(jobs: list, clients: int, send) -> tuple[float, list]:
+    """Wall seconds for `clients` threads to answer all jobs (send(job) each), each thread taking its share back
+    to back, and the answers in job order."""
     answers: list = [None] * len(jobs)
 
     def client(k):
         for i in range(k, len(jobs), clients):
-            answers[i] = generate_http(url, jobs[i])
+            answers[i] = send(jobs[i])
 
     threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
     start = time.perf_counter()

@@ -45,6 +45,33 @@ def one_line_error(capsys, *argv, match: str) -> str:
     return lines[0]
 
 
+def concurrently(calls: list, gap_s: float | None = None) -> list:
+    """Run each call on a thread of its own, all released at once (gap_s None) or started gap_s apart;
+    their results in order, an exception standing for a call that raised it."""
+    import threading
+    import time
+
+    results: list = [None] * len(calls)
+    start = threading.Barrier(len(calls))
+
+    def run(i, call):
+        if gap_s is None:
+            start.wait()
+        else:
+            time.sleep(i * gap_s)
+        try:
+            results[i] = call()
+        except Exception as e:  # the caller inspects it
+            results[i] = e
+
+    threads = [threading.Thread(target=run, args=(i, c)) for i, c in enumerate(calls)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(180)
+    return results
+
+
 def make_cfg(workdir: WorkingDir, *flags: str, action: str = "run", backends: tuple[str, ...] = ("frameworks",)):
     return parse_args([action, "GPT2", *backends, "--working-dir", str(workdir.root), *flags])
 
@@ -52,6 +79,19 @@ def make_cfg(workdir: WorkingDir, *flags: str, action: str = "run", backends: tu
 @pytest.fixture(scope="session")
 def gpt2_tiny(workdir):
     return get_family("GPT2").load(make_cfg(workdir))
+
+
+@pytest.fixture(scope="session")
+def gpt2_512(workdir, tmp_path_factory):
+    """(loaded, folder): tiny GPT2 given 512 positions (with_positions, as `benchmark --n-positions` does) and
+    saved as a HuggingFace checkpoint, for `--torch-dir`: long answers (serving) and untruncated texts (lm-eval)."""
+    family = get_family("GPT2")
+    cfg = make_cfg(workdir)
+    loaded = family.with_positions(family.load(cfg), 512, cfg.seed)
+    folder = tmp_path_factory.mktemp("checkpoint") / "tiny-gpt2-512"
+    loaded.model.save_pretrained(folder)
+    loaded.tokenizer.save_pretrained(folder)
+    return loaded, folder
 
 
 @pytest.fixture(scope="session")

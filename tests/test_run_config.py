@@ -21,7 +21,7 @@ from NNDF.cli import parse_args
     ["accuracy", "GPT2", "onnxrt", "--quantize", "int4", "--quant-block-size", "64", "--num-samples", "3"],
     ["run", "T5", "trt", "--dynamic-batch", "--max-dynamic-batch", "4", "--fp16", "--tf32", "--engine-postfix", "x"],
     ["chat", "GPT2", "--compare", "frameworks", "onnxrt", "--do-sample", "--top-p", "0.9", "--seed", "7"],
-    ["serve", "GPT2", "onnxrt", "--use-cache", "--max-batch-size", "4", "--http-port", "9000"],
+    ["serve", "GPT2", "onnxrt", "--use-cache", "--api", "triton", "--max-batch-size", "4", "--http-port", "9000"],
     ["export-triton", "T5", "--backend", "onnxrt", "--output", "repo", "--use-cache"],
     ["list"],
 ])

@@ -18,7 +18,7 @@ import pytest
 
 import tritonclient.http as http   # the [serve] extra; the [test] extra installs it too
 
-from conftest import ROOT
+from conftest import ROOT, concurrently
 from NNDF.serving.triton_client import HOST, ServerProcess, free_ports, generate_http, serve_argv, stream_grpc, text_inputs
 
 PROMPTS = ["The lighthouse keeper", "Clara baked bread every morning for the whole village", "Ben",
@@ -61,22 +61,8 @@ def _stats(url: str) -> dict:
 
 def _burst(url: str, jobs: list[tuple]) -> list:
     """Send all jobs at once from one thread each; results (text or the exception) in job order."""
-    results: list = [None] * len(jobs)
-    start = threading.Barrier(len(jobs))
-
-    def send(i, job):
-        start.wait()
-        try:
-            results[i] = generate_http(url, **job) if isinstance(job, dict) else generate_http(url, *job)
-        except Exception as e:  # the test inspects it
-            results[i] = e
-
-    threads = [threading.Thread(target=send, args=(i, j)) for i, j in enumerate(jobs)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    return results
+    return concurrently([lambda job=job: generate_http(url, **job) if isinstance(job, dict) else generate_http(url, *job)
+                         for job in jobs])
 
 
 def test_health_readiness_and_metrics_are_tritons(server, alone):

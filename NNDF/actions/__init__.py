@@ -33,7 +33,7 @@ ACTIONS: dict[str, ActionEntry] = {
     "benchmark": ActionEntry(ActionRules("benchmark", default_new_tokens=64, exact_new_tokens=True,
                                          own_flags=("n_positions", "batch_sweep")),
                              "NNDF.actions.benchmark:Benchmark", "NNDF.actions.encoder:EncoderBenchmark"),
-    "chat": ActionEntry(ActionRules("chat", own_flags=("compare",)),
+    "chat": ActionEntry(ActionRules("chat", own_flags=("compare", "chat_template")),
                         "NNDF.actions.chat:Chat", "NNDF.actions.encoder:EncoderChat"),
     "run": ActionEntry(ActionRules("run", own_flags=("checkpoint",)),
                        "NNDF.actions.run_examples:RunExamples", "NNDF.actions.encoder:EncoderRun"),
@@ -41,7 +41,7 @@ ACTIONS: dict[str, ActionEntry] = {
                            "NNDF.actions.run_examples:Compare", "NNDF.actions.encoder:EncoderCompare"),
     "list": ActionEntry(ActionRules("list", needs_family=False, backends="none"), "NNDF.actions.listing:ListFamilies"),
     "env": ActionEntry(ActionRules("env", needs_family=False, backends="none"), "NNDF.actions.environment:Environment"),
-    "serve": ActionEntry(ActionRules("serve", backends="one"), "NNDF.actions.serving:Serve"),
+    "serve": ActionEntry(ActionRules("serve", backends="one", own_flags=("chat_template",)), "NNDF.actions.serving:Serve"),
     "export-triton": ActionEntry(ActionRules("export-triton", backends="by --backend"),
                                  "NNDF.actions.serving:ExportTriton"),
 }

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -48,6 +49,8 @@ def build_config(flags: Mapping[str, Any], actions: Mapping[str, ActionRules]) -
         raise UsageError(f"--torch-dir {a.torch_dir} has no config.json",
                          "point it at a HuggingFace checkpoint folder (config.json, weights, tokenizer files)")
     trt = _trt_settings(a, backends)
+    if rules.name == "serve" and serve.api == "openai" and "trt" in backends:
+        trt = _openai_trt_batch(trt, serve)
     default_new = a.tokens_to_generate if rules.default_new_tokens == "tokens_to_generate" else rules.default_new_tokens
     max_new = a.output_seq_len if a.output_seq_len is not None else default_new
     if a.min_output_len > max_new:
@@ -74,7 +77,7 @@ def build_config(flags: Mapping[str, Any], actions: Mapping[str, ActionRules]) -
         default_lengths=tuple(n for n in ("input_seq_len", "output_seq_len") if getattr(a, n) is None),
         tokens_to_generate=a.tokens_to_generate, top_n=a.top_n, dataset_path=_path(a.dataset_path),
         checkpoint=_path(a.checkpoint), image=_path(a.image), n_positions=a.n_positions, serve=serve,
-        quantize=quantize, batch_sweep=_batch_sweep(a.batch_sweep),
+        quantize=quantize, batch_sweep=_batch_sweep(a.batch_sweep), chat_template=_path(a.chat_template),
     )
 
 
@@ -131,8 +134,9 @@ def _check_own_flags(a: _Flags, rules: ActionRules, actions: Mapping[str, Action
         "compare": lambda readers: f"--compare belongs to the {readers} actions, not {a.action}",
         "n_positions": lambda readers: f"--n-positions only applies to {readers}",
         "batch_sweep": lambda readers: f"--batch-sweep only applies to {readers}",
+        "chat_template": lambda readers: f"--chat-template is read by the {readers} actions",
     }
-    fixes = {"compare": "list the backends after the family instead"}
+    fixes = {"compare": "list the backends after the family instead", "chat_template": "drop it"}
     for name, message in messages.items():
         value = getattr(a, name)
         if value is None or name in rules.own_flags:
@@ -140,24 +144,58 @@ def _check_own_flags(a: _Flags, rules: ActionRules, actions: Mapping[str, Action
         readers = " and ".join(n for n, r in actions.items() if name in r.own_flags)
         raise UsageError(message(readers), fixes.get(name, f"drop it, or use the {readers} action"))
     _positive("--n-positions", a.n_positions)
+    if a.chat_template is not None and not Path(a.chat_template).is_file():
+        raise UsageError(f"--chat-template {a.chat_template} is not a file", "point it at a Jinja chat template")
+
+
+# Flags that only one of serve's two servers reads, with their defaults there (None on the command line means
+# "not given", so the other server can refuse them instead of ignoring them).
+OPENAI_FLAGS = {"port": 8000, "served_model_name": None, "max_queue": 64, "api_key": None,
+                "max_prefill_tokens": 256, "max_request_bytes": 4 << 20}
+TRITON_FLAGS = {"http_port": 8000, "grpc_port": 8001, "metrics_port": 8002, "max_queue_delay_ms": 5.0, "instances": 1}
+# Generation flags an OpenAI request sets for itself (refused on the command line rather than ignored)
+PER_REQUEST = {"do_sample": False, "temperature": None, "top_k": None, "top_p": None, "repetition_penalty": 1.0,
+               "num_beams": 1, "min_output_len": 0}
 
 
 def _serve_settings(a: _Flags, rules: ActionRules, backends: tuple[str, ...],
                     actions: Mapping[str, ActionRules]) -> tuple[ServeSettings, tuple[str, ...]]:
     """Checks of the serving flags; export-triton names its backend with --backend, not positionally."""
-    for name in ("http_port", "grpc_port", "metrics_port"):
-        value = getattr(a, name)
-        if not 1 <= value <= 65535:
-            raise UsageError(f"--{name.replace('_', '-')} must be within 1..65535, got {value}")
-    ports = (a.http_port, a.grpc_port, a.metrics_port)
-    if rules.backends == "one" and len(set(ports)) != 3:
+    serving = rules.name == "serve"
+    api = (a.api or "openai") if serving else "triton"
+    if a.api is not None and not serving:
+        raise UsageError(f"--api belongs to the serve action, not {a.action}")
+    readers, ignored = (OPENAI_FLAGS, TRITON_FLAGS) if api == "openai" else (TRITON_FLAGS, OPENAI_FLAGS)
+    given = [name for name in ignored if getattr(a, name) is not None]
+    if serving and given:
+        other = "triton" if api == "openai" else "openai"
+        raise UsageError(f"{_option(given[0])} belongs to serve --api {other}, and this is serve --api {api}",
+                         "drop it" + (" (the OpenAI server listens on --port)" if given[0] == "http_port" else "")
+                         if api == "openai" else "drop it, or serve with --api openai")
+    if serving and api == "triton" and a.chat_template is not None:
+        raise UsageError("--chat-template applies to chat and serve --api openai", "drop it, or serve with --api openai")
+    if serving and api == "openai":
+        _check_per_request_flags(a)
+    values = {name: (getattr(a, name) if getattr(a, name) is not None else default)
+              for name, default in {**OPENAI_FLAGS, **TRITON_FLAGS}.items()}
+    for name in ("http_port", "grpc_port", "metrics_port", "port"):
+        if not 1 <= values[name] <= 65535:
+            raise UsageError(f"{_option(name)} must be within 1..65535, got {values[name]}")
+    ports = (values["http_port"], values["grpc_port"], values["metrics_port"])
+    if serving and api == "triton" and len(set(ports)) != 3:
         raise UsageError(f"--http-port, --grpc-port and --metrics-port must differ, got {' '.join(map(str, ports))}")
-    _positive("--max-batch-size", a.max_batch_size)
-    _positive("--instances", a.instances)
-    if not 0 <= a.drain_timeout <= 28:   # PyTriton kills the server 30 s after asking it to stop
-        raise UsageError(f"--drain-timeout must be within 0..28 seconds, got {a.drain_timeout}")
-    if a.max_queue_delay_ms < 0:
-        raise UsageError(f"--max-queue-delay-ms must not be negative, got {a.max_queue_delay_ms}")
+    for name in ("max_batch_size", "instances", "max_queue", "max_prefill_tokens", "max_request_bytes"):
+        _positive(_option(name), values.get(name, getattr(a, name, None)))
+    if a.drain_timeout < 0:
+        raise UsageError(f"--drain-timeout must not be negative, got {a.drain_timeout}")
+    if api == "triton" and a.drain_timeout > 28:   # PyTriton kills the server 30 s after asking it to stop
+        raise UsageError(f"--drain-timeout must be within 0..28 seconds with Triton, got {a.drain_timeout}")
+    if values["max_queue_delay_ms"] < 0:
+        raise UsageError(f"--max-queue-delay-ms must not be negative, got {values['max_queue_delay_ms']}")
+    if values["served_model_name"] is not None and not values["served_model_name"].strip():
+        raise UsageError("--served-model-name is empty", "name the model clients will ask for")
+    if values["api_key"] is not None and not values["api_key"].strip():
+        raise UsageError("--api-key is empty", "give the key clients send as `Authorization: Bearer KEY`")
     if rules.backends == "one" and len(backends) != 1:
         raise UsageError(f"{a.action} takes one backend, got {' '.join(backends)}", "list one of frameworks, onnxrt, trt")
     if rules.backends == "by --backend":
@@ -169,11 +207,38 @@ def _serve_settings(a: _Flags, rules: ActionRules, backends: tuple[str, ...],
     elif a.output is not None or a.backend is not None:
         owner = " and ".join(n for n, r in actions.items() if r.backends == "by --backend")
         raise UsageError(f"--output and --backend belong to {owner}")
-    settings = ServeSettings(host=a.host, http_port=a.http_port, grpc_port=a.grpc_port, metrics_port=a.metrics_port,
-                             max_batch_size=a.max_batch_size, max_queue_delay_ms=a.max_queue_delay_ms,
-                             instances=a.instances, drain_timeout_s=a.drain_timeout, output=_path(a.output),
-                             export_backend=backends[0])
+    if serving and api == "openai" and "trt" in backends and a.use_cuda_graph:
+        raise UsageError("serve --api openai does not replay CUDA graphs: its batch changes shape at every step",
+                         "drop --use-cuda-graph")
+    settings = ServeSettings(api=api, host=a.host, max_batch_size=a.max_batch_size, drain_timeout_s=a.drain_timeout,
+                             port=values["port"], served_model_name=values["served_model_name"],
+                             max_queue=values["max_queue"], api_key=values["api_key"],
+                             max_prefill_tokens=values["max_prefill_tokens"],
+                             max_request_bytes=values["max_request_bytes"], http_port=values["http_port"],
+                             grpc_port=values["grpc_port"], metrics_port=values["metrics_port"],
+                             max_queue_delay_ms=values["max_queue_delay_ms"], instances=values["instances"],
+                             output=_path(a.output), export_backend=backends[0])
     return settings, backends
+
+
+def _check_per_request_flags(a: _Flags) -> None:
+    """serve --api openai: each request chooses its own sampling and length; the flags would be ignored."""
+    for name, default in PER_REQUEST.items():
+        if getattr(a, name) != default:
+            raise UsageError(f"{_option(name)} does not apply to serve --api openai: each request sets its own "
+                             "(temperature, top_p, top_k, seed, repetition_penalty, max_tokens)", "drop it")
+
+
+def _openai_trt_batch(trt: TrtSettings, serve: ServeSettings) -> TrtSettings:
+    """serve --api openai on trt: the engine takes 1 to --max-batch-size rows (the batch grows and shrinks)."""
+    rows = serve.max_batch_size
+    if not trt.dynamic_batch:
+        return replace(trt, dynamic_batch=True, min_dynamic_batch=1, max_dynamic_batch=rows)
+    if trt.min_dynamic_batch != 1 or trt.max_dynamic_batch < rows:
+        raise UsageError(f"serve --api openai runs 1 to --max-batch-size {rows} rows, but the engine's dynamic batch "
+                         f"is {trt.min_dynamic_batch}..{trt.max_dynamic_batch}",
+                         "drop --dynamic-batch (it is set for you) or widen --min/--max-dynamic-batch")
+    return trt
 
 
 def _trt_settings(a: _Flags, backends: tuple[str, ...]) -> TrtSettings:

@@ -73,16 +73,26 @@ class TrtSettings:
 
 @dataclass(frozen=True)
 class ServeSettings:
-    """`serve` and `export-triton`: the Triton server and model repository (NNDF/serving/triton_server.py, NNDF/serving/triton_repo.py)."""
+    """`serve` and `export-triton`: the OpenAI-compatible server (NNDF/serving/openai_server.py), the Triton
+    server and model repository (NNDF/serving/triton_server.py, NNDF/serving/triton_repo.py)."""
 
-    host: str = "0.0.0.0"
+    api: str = "openai"                # serve: "openai" or "triton"
+    host: str = "127.0.0.1"
+    max_batch_size: int = 16           # triton: requests per batch; openai: rows decoding together
+    drain_timeout_s: int = 25          # SIGTERM: how long in-flight requests may take to finish
+    # the OpenAI-compatible server
+    port: int = 8000
+    served_model_name: str | None = None   # None: the variant
+    max_queue: int = 64                # requests waiting for a row; more are refused with 503
+    api_key: str | None = None
+    max_prefill_tokens: int = 256      # prompt tokens prefilled between two decode steps
+    max_request_bytes: int = 4 << 20
+    # Triton
     http_port: int = 8000
     grpc_port: int = 8001
     metrics_port: int = 8002
-    max_batch_size: int = 16
     max_queue_delay_ms: float = 5.0
     instances: int = 1                 # model instances per device (export-triton) / per server (serve)
-    drain_timeout_s: int = 25          # SIGTERM: how long in-flight requests may take to finish
     output: Path | None = None         # export-triton: the model repository to write
     export_backend: str = "onnxrt"     # export-triton: onnxrt or trt
 
@@ -145,6 +155,7 @@ class RunConfig:
     n_positions: int | None = None    # benchmark: extend the model's positions to this many
     quantize: QuantSettings | None = None
     batch_sweep: tuple[int, ...] = ()  # benchmark: encoder batch sizes to time, one table row each
+    chat_template: Path | None = None  # chat, serve --api openai: a Jinja template over the tokenizer's own
 
     @property
     def graph_precision(self) -> str:

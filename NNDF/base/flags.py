@@ -129,17 +129,32 @@ FLAGS: tuple[Flag, ...] = (
     Flag("nvtx_verbose", bool, False, group="TensorRT"),
     Flag("engine_postfix", str, "", group="TensorRT"),
     *_prebuilt(),
-    # serving
-    Flag("host", str, "0.0.0.0", "serve: address the HTTP, gRPC and metrics endpoints listen on", "serve / export-triton"),
-    Flag("http_port", int, 8000, group="serve / export-triton"),
-    Flag("grpc_port", int, 8001, group="serve / export-triton"),
-    Flag("metrics_port", int, 8002, group="serve / export-triton"),
-    Flag("max_batch_size", int, 16, "serve: most requests generated together as one batch", "serve / export-triton"),
-    Flag("max_queue_delay_ms", float, 5.0, "how long the dynamic batcher may hold a request to fill "
-         "a batch", "serve / export-triton"),
-    Flag("instances", int, 1, "model instances (export-triton: per GPU)", "serve / export-triton"),
-    Flag("drain_timeout", int, 25, "serve: seconds SIGTERM waits for in-flight requests (at most 28)",
-         "serve / export-triton"),
+    # serving: both servers
+    Flag("api", str, None, "serve: openai (default; OpenAI-compatible HTTP with continuous batching) or triton "
+         "(KServe v2 through Triton Inference Server)", "serve", choices=("openai", "triton")),
+    Flag("host", str, "127.0.0.1", "serve: address to listen on (0.0.0.0 exposes the server to the network)", "serve"),
+    Flag("max_batch_size", int, 16, "serve, export-triton: most requests generated together (openai: rows decoding at "
+         "once)", "serve"),
+    Flag("drain_timeout", int, 25, "serve: seconds SIGTERM waits for in-flight requests (triton: at most 28)", "serve"),
+    # serving: the OpenAI-compatible server
+    Flag("port", int, None, "serve --api openai: the HTTP port (default 8000)", "serve"),
+    Flag("served_model_name", str, None, "serve --api openai: the model id clients name (default: the variant)", "serve"),
+    Flag("max_queue", int, None, "serve --api openai: most requests waiting for a row; beyond it HTTP 503 "
+         "(default 64)", "serve"),
+    Flag("api_key", str, None, "serve --api openai: require `Authorization: Bearer KEY` on /v1 endpoints", "serve"),
+    Flag("max_prefill_tokens", int, None, "serve --api openai: most prompt tokens prefilled between two decode "
+         "steps (a longer prompt is prefilled alone; default 256)", "serve"),
+    Flag("max_request_bytes", int, None, "serve --api openai: largest request body accepted; beyond it HTTP 413 "
+         "(default 4 MiB)", "serve"),
+    Flag("chat_template", Path, None, "a Jinja chat template file for chat and serve --api openai (sets or overrides "
+         "the tokenizer's own)", "run / compare / chat"),
+    # serving: Triton
+    Flag("http_port", int, None, "serve --api triton: HTTP port (default 8000)", "serve / export-triton"),
+    Flag("grpc_port", int, None, "serve --api triton: gRPC port (default 8001)", "serve / export-triton"),
+    Flag("metrics_port", int, None, "serve --api triton: metrics port (default 8002)", "serve / export-triton"),
+    Flag("max_queue_delay_ms", float, None, "triton: how long the dynamic batcher may hold a request to fill "
+         "a batch (default 5)", "serve / export-triton"),
+    Flag("instances", int, None, "triton: model instances (export-triton: per GPU; default 1)", "serve / export-triton"),
     Flag("output", Path, None, "export-triton: the model repository folder to write", "serve / export-triton"),
     Flag("backend", str, None, "export-triton: which graphs the repository holds", "serve / export-triton",
          choices=("onnxrt", "trt")),

@@ -89,9 +89,10 @@ class LoadedModel:
         """Whether the benchmark reports encoder latency (the generation loop's start step)."""
         return bool(self.model.config.is_encoder_decoder)
 
-    def encode_prompts(self, prompts: list[str], use_mask: bool, max_new_tokens: int):
-        """(input_ids, attention_mask) for one batch; different lengths need --use-mask (left padding)."""
-        encoded = [self.tokenizer(p)["input_ids"] for p in prompts]
+    def encode_prompts(self, prompts: list[str], use_mask: bool, max_new_tokens: int, special_tokens: bool = True):
+        """(input_ids, attention_mask) for one batch; different lengths need --use-mask (left padding).
+        special_tokens False: the prompts already hold the ones the model expects (a chat template's)."""
+        encoded = [self.tokenizer(p, add_special_tokens=special_tokens)["input_ids"] for p in prompts]
         lengths = {len(e) for e in encoded}
         if len(lengths) > 1 and not use_mask:
             raise UsageError("prompts of different lengths in one batch need an attention mask", "add --use-mask")

@@ -135,7 +135,7 @@ class CachedDecoder:
     def advance(self, state: DecoderState, ids: np.ndarray, mask: np.ndarray, all_logits: bool = False) -> np.ndarray:
         """Feed the tokens of `ids` not yet in the cache (all of them without one); their logits,
         or the last one's where the graph projects only chosen positions."""
-        feed = self._feed(ids, mask, state.seen, all_logits)
+        feed = self.feed(ids, mask, state.seen, all_logits)
         feed.update(state.context)
         feed.update(zip(self.past, state.past))
         host, device = self.session.run(feed, ["logits"], self.present)
@@ -144,7 +144,7 @@ class CachedDecoder:
             state.seen = ids.shape[1]
         return host["logits"]
 
-    def _feed(self, ids: np.ndarray, mask: np.ndarray, seen: int, all_logits: bool) -> dict:
+    def feed(self, ids: np.ndarray, mask: np.ndarray, seen: int, all_logits: bool) -> dict:
         """The graph's own inputs for the tokens after the first `seen` (mask: over past and new tokens)."""
         inputs, new = self.spec.inputs, ids.shape[1] - seen
         feed = {"input_ids": ids[:, seen:].astype(np.int64)}
@@ -167,7 +167,7 @@ class CachedDecoder:
         rows, real = attention_mask.shape         # real: tokens so far, the one fed now included
         mask = np.zeros((rows, self.capacity + 1), np.int64)
         mask[:, self.capacity + 1 - real:] = attention_mask
-        feed = self._feed(ids[:, -1:], mask, 0, all_logits=False)
+        feed = self.feed(ids[:, -1:], mask, 0, all_logits=False)
         feed.update(state.context)
         feed.update(zip(self.past, state.fixed))
         host, device = self.session.run(feed, ["logits"], self.present)

@@ -12,7 +12,7 @@ import onnx
 import onnxruntime as ort
 
 from NNDF.base.errors import UsageError
-from NNDF.runtime.session import Handle, Session
+from NNDF.runtime.session import Handle, Session, regrouped_shape
 
 _ORT_TYPES = {
     "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
@@ -96,6 +96,7 @@ class OrtSession(Session):
         self._inputs = {i.name: i for i in self._session.get_inputs()}
         self.input_names = list(self._inputs)
         self.output_names = [o.name for o in self._session.get_outputs()]
+        self._regroup_buffers: dict[str, list] = {}    # input name -> [buffer, buffer, next] (regroup)
 
     def input_dtype(self, name: str) -> np.dtype:
         return np.dtype(_ORT_TYPES[self._inputs[name].type])
@@ -134,6 +135,42 @@ class OrtSession(Session):
         binding.bind_output("gathered", self._device_type, self._device_id)
         gather.run_with_iobinding(binding)
         return binding.get_outputs()[0]
+
+    def regroup(self, name, parts, batch_axis, slot_axis, length) -> Handle:
+        # An OrtValue on the CPU and its numpy view share memory, so this is one copy of each kept row, into
+        # one of two buffers per input used in turn: the cache grows by a slot every step, so fresh arrays
+        # would be mapped anew each time and page faults would cost more than the copy (measured: 160 ms
+        # instead of 11 ms for 16 rows of 100 slots of GPT2). On CUDA the rows make a round trip through the
+        # host (regrouping happens when rows join or leave, not at every step).
+        arrays = [(handle.numpy(), rows) for handle, rows in parts]
+        shape = regrouped_shape([a.shape for a, _ in arrays], sum(len(r) for _, r in arrays), batch_axis, slot_axis,
+                                length)
+        on_cpu = self._device_type == "cpu"
+        out = self._reused(name, shape, arrays[0][0].dtype) if on_cpu else np.zeros(shape, arrays[0][0].dtype)
+        at = 0
+        for array, rows in arrays:
+            n = min(length, array.shape[slot_axis])
+            for row in rows:
+                target, source = [slice(None)] * out.ndim, [slice(None)] * out.ndim
+                target[batch_axis], source[batch_axis] = at, int(row)
+                target[slot_axis], source[slot_axis] = slice(length - n, length), slice(array.shape[slot_axis] - n, None)
+                out[tuple(target)] = array[tuple(source)]
+                if on_cpu and n < length:
+                    target[slot_axis] = slice(0, length - n)
+                    out[tuple(target)] = 0
+                at += 1
+        return ort.OrtValue.ortvalue_from_numpy(out, self._device_type, self._device_id)
+
+    def _reused(self, name: str, shape, dtype) -> np.ndarray:
+        """An array of `shape` in the next of input `name`'s two buffers (grown by a quarter when too small)."""
+        size = int(np.prod(shape))
+        turn = self._regroup_buffers.setdefault(name, [None, None, 0])
+        index = turn[2]
+        turn[2] = 1 - index
+        buffer = turn[index]
+        if buffer is None or buffer.size < size or buffer.dtype != dtype:
+            buffer = turn[index] = np.zeros(size + size // 4, dtype)
+        return buffer[:size].reshape(shape)
 
 
 @functools.cache

@@ -56,6 +56,16 @@ class Session(ABC):
         slots of `target`, in place, on the device; rows first reordered by `index` along `batch_axis`."""
         raise NotImplementedError(f"{type(self).__name__} keeps no fixed-capacity buffers")
 
+    def regroup(self, name: str, parts: Sequence[tuple[Handle, Sequence[int]]], batch_axis: int, slot_axis: int,
+                length: int) -> Handle:
+        """A device buffer for input `name` holding, in order, rows `rows` (along `batch_axis`) of each
+        (handle, rows) part, every row right-aligned into `length` slots along `slot_axis`: its newest slots
+        kept at the end, the first ones zero where it had fewer (or its oldest dropped where it had more).
+        Continuous batching (NNDF/runtime/continuous.py) regroups the KV cache with it when rows join or
+        leave, and feeds the result to the next step before it regroups again: a session may reuse the
+        buffer it returns for `name` in the regroup after next (ONNX Runtime on the CPU does)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot regroup cache rows")
+
     def largest(self, axis: str) -> int | None:
         """The largest size of a dynamic axis this session accepts, or None if it takes any."""
         return None
@@ -70,6 +80,13 @@ class Session(ABC):
     def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         host, _ = self.run(feed, self.output_names)
         return host
+
+
+def regrouped_shape(shapes: Sequence[Sequence[int]], rows: int, batch_axis: int, slot_axis: int, length: int) -> list[int]:
+    """The shape `Session.regroup` gives: the parts' shape with `rows` rows and `length` slots."""
+    shape = list(shapes[0])
+    shape[batch_axis], shape[slot_axis] = rows, length
+    return shape
 
 
 def concrete_shape(template: Sequence[int | str | None], axes: dict[int, str], sizes: dict[str, int]) -> list[int]:

@@ -54,7 +54,7 @@ from NNDF.base.errors import UsageError
 from NNDF.graphs.spec import GraphSpec
 from NNDF.runtime import trt_env
 from NNDF.runtime.cuda_graphs import GraphRunner
-from NNDF.runtime.session import Handle, Session
+from NNDF.runtime.session import Handle, Session, regrouped_shape
 from NNDF.runtime.trt_profiles import AXIS_FIX, Profile, as_profiles, check_sizes, envelope_of
 
 
@@ -320,6 +320,20 @@ class TrtSession(Session):
             if index is not None:    # a new tensor, so target may be source itself
                 rows = rows.index_select(batch_axis, torch.as_tensor(np.asarray(index, np.int64), device=self.device))
             target.narrow(axis, target.shape[axis] - n, n).copy_(rows)
+
+    def regroup(self, name, parts, batch_axis, slot_axis, length) -> Handle:
+        with self._stream.active():
+            shape = regrouped_shape([h.shape for h, _ in parts], sum(len(r) for _, r in parts), batch_axis, slot_axis,
+                                    length)
+            out = torch.zeros(shape, dtype=parts[0][0].dtype, device=self.device)
+            at = 0
+            for handle, rows in parts:
+                n = min(length, handle.shape[slot_axis])
+                index = torch.as_tensor(np.asarray(rows, np.int64), device=self.device)
+                kept = handle.narrow(slot_axis, handle.shape[slot_axis] - n, n).index_select(batch_axis, index)
+                out.narrow(batch_axis, at, len(rows)).narrow(slot_axis, length - n, n).copy_(kept)
+                at += len(rows)
+            return out
 
     def zeros(self, name: str, shape) -> Handle:
         with self._stream.active():

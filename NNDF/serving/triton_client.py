@@ -1,95 +1,36 @@
-"""Clients of the served `generate` models (tritonclient), and `run.py serve` as a child
-process for the tests and benchmarks/serve_speed.py.
-
-A child server is always stopped by whoever started it: SIGTERM, then SIGKILL of
-its process group if it does not exit in time.
-"""
+"""Clients of the served `generate` models (tritonclient), and `run.py serve --api triton` as a child
+process (child_server.py) for the tests and benchmarks/serve_speed.py."""
 
 from __future__ import annotations
 
-import os
 import queue
-import signal
-import socket
-import subprocess
 import sys
-import time
-from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[2]
-HOST = "127.0.0.1"
+from NNDF.serving.child_server import HOST, ChildServer, free_ports  # noqa: F401  (the tests import them here)
 
 
-def free_ports(n: int) -> list[int]:
-    socks = []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind((HOST, 0))
-        socks.append(s)
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
-class ServerProcess:
-    """A server child process with its own process group, its output in a file."""
-
-    def __init__(self, argv: list[str], log: Path, http_port: int, grpc_port: int, env: dict | None = None):
-        self.log, self.http_port, self.grpc_port = log, http_port, grpc_port
-        self._out = open(log, "w")
-        self.proc = subprocess.Popen(argv, cwd=ROOT, stdout=self._out, stderr=subprocess.STDOUT,
-                                     env={**os.environ, **(env or {})}, start_new_session=True)
-
-    @property
-    def http_url(self) -> str:
-        return f"{HOST}:{self.http_port}"
-
-    @property
-    def grpc_url(self) -> str:
-        return f"{HOST}:{self.grpc_port}"
+class ServerProcess(ChildServer):
+    """`run.py serve --api triton` as a child process."""
 
     def wait_ready(self, model: str = "generate", timeout: float = 180) -> None:
+        """Until Triton says `model` is ready (or the server exits, or `timeout` passes)."""
         import tritonclient.http as http
 
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.output()[-3000:]}")
+        def ready() -> bool:
+            client = http.InferenceServerClient(self.http_url)
             try:
-                client = http.InferenceServerClient(self.http_url)
-                try:
-                    if client.is_model_ready(model):
-                        return
-                finally:
-                    client.close()
-            except Exception:  # not listening yet
-                pass
-            time.sleep(0.5)
-        raise TimeoutError(f"server not ready after {timeout} s:\n{self.output()[-3000:]}")
+                return client.is_model_ready(model)
+            finally:
+                client.close()
 
-    def output(self) -> str:
-        if not self._out.closed:
-            self._out.flush()
-        return self.log.read_text(errors="replace")
-
-    def terminate(self, timeout: float = 60) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        self._out.close()
-        return self.proc.returncode
+        self.wait_until(ready, timeout)
 
 
 def serve_argv(workdir: str, http_port: int, grpc_port: int, metrics_port: int, *flags: str,
                model: tuple[str, ...] = ("GPT2", "onnxrt", "--use-cache")) -> list[str]:
-    return [sys.executable, "run.py", "serve", *model, "--working-dir", workdir,
+    return [sys.executable, "run.py", "serve", *model, "--api", "triton", "--working-dir", workdir,
             "--host", HOST, "--http-port", str(http_port), "--grpc-port", str(grpc_port),
             "--metrics-port", str(metrics_port), *flags]
 
