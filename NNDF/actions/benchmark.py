@@ -8,7 +8,7 @@ from dataclasses import asdict, replace
 import numpy as np
 
 from NNDF.actions.action import Action
-from NNDF.actions.reporting import identity, settings_dict, table
+from NNDF.actions.reporting import identity, megabytes, settings_dict, table
 from NNDF.base.config import RunConfig
 from NNDF.base.errors import UsageError
 from NNDF.base.progress import status
@@ -17,6 +17,7 @@ from NNDF.models.family import LoadedModel
 from NNDF.runtime.backends import Backend
 from NNDF.runtime.generation import GenerationOutput
 from NNDF.runtime.memory import Workload
+from NNDF.runtime.peak_memory import PeakMemory
 
 
 def summarize(latencies: list[float], outputs: list[GenerationOutput], cfg: RunConfig, encoder_s: list[float]) -> dict:
@@ -77,10 +78,11 @@ class Benchmark(Action):
         ids, mask = loaded.random_prompts(cfg)
         results, tokens = {}, {}
         for backend in backends:
-            with status(f"benchmarking {backend.name}"):
+            with status(f"benchmarking {backend.name}"), PeakMemory() as peak:
                 latencies, outputs = measure(lambda: backend.generate(ids, mask, cfg.generation), cfg.timing)
             encoder_s = [o.start_s for o in outputs] if loaded.times_encoder else []
-            results[backend.name] = {**identity(backend), **summarize(latencies, outputs, cfg, encoder_s)}
+            results[backend.name] = {**identity(backend), **summarize(latencies, outputs, cfg, encoder_s),
+                                     **peak.result(backend.device)}
             tokens[backend.name] = outputs[-1].tokens
         reference = next(iter(tokens.values()))
         for name, t in tokens.items():
@@ -100,13 +102,14 @@ class Benchmark(Action):
               f"beams {cfg.generation.num_beams}, p{p} over {cfg.timing.iterations}+ iterations")
         has_encoder = any("encoder_latency_s" in r for r in results.values())
         headers = ["backend", "device", "precision", "full (s)", "decoder step (ms)", "prefill (ms)", "tokens/s",
-                   "same tokens"]
+                   "peak host (MB)", "peak GPU (MB)", "same tokens"]
         if has_encoder:
             headers.insert(4, "encoder (ms)")
         rows = []
         for name, r in results.items():
             row = [name, r["device"], r["precision"], f"{r['full_latency_s']:.4f}", f"{r['decoder_latency_s'] * 1e3:.2f}",
                    f"{r['prefill_latency_s'] * 1e3:.2f}", f"{r['tokens_per_second']:.1f}",
+                   megabytes(r["peak_host_memory_mb"]), megabytes(r["peak_gpu_memory_mb"]),
                    "yes" if r["same_tokens_as_" + first] else "NO"]
             if has_encoder:
                 row.insert(4, f"{r.get('encoder_latency_s', float('nan')) * 1e3:.2f}")

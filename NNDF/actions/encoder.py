@@ -29,7 +29,7 @@ import numpy as np
 
 from NNDF.actions.action import Action
 from NNDF.actions.console import EXIT_WORDS, as_text, read_line
-from NNDF.actions.reporting import identity, label, settings_dict, table
+from NNDF.actions.reporting import identity, label, megabytes, settings_dict, table
 from NNDF.base.config import RunConfig
 from NNDF.base.errors import UsageError
 from NNDF.base.progress import progress, status
@@ -45,6 +45,7 @@ from NNDF.kinds.encoder_only.tasks import Task
 from NNDF.models.data_checks import read_jsonl
 from NNDF.models.examples import all_prompts, examples_for, variant_name
 from NNDF.runtime import memory
+from NNDF.runtime.peak_memory import PeakMemory
 from NNDF.runtime.placement import framework_placement
 
 SAME_EMBEDDING = 0.999     # cosine above which two backends' embeddings count as the same answer
@@ -326,14 +327,15 @@ class EncoderBenchmark(EncoderAction):
             per_size = {}
             for b in sizes:
                 feed = random_batch(loaded, b, cfg.input_seq_len, cfg.seed)
-                with status(f"benchmarking {backend.name} at batch {b}"):
+                with status(f"benchmarking {backend.name} at batch {b}"), PeakMemory() as peak:
                     latencies, outputs = _timed(backend, feed, cfg)
                 first = firsts.setdefault(b, outputs)
                 diff = max(float(np.max(np.abs(outputs[k] - first[k]), initial=0.0)) for k in outputs)
                 per_size[str(b)] = {"latency_s": percentile(latencies, pct[0]),
                                     "samples_per_second": b / percentile(latencies, pct[0]),
                                     "percentiles": {str(q): percentile(latencies, q) for q in pct},
-                                    "max_abs_diff_to_" + backends[0].name: diff, "iterations": len(latencies)}
+                                    "max_abs_diff_to_" + backends[0].name: diff, "iterations": len(latencies),
+                                    **peak.result(backend.device)}
             main = per_size[str(cfg.batch_size)] if str(cfg.batch_size) in per_size else per_size[str(sizes[0])]
             results[backend.name] = {**identity(backend), **main, "percentile": pct[0], "batch_sizes": per_size}
         return {"action": "benchmark", "task": loaded.task.value,
@@ -356,9 +358,10 @@ class EncoderBenchmark(EncoderAction):
                 ref = results[base]["batch_sizes"][b]["latency_s"]
                 rows.append([name, r["device"], r["precision"], b, f"{s['latency_s'] * 1e3:.2f}",
                              f"{s['samples_per_second']:.1f}", f"{ref / s['latency_s']:.2f}x",
-                             f"{s['max_abs_diff_to_' + base]:.2g}"])
+                             f"{s['max_abs_diff_to_' + base]:.2g}", megabytes(s["peak_host_memory_mb"]),
+                             megabytes(s["peak_gpu_memory_mb"])])
         print(table(["backend", "device", "precision", "batch", "latency (ms)", "samples/s", f"vs {base}",
-                     f"max |diff| to {base}"], rows))
+                     f"max |diff| to {base}", "peak host (MB)", "peak GPU (MB)"], rows))
 
 
 # --------------------------------------------------------------------------- chat

@@ -53,3 +53,8 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
     line = lambda r: "  ".join(str(x).ljust(w) for x, w in zip(r, widths)).rstrip()
     return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+def megabytes(value: float | None) -> str:
+    """A measured memory figure for a table ("-" where it was not measured)."""
+    return "-" if value is None else f"{value:.0f}"
