@@ -24,11 +24,13 @@ from NNDF.base.progress import status
 from NNDF.export.onnx_fold import parser_clean
 from NNDF.export.onnx_rotary import fuse_rotary, rotary_tables
 from NNDF.export.onnx_shapes import fold_shape_arithmetic
+from NNDF.export.onnx_weights import leave_on_disk, open_graph, save_graph, transposed
 from NNDF.export.workdir import Artifact, DATA_FILE, MODEL_FILE, WorkingDir, source_description, source_identity
 from NNDF.graphs.spec import GraphSpec, Sizes, check_onnx_io
 
 OPSET = 17
-EXPORTER_VERSION = 3                # bump when export code changes what it writes (3: parser-clean graphs)
+EXPORTER_VERSION = 4                # bump when export code changes what it writes (4: fp16 always shape-inferred)
+FP32_DATA_FILE = "model.fp32.data"  # an fp16 export's traced weights, read back one at a time as they are halved
 VERIFY_MAX_WEIGHT_BYTES = 1 << 30   # larger models are not verified right after export (memory)
 
 def onnx_key(spec: GraphSpec, source_key: dict, fp16: bool) -> dict:
@@ -60,7 +62,8 @@ def export_graph(model: torch.nn.Module, spec: GraphSpec, out_dir: Path, fp16: b
     copy of the weights beyond the model itself; the exporter's own path would hold two
     or three, which is what decides whether a large model can be exported at all.
     Small constants are then folded and integer CumSums run in float (NNDF/export/onnx_fold.py), so
-    the file is one TensorRT's ONNX parser accepts as written.
+    the file is one TensorRT's ONNX parser accepts as written. An fp16 graph is converted with its
+    weights left on disk, and each is halved as it is copied into the final data file.
     """
     module = spec.make_module(model)
     module.eval()  # export restores the wrapper's training flag onto the model: it must be eval too
@@ -74,15 +77,15 @@ def export_graph(model: torch.nn.Module, spec: GraphSpec, out_dir: Path, fp16: b
                           dynamic_axes={**spec.inputs, **spec.outputs}, opset_version=OPSET,
                           export_params=False, do_constant_folding=False, dynamo=False)
     proto = onnx.load(str(graph_file))   # the graph alone: kilobytes
-    attach_weights(proto, module, out_dir / DATA_FILE)
     if fp16:
-        onnx.load_external_data_for_model(proto, str(out_dir))   # the converter needs the values
+        attach_weights(proto, module, out_dir / FP32_DATA_FILE)
+        leave_on_disk(proto, out_dir)        # the converter retypes weights, and needs none of their values
         proto = to_fp16(proto, spec)
         cleaned = parser_clean(proto)
-        os.remove(out_dir / DATA_FILE)
-        onnx.save_model(proto, str(graph_file), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=DATA_FILE, size_threshold=1024)
+        save_graph(proto, graph_file)        # each weight read, halved and written alone
+        os.remove(out_dir / FP32_DATA_FILE)
     else:
+        attach_weights(proto, module, out_dir / DATA_FILE)
         cleaned = parser_clean(proto)
         onnx.save_model(proto, str(graph_file))
     return {"graph": spec.name, "inputs": spec.input_names, "outputs": spec.output_names, **cleaned}
@@ -123,7 +126,7 @@ def attach_weights(proto: onnx.ModelProto, module: torch.nn.Module, data_path: P
             init = onnx.TensorProto(name=graph_input.name, dims=list(array.shape),
                                     data_type=onnx.helper.np_dtype_to_tensor_dtype(array.dtype))
             init.data_location = onnx.TensorProto.EXTERNAL
-            for key, value in (("location", DATA_FILE), ("offset", offset), ("length", array.nbytes)):
+            for key, value in (("location", data_path.name), ("offset", offset), ("length", array.nbytes)):
                 init.external_data.add(key=key, value=str(value))
             proto.graph.initializer.append(init)
             offset += array.nbytes
@@ -136,18 +139,23 @@ def to_fp16(proto: onnx.ModelProto, spec: GraphSpec) -> onnx.ModelProto:
 
     Ops and nodes a family marks as fragile stay fp32 with casts around them; the
     listed float outputs (logits) stay fp32 so downstream numerics do not change.
-    Unlike fp32 export this holds the weights in memory once more while converting.
+    Given a graph whose weights are left on disk, the converter only retypes them (it reads no
+    values), and its shape inference, which places the casts around fp32-kept nodes, always runs:
+    the proto is far below the 2 GiB that ONNX shape inference takes.
     """
-    from onnxruntime.transformers.float16 import convert_float_to_float16
+    from onnxruntime.transformers import float16
 
     patterns = spec.fp16_keep_fp32_node_patterns
     nodes = [n.name for n in proto.graph.node if any(p in n.name for p in patterns)]
-    # The converter casts around fp32-kept nodes only where shape inference told it the
-    # neighbours' types; ONNX shape inference cannot take protos over 2 GiB.
-    small = sum(len(t.raw_data) for t in proto.graph.initializer) < (1 << 31) - (1 << 26)
-    return convert_float_to_float16(proto, keep_io_types=list(spec.float_outputs_fp32),
-                                    op_block_list=list(spec.fp16_keep_fp32_ops) or None,
-                                    node_block_list=nodes or None, disable_shape_infer=not small)
+    # The converter decodes each retyped initializer only to take its shape, which its dims give.
+    original = float16.make_value_info_from_tensor
+    float16.make_value_info_from_tensor = lambda t: onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+    try:
+        return float16.convert_float_to_float16(proto, keep_io_types=list(spec.float_outputs_fp32),
+                                                op_block_list=list(spec.fp16_keep_fp32_ops) or None,
+                                                node_block_list=nodes or None)
+    finally:
+        float16.make_value_info_from_tensor = original
 
 
 def verify_graph(model: torch.nn.Module, spec: GraphSpec, onnx_path: Path, sizes: Sizes,
@@ -199,6 +207,37 @@ def exported(workdir: WorkingDir, subdir: tuple[str, ...], model: torch.nn.Modul
     return artifact
 
 
+FUSIONS_ON_DISK = ("gpt2",)   # ONNX Runtime model types whose fusions read no weight matrix (tests/test_export_memory.py)
+
+
+def fold_weight_transposes(proto: onnx.ModelProto) -> int:
+    """MatMul(x, Transpose(W)) -> MatMul(x, W transposed), for every 2-D weight W that only that
+    Transpose reads (nn.Linear as traced); how many. This is what ONNX Runtime's first fusion
+    (FusionConstantFold) does by reading every such weight into memory; here a weight left on disk
+    is not read: it will be read transposed when the graph is saved (NNDF/export/onnx_weights.py)."""
+    graph = proto.graph
+    inits = {t.name: t for t in graph.initializer}
+    readers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    folded = []
+    for node in graph.node:
+        weight = inits.get(node.input[0]) if node.op_type == "Transpose" and len(node.input) == 1 else None
+        perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), [1, 0])
+        if weight is None or len(weight.dims) != 2 or perm != [1, 0] or len(readers[weight.name]) != 1:
+            continue
+        if any(r.op_type != "MatMul" or list(r.input).index(node.output[0]) != 1 for r in readers.get(node.output[0], [])):
+            continue
+        weight.CopyFrom(transposed(weight, weight.name))
+        for reader in readers.get(node.output[0], []):
+            reader.input[1] = weight.name
+        folded.append(node)
+    for node in folded:
+        graph.node.remove(node)
+    return len(folded)
+
+
 def ort_optimized(source: Path, model_type: str, config, workdir, rotary: tuple | None = None) -> Path:
     """ONNX Runtime's transformer fusions (SkipLayerNormalization, FastGelu, ...) applied to an
     exported graph, its shape arithmetic folded (NNDF/export/onnx_shapes.py) and, given `rotary` =
@@ -206,7 +245,9 @@ def ort_optimized(source: Path, model_type: str, config, workdir, rotary: tuple 
     many positions (NNDF/export/onnx_rotary.py); cached beside it. The table is computed only when the
     graph is built: the source's digest already names the model and config it comes from. Only
     ONNX Runtime runs the result: the fused ops are its own contrib ops, so TensorRT keeps the
-    plain export."""
+    plain export. For the model types in FUSIONS_ON_DISK the weights stay on disk throughout and are
+    copied one at a time into the new file; the encoders' fusions (bert, vit) read the attention
+    weights they pack together, so those graphs are loaded whole (at most 1.3 GB: BERT-large)."""
     import onnxruntime as ort
 
     source = Path(source)
@@ -218,16 +259,21 @@ def ort_optimized(source: Path, model_type: str, config, workdir, rotary: tuple 
         from onnxruntime.transformers.optimizer import optimize_model
 
         with status(f"applying ONNX Runtime's {model_type} fusions"):
+            on_disk = model_type in FUSIONS_ON_DISK
+            proto = open_graph(source) if on_disk else onnx.load(str(source))
+            transposes = fold_weight_transposes(proto) if on_disk else 0
             heads = config.num_attention_heads
-            optimized = optimize_model(str(source), model_type=model_type, num_heads=heads,
+            optimized = optimize_model(proto, model_type=model_type, num_heads=heads,
                                        hidden_size=config.hidden_size, opt_level=0)
             folded = fold_shape_arithmetic(optimized.model)
             rotated = fuse_rotary(optimized.model, *rotary_tables(*rotary)) if rotary else 0
-            optimized.save_model_to_file(str(tmp / MODEL_FILE), use_external_data_format=True,
-                                         all_tensors_to_one_file=True)
+            optimized.topological_sort()      # as ONNX Runtime's own save does, with its contrib domain
+            if not any(o.domain == "com.microsoft" for o in optimized.model.opset_import):
+                optimized.model.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
+            save_graph(optimized.model, tmp / MODEL_FILE)
         described = source_description(source)
-        return {**described, "graph": f"{described['graph']} (onnxrt-fused)",
-                "fusions": {k: v for k, v in optimized.get_fused_operator_statistics().items() if v},
-                "shape_inputs_folded": folded, "rotary_embeddings_fused": rotated}
+        fusions = {k: v for k, v in optimized.get_fused_operator_statistics().items() if v}
+        return {**described, "graph": f"{described['graph']} (onnxrt-fused)", "fusions": fusions,
+                "weight_transposes_folded": transposes, "shape_inputs_folded": folded, "rotary_embeddings_fused": rotated}
 
     return workdir.build(target, key, (MODEL_FILE,), produce).file(MODEL_FILE)

@@ -29,11 +29,22 @@ INT_MAX = 2**31 - 1
 
 def _symbolic(model: onnx.ModelProto):
     """ONNX Runtime's symbolic shape inference, run on `model` and kept for its per-tensor
-    symbolic values (`sympy_data_`) and shapes (`known_vi_`)."""
+    symbolic values (`sympy_data_`) and shapes (`known_vi_`). It reads the value of every
+    initializer an Add or a Mul takes, so weights outside the proto (left on disk,
+    NNDF/export/onnx_weights.py) are handed to it as typed graph inputs: it never tries to read
+    them, and no shape arithmetic comes from a weight's values."""
     from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
+    shell = onnx.ModelProto()
+    shell.CopyFrom(model)          # megabytes: the weights are not in it
+    outside = [t for t in shell.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+    if outside:
+        shell.graph.input.extend(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in outside)
+        kept = [t for t in shell.graph.initializer if t.data_location != onnx.TensorProto.EXTERNAL]
+        del shell.graph.initializer[:]
+        shell.graph.initializer.extend(kept)
     inference = SymbolicShapeInference(int_max=INT_MAX, auto_merge=True, guess_output_rank=False, verbose=0)
-    inference._preprocess(model)
+    inference._preprocess(shell)
     while inference.run_:
         inference._infer_impl()
     return inference

@@ -34,6 +34,7 @@ from NNDF.base.config import TRT_INT4_BLOCK_SIZES, QuantSettings
 from NNDF.base.errors import UsageError
 from NNDF.base.progress import progress
 from NNDF.export.onnx_shapes import drop_dead_nodes
+from NNDF.export.onnx_weights import WeightFile, open_graph, read, save_graph, store_inline, transposed
 from NNDF.export.workdir import DATA_FILE, MANIFEST, MODEL_FILE, WorkingDir, source_description, source_identity
 
 QDQ_OPSET = 21                 # blocked DequantizeLinear and the INT4 type arrive in opset 21
@@ -155,17 +156,18 @@ def matmul_form(proto: onnx.ModelProto) -> int:
     nn.Linear as MatMul(x, Transpose(W)) and GPT2's Conv1D as Gemm(x, W, b): fold the
     transpose into a transposed initializer, and split Gemm into MatMul + Add. A weight
     the embedding also reads (a tied LM head) gets a transposed copy, so the table stays
-    as exported. Returns the number of rewritten nodes.
+    as exported. A weight left on disk (NNDF/export/onnx_weights.py) is not read: its copy is one that
+    will be read transposed. Returns the number of rewritten nodes.
     """
     graph = proto.graph
     inits = _initializers(proto)
     producer = {o: n for n in graph.node for o in n.output}
     new_nodes, new_inits, rewritten = [], {}, 0
 
-    def transposed(name: str) -> str:
+    def transposed_copy(name: str) -> str:
         t_name = f"{name}.T"
         if t_name not in new_inits:
-            new_inits[t_name] = numpy_helper.from_array(np.ascontiguousarray(numpy_helper.to_array(inits[name]).T), t_name)
+            new_inits[t_name] = transposed(inits[name], t_name)
         return t_name
 
     for node in graph.node:
@@ -173,14 +175,14 @@ def matmul_form(proto: onnx.ModelProto) -> int:
             t = producer[node.input[1]]
             perm = next((list(a.ints) for a in t.attribute if a.name == "perm"), [1, 0])
             if t.op_type == "Transpose" and t.input[0] in inits and perm == [1, 0] and len(inits[t.input[0]].dims) == 2:
-                new_nodes.append(helper.make_node("MatMul", [node.input[0], transposed(t.input[0])], list(node.output),
+                new_nodes.append(helper.make_node("MatMul", [node.input[0], transposed_copy(t.input[0])], list(node.output),
                                                   name=node.name))
                 rewritten += 1
                 continue
         if node.op_type == "Gemm" and node.input[1] in inits:
             attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
             if attrs.get("transA", 0) == 0 and attrs.get("alpha", 1.0) == 1.0 and attrs.get("beta", 1.0) == 1.0:
-                weight = transposed(node.input[1]) if attrs.get("transB", 0) else node.input[1]
+                weight = transposed_copy(node.input[1]) if attrs.get("transB", 0) else node.input[1]
                 has_bias = len(node.input) > 2 and node.input[2]
                 out = node.output[0] + "_matmul" if has_bias else node.output[0]
                 new_nodes.append(helper.make_node("MatMul", [node.input[0], weight], [out], name=f"{node.name}_MatMul"))
@@ -226,28 +228,54 @@ def _quiet_import(module: str):
     return imported
 
 
-def quantize_with_ort(proto: onnx.ModelProto, q: QuantSettings, graph: str) -> onnx.ModelProto:
-    """ONNX Runtime's own weight-only quantizer over every MatMul weight, with a progress bar."""
-    nbits = _quiet_import("onnxruntime.quantization.matmul_nbits_quantizer")
-    config = nbits.DefaultWeightOnlyQuantConfig(block_size=q.block_size, is_symmetric=True,
-                                          accuracy_level=q.accuracy_level or None, bits=q.bits,
-                                          op_types_to_quantize=("MatMul",))
-    quantizer = nbits.MatMulNBitsQuantizer(proto, algo_config=config)
-    node_quantizer = quantizer.node_quantizer
-    bar = iter(progress(range(len(weight_shapes(proto))), f"quantizing {graph} to {q.scheme}"))
-    plain = node_quantizer.quantize
+def nbits_blocks(weight: np.ndarray, q: QuantSettings) -> tuple[np.ndarray, np.ndarray]:
+    """MatMulNBits' packed weight [N, K / block, block * bits / 8] and scales [N, K / block] of a weight
+    [K, N], symmetric, by ONNX Runtime's own C++ kernel, called as its MatMulNBitsQuantizer calls it
+    (the last block padded with zeros)."""
+    from onnxruntime.capi import _pybind_state as kernels
 
-    def counted(node, graph_stack):
-        out = plain(node, graph_stack)
-        if any(n.op_type == "MatMulNBits" for n in out):
-            next(bar, None)
-        return out
+    rows, cols = weight.shape
+    kpack = 8 // q.bits
+    k_blocks = (rows + q.block_size - 1) // q.block_size
+    pad = k_blocks * q.block_size - rows
+    weight = np.ascontiguousarray(np.pad(weight, ((0, pad), (0, 0))) if pad else weight)
+    packed = np.zeros((cols, k_blocks, (q.block_size + kpack - 1) // kpack), dtype=np.uint8)
+    zero_points = np.zeros((cols, (k_blocks + kpack - 1) // kpack), dtype=np.uint8)    # unused: symmetric
+    scales = np.zeros((cols, k_blocks), dtype=weight.dtype)
+    quantize = kernels.quantize_matmul_8bits if q.bits == 8 else kernels.quantize_matmul_4bits
+    quantize(packed, weight, scales, zero_points, q.block_size, cols, rows, True)
+    return packed, scales
 
-    node_quantizer.quantize = counted
-    quantizer.process()
-    for _ in bar:   # close the bar
-        pass
-    return quantizer.model.model
+
+def quantize_with_ort(proto: onnx.ModelProto, q: QuantSettings, graph: str, weights: WeightFile | None = None
+                      ) -> onnx.ModelProto:
+    """`proto` (in MatMul form) with every MatMul weight as ONNX Runtime's MatMulNBits: the nodes, names
+    and bytes its MatMulNBitsQuantizer writes (tests/test_quantize.py compares them), but one weight at
+    a time: each is read, quantized and stored (in `weights`, or the graph itself) before the next,
+    where ONNX Runtime's quantizer holds every weight and its quantized copy at once. A progress bar
+    counts the weights."""
+    inits = _initializers(proto)
+    shapes = weight_shapes(proto)
+    store = weights.store if weights is not None else store_inline
+    targets = [n for n in proto.graph.node if n.op_type == "MatMul" and len(n.input) == 2 and n.input[1] in shapes]
+    level = {"accuracy_level": q.accuracy_level} if q.accuracy_level else {}
+    replaced, added = {}, []
+    for node in progress(targets, f"quantizing {graph} to {q.scheme}"):
+        weight = node.input[1]
+        packed, scales = nbits_blocks(read(inits[weight]), q)
+        added += [store(numpy_helper.from_array(packed, f"{weight}_Q{q.bits}")),
+                  store(numpy_helper.from_array(scales, f"{weight}_scales"))]
+        k, n = shapes[weight]
+        replaced[id(node)] = helper.make_node(
+            "MatMulNBits", [node.input[0], added[-2].name, added[-1].name], list(node.output),
+            name=f"{node.name}_Q{q.bits}" if node.name else "", domain="com.microsoft",
+            K=k, N=n, bits=q.bits, block_size=q.block_size, **level)
+    nodes = [replaced.get(id(n), n) for n in proto.graph.node]
+    read_by_nodes = {i for n in nodes for i in n.input}
+    proto = _rebuilt(proto, nodes, {t.name for t in proto.graph.initializer if t.name not in read_by_nodes}, added)
+    if not any(o.domain == "com.microsoft" for o in proto.opset_import):
+        proto.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    return proto
 
 
 def _artifact(source: Path, q: QuantSettings, form: str, onnx_dir: Path) -> tuple[Path, dict]:
@@ -267,13 +295,14 @@ def ort_quantized(source: Path, q: QuantSettings, workdir: WorkingDir, onnx_dir:
     target, key = _artifact(source, q, "onnxrt", onnx_dir)
 
     def produce(tmp: Path) -> dict:
-        proto = _load_with_weights(source)
+        proto = open_graph(source)       # the weights stay on disk, each read when it is quantized
         matmul_form(proto)
         shapes = weight_shapes(proto)
         described = source_description(source)
         check_block_fits(shapes, q.block_size, described["graph"])
-        quantized = quantize_with_ort(proto, q, described["graph"])
-        _save(quantized, tmp)
+        with WeightFile(tmp / DATA_FILE) as weights:
+            quantized = quantize_with_ort(proto, q, described["graph"], weights)
+            save_graph(quantized, tmp / MODEL_FILE, weights)
         return {**described, "graph": f"{described['graph']} ({q.scheme}, MatMulNBits)",
                 "quantized_weights": sum(n.op_type == "MatMulNBits" for n in quantized.graph.node),
                 "weights": len(shapes)}
@@ -344,25 +373,29 @@ def _to_opset(proto: onnx.ModelProto, version: int) -> onnx.ModelProto:
     return converted
 
 
-def qdq_graph(float_proto: onnx.ModelProto, q: QuantSettings, graph: str = "graph") -> onnx.ModelProto:
+def qdq_graph(float_proto: onnx.ModelProto, q: QuantSettings, graph: str = "graph",
+              weights_file: WeightFile | None = None) -> onnx.ModelProto:
     """The TensorRT form of the fp16 `float_proto` (already in MatMul form): each fp16 weight an INT4
     initializer -> blocked DequantizeLinear (positive fp16 scales, no zero point) -> MatMul. Within
     TensorRT's rules (above): a weight the export keeps in fp32 stays float, and an odd output
-    dimension gets a zero column that a Slice drops again."""
+    dimension gets a zero column that a Slice drops again. Weights are quantized one at a time, each
+    stored (in `weights`, or the graph itself) before the next is read."""
     if q.bits != 4:
         raise ValueError("the trt form is INT4 only: check_trt_quantization refuses weight-only int8")
     inits = _initializers(float_proto)
     weights = {w: shape for w, shape in weight_shapes(float_proto).items()
                if inits[w].data_type in (TensorProto.FLOAT16, TensorProto.BFLOAT16)}   # W4A16 only
+    store = weights_file.store if weights_file is not None else store_inline
     dq_nodes, new_inits, padded = [], [], {}
     for weight in progress(list(weights), f"quantizing {graph} to int4 for TensorRT"):
-        values, scales = blocked_int4(numpy_helper.to_array(inits[weight]), q.block_size)
+        values, scales = blocked_int4(read(inits[weight]), q.block_size)
         n = values.shape[1]
         if n % 2:   # TensorRT: an INT4 tensor's last dimension is even; the extra column is zeros
             values = np.pad(values, ((0, 0), (0, 1)))
             scales = np.pad(scales, ((0, 0), (0, 1)), constant_values=1)
             padded[weight] = n
-        quantized, scale = int4_tensor(values, f"{weight}_int4"), numpy_helper.from_array(scales, f"{weight}_scale")
+        quantized = store(int4_tensor(values, f"{weight}_int4"))
+        scale = store(numpy_helper.from_array(scales, f"{weight}_scale"))
         new_inits += [quantized, scale]
         dq_nodes.append(helper.make_node("DequantizeLinear", [quantized.name, scale.name], [f"{weight}_dq"],
                                          name=f"{weight}_DequantizeLinear", axis=0, block_size=q.block_size))
@@ -402,14 +435,15 @@ def trt_quantized(source: Path, q: QuantSettings, workdir: WorkingDir, onnx_dir:
 
     def produce(tmp: Path) -> dict:
         described = source_description(source)
-        proto = _load_with_weights(source)
+        proto = open_graph(source)       # the weights stay on disk, each read when it is quantized
         matmul_form(proto)
         check_block_fits(weight_shapes(proto), q.block_size, described["graph"], whole_blocks=True)
         from NNDF.base.progress import status
 
-        qdq = qdq_graph(proto, q, described["graph"])
-        with status(f"writing the TensorRT QDQ form of {described['graph']} ({q.scheme})"):
-            _save(qdq, tmp)
+        with WeightFile(tmp / DATA_FILE) as weights:
+            qdq = qdq_graph(proto, q, described["graph"], weights)
+            with status(f"writing the TensorRT QDQ form of {described['graph']} ({q.scheme})"):
+                save_graph(qdq, tmp / MODEL_FILE, weights)
         return {**described, "graph": f"{described['graph']} ({q.scheme}, QDQ)",
                 "quantized_weights": sum(n.op_type == "DequantizeLinear" for n in qdq.graph.node)}
 
