@@ -1,15 +1,33 @@
 #!/usr/bin/env python3
-"""Peak host memory to load a model and to export it, for the README's memory table.
+"""Peak host memory and time of every stage of producing a decoder's artifacts, for the README's
+Memory section and the estimate's formula (NNDF/runtime/memory.py).
 
-    python benchmarks/export_memory.py BLOOM bloom-560m
+    python benchmarks/export_memory.py LLAMA TinyLlama-1.1B-Chat-v1.0 --random-weights
+    python benchmarks/export_memory.py LLAMA tinyllama --torch-dir /path/to/folder --json out.json
 
-Loads the real architecture with random weights, then exports its cached decoder
-(fp32, no verification), reporting Linux's peak resident set (VmHWM), reset
-between the two phases so each peak is its own.
+One process does what a run does, in order, with the torch model loaded throughout (a run holds it
+while it exports), calling the same functions the backends call:
+
+    load -> export fp32 -> ONNX Runtime fusions -> onnxrt session
+         -> quantize int8 / int4 (onnxrt, MatMulNBits) -> their fusions -> their sessions
+         -> export fp16 -> quantize int4 for TensorRT (QDQ, blocks of 64)
+
+Each stage's peak is the kernel's high-water mark of this process's resident set, reset before the
+stage (NNDF/runtime/peak_memory.py), next to what was resident when it began, so a stage's own cost
+is peak - before. Every graph is the cached decoder (`--use-cache`). Artifacts go to a temporary
+working dir (or --working-dir), removed at the end unless --keep. The load average and CPU are
+recorded beside the figures: this machine is shared.
 """
 
 from __future__ import annotations
 
+import argparse
+import gc
+import json
+import os
+import platform
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -17,39 +35,137 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-
-def reset_peak() -> None:
-    Path("/proc/self/clear_refs").write_text("5")
-
-
-def peak_gib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM"):
-            return int(line.split()[1]) / 2**20
-    raise RuntimeError("no VmHWM in /proc/self/status")
+GIB = float(1 << 30)
+PATHS = ("fp32", "int8", "int4", "fp16", "trt-int4")
 
 
-def main(family_name: str, variant: str) -> None:
+def cpu_model() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
+    except (OSError, StopIteration, subprocess.SubprocessError):
+        return platform.processor()
+
+
+def load_average() -> float:
+    return float(Path("/proc/loadavg").read_text().split()[0])
+
+
+class Stages:
+    """Each stage measured in turn: its peak, what was resident when it began, its time."""
+
+    def __init__(self):
+        self.rows: list[dict] = []
+
+    def measure(self, name: str, fn):
+        from NNDF.runtime.peak_memory import PeakMemory, resident_bytes
+
+        gc.collect()
+        before = resident_bytes()
+        load_start = load_average()
+        start = time.perf_counter()
+        with PeakMemory(sample_s=0.02) as peak:
+            result = fn()
+        row = {"stage": name, "seconds": round(time.perf_counter() - start, 1),
+               "resident_before_gib": round(before / GIB, 3), "peak_gib": round(peak.host_mb / 1024, 3),
+               "load_average": [load_start, load_average()]}
+        self.rows.append(row)
+        print(f"{name:<34} peak {row['peak_gib']:6.2f} GiB  (resident before {row['resident_before_gib']:5.2f})  "
+              f"{row['seconds']:7.1f} s  load {row['load_average'][0]:.2f}-{row['load_average'][1]:.2f}", flush=True)
+        return result
+
+
+def session_stage(stages: Stages, name: str, path: Path):
+    from NNDF.runtime.ort_session import OrtSession
+    from NNDF.runtime.peak_memory import resident_bytes
+
+    session = stages.measure(name, lambda: OrtSession(path, allow_cuda=False))
+    stages.rows[-1]["resident_with_session_gib"] = round(resident_bytes() / GIB, 3)
+    del session
+    gc.collect()
+
+
+def main(argv: list[str]) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("family")
+    parser.add_argument("variant")
+    parser.add_argument("--torch-dir")
+    parser.add_argument("--random-weights", action="store_true")
+    parser.add_argument("--paths", default=",".join(PATHS), help=f"some of {','.join(PATHS)}")
+    parser.add_argument("--working-dir")
+    parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--json")
+    args = parser.parse_args(argv)
+    paths = args.paths.split(",")
+
+    from NNDF.base.config import QuantSettings
     from NNDF.cli import parse_args
-    from NNDF.export.onnx_export import exported
+    from NNDF.export.onnx_export import MODEL_FILE, exported, ort_optimized
+    from NNDF.export.onnx_weights import largest_bytes, open_graph
+    from NNDF.export.quantize import quantized_graph
     from NNDF.export.workdir import WorkingDir
-    from NNDF.kinds.decoder_only.graphs import decoder_spec
+    from NNDF.models.artifacts import artifact_subdir
     from NNDF.registry import resolve
 
-    with tempfile.TemporaryDirectory() as work:
-        family, cfg = resolve(parse_args(["run", family_name, "--variant", variant, "--random-weights",
-                                          "--working-dir", work]))
-        start = time.perf_counter()
-        loaded = family.load(cfg)
-        weights = sum(p.numel() * p.element_size() for p in loaded.model.parameters()) / 2**30
-        print(f"{variant}: {weights:.2f} GiB of fp32 weights; load peak {peak_gib():.2f} GiB "
-              f"({time.perf_counter() - start:.0f} s)", flush=True)
-        reset_peak()
-        start = time.perf_counter()
-        spec = decoder_spec(loaded.model, family.layout(loaded), with_cache=True)
-        exported(WorkingDir(work), (family.name, variant), loaded.model, spec, loaded.source_key, False, verify=False)
-        print(f"{variant}: export peak {peak_gib():.2f} GiB ({time.perf_counter() - start:.0f} s)")
+    work = Path(args.working_dir or tempfile.mkdtemp(prefix="export-memory-"))
+    flags = ["run", args.family, "onnxrt", "--variant", args.variant, "--working-dir", str(work), "--use-cache"]
+    flags += ["--torch-dir", args.torch_dir] if args.torch_dir else []
+    flags += ["--random-weights"] if args.random_weights else []
+    family, cfg = resolve(parse_args(flags))
+    stages = Stages()
+    print(f"{args.variant} on {cpu_model()}, {os.cpu_count()} CPUs", flush=True)
+    loaded = stages.measure("load", lambda: family.load(cfg))
+    model = loaded.model
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    workdir, subdir = WorkingDir(work), artifact_subdir(family, loaded)
+    onnx_dir = workdir.artifact_dir(*subdir, "onnx")
+    spec = family.decoder_graph(loaded, True)
+    layout = family.layout(loaded)
+    rotary = (model, loaded.max_positions) if layout.ort_rotary else None
+
+    def export(fp16: bool) -> Path:
+        return exported(workdir, subdir, model, spec, loaded.source_key, fp16, verify=False).file(MODEL_FILE)
+
+    def fused(path: Path) -> Path:
+        return ort_optimized(path, layout.ort_fusions, model.config, workdir, rotary)
+
+    largest = 0
+    try:
+        if {"fp32", "int8", "int4"} & set(paths):
+            fp32 = stages.measure("export fp32 (torch -> ONNX, folding)", lambda: export(False))
+            largest = largest_bytes(open_graph(fp32))
+            if "fp32" in paths:
+                path = stages.measure("ONNX Runtime fusions, fp32", lambda: fused(fp32))
+                session_stage(stages, "onnxrt session, fp32", path)
+            for scheme in ("int8", "int4"):
+                if scheme in paths:
+                    q = QuantSettings(scheme, 32, 4)
+                    path = stages.measure(f"quantize {scheme} (onnxrt)",
+                                          lambda: quantized_graph(fp32, q, "onnxrt", workdir, onnx_dir))
+                    path = stages.measure(f"ONNX Runtime fusions, {scheme}", lambda: fused(path))
+                    session_stage(stages, f"onnxrt session, {scheme}", path)
+        if {"fp16", "trt-int4"} & set(paths):
+            fp16 = stages.measure("export fp16 (torch -> ONNX -> fp16)", lambda: export(True))
+            if "fp16" in paths:
+                session_stage(stages, "onnxrt session, fp16", fp16)
+            if "trt-int4" in paths:
+                q = QuantSettings("int4", 64, 4)
+                stages.measure("quantize int4 (trt QDQ, blocks of 64)",
+                               lambda: quantized_graph(fp16, q, "trt", workdir, onnx_dir))
+        sizes = {d.name: sum(f.stat().st_size for f in d.iterdir()) for d in onnx_dir.iterdir() if d.is_dir()}
+    finally:
+        if not args.keep and not args.working_dir:
+            shutil.rmtree(work, ignore_errors=True)
+    result = {"variant": args.variant, "cpu": cpu_model(), "cpus": os.cpu_count(),
+              "parameters": sum(p.numel() for p in model.parameters()), "weight_bytes": weights,
+              "largest_tensor_bytes": largest, "artifact_bytes": sizes, "stages": stages.rows}
+    print(f"{args.variant}: {weights / GIB:.2f} GiB of weights, largest tensor {largest / GIB:.3f} GiB; "
+          f"highest stage peak {max(r['peak_gib'] for r in stages.rows):.2f} GiB "
+          f"({max(r['peak_gib'] for r in stages.rows) * GIB / weights:.2f}x the weights)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+    return result
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    main(sys.argv[1:])

@@ -31,6 +31,7 @@ from onnx.external_data_helper import load_external_data_for_tensor
 ON_DISK = "weights-left-on-disk"      # the location of a weight not read: no file, so reading it fails
 INLINE_MAX_BYTES = 1024               # larger initializers go to the data file (onnx.save_model's threshold)
 ALIGN = 64                            # tensors start on 64-byte offsets, so runtimes may map them in place
+CAST_SLICE = 1 << 20                  # elements cast at once
 _PACKED = (TensorProto.INT4, TensorProto.UINT4, TensorProto.BFLOAT16)   # numpy has no such type
 
 
@@ -122,11 +123,21 @@ def read(t: TensorProto) -> np.ndarray:
     if stored_as == t.data_type:
         return values
     if (stored_as, t.data_type) == (TensorProto.FLOAT, TensorProto.FLOAT16):
-        from onnxruntime.transformers.float16 import convert_np_to_float16   # the converter's own clamping
-
-        return convert_np_to_float16(values)
+        return _halved(values)
     raise ValueError(f"weight {t.name} is stored as {TensorProto.DataType.Name(stored_as)} and cannot be "
                      f"read as {TensorProto.DataType.Name(t.data_type)}")
+
+
+def _halved(values: np.ndarray) -> np.ndarray:
+    """fp32 -> fp16 as ONNX Runtime's fp16 converter halves an initializer (its own clamping of tiny
+    and huge values), in slices, so its temporaries stay small beside a large tensor."""
+    from onnxruntime.transformers.float16 import convert_np_to_float16
+
+    flat = values.reshape(-1)
+    out = np.empty(flat.shape, np.float16)
+    for start in range(0, flat.size, CAST_SLICE):
+        out[start:start + CAST_SLICE] = convert_np_to_float16(flat[start:start + CAST_SLICE])
+    return out.reshape(values.shape)
 
 
 def _file_bytes(t: TensorProto) -> bytes | np.ndarray:
@@ -178,17 +189,24 @@ class WeightFile:
                 and not props["transpose"])
 
     def store(self, t: TensorProto) -> TensorProto:
-        """`t` with its bytes in this file (one of 1 KiB or less stays inline); `t` itself, changed."""
+        """`t` with its bytes in this file: a new initializer that only refers to them (one of 1 KiB or
+        less stays inline, `t` itself). A new one, because a protobuf message keeps the memory of bytes it
+        once held for as long as it lives, which would keep every tensor a rewrite made."""
         small = not on_disk(t) and _nbytes(t.data_type, t.dims) <= INLINE_MAX_BYTES
         if self.holds(t) or small or t.data_type == TensorProto.STRING:
             return t
-        start, length = self._write(_file_bytes(t))
-        _left(t, self.path, start, length, t.data_type, list(t.dims))
-        return t
+        return self._stub(t.name, t.data_type, list(t.dims), self._write(_file_bytes(t)))
 
     def put(self, name: str, values: np.ndarray) -> TensorProto:
         """A new initializer `name` holding `values`, written now (inline if 1 KiB or less)."""
-        return self.store(numpy_helper.from_array(np.ascontiguousarray(values), name))
+        if values.nbytes <= INLINE_MAX_BYTES:
+            return numpy_helper.from_array(np.ascontiguousarray(values), name)
+        return self._stub(name, helper.np_dtype_to_tensor_dtype(values.dtype), list(values.shape), self._write(values))
+
+    def _stub(self, name: str, data_type: int, dims: list[int], written: tuple[int, int]) -> TensorProto:
+        new = TensorProto(name=name, dims=dims, data_type=data_type)
+        _left(new, self.path, written[0], written[1], data_type, dims)
+        return new
 
 
 def store_inline(t: TensorProto) -> TensorProto:
@@ -217,7 +235,9 @@ def save_graph(proto: onnx.ModelProto, graph_file: Path, weights: WeightFile | N
         raise ValueError(f"saving over {target} would overwrite the weights the graph reads from it")
     with weights or WeightFile(target) as weights:
         for t in proto.graph.initializer:
-            weights.store(t)
+            stored = weights.store(t)
+            if stored is not t:
+                t.CopyFrom(stored)
     for t in proto.graph.initializer:
         if on_disk(t):    # now in that file: a plain external reference
             props = _props(t)

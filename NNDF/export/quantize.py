@@ -256,15 +256,14 @@ def quantize_with_ort(proto: onnx.ModelProto, q: QuantSettings, graph: str, weig
     counts the weights."""
     inits = _initializers(proto)
     shapes = weight_shapes(proto)
-    store = weights.store if weights is not None else store_inline
+    put = weights.put if weights is not None else lambda name, values: numpy_helper.from_array(values, name)
     targets = [n for n in proto.graph.node if n.op_type == "MatMul" and len(n.input) == 2 and n.input[1] in shapes]
     level = {"accuracy_level": q.accuracy_level} if q.accuracy_level else {}
     replaced, added = {}, []
     for node in progress(targets, f"quantizing {graph} to {q.scheme}"):
         weight = node.input[1]
         packed, scales = nbits_blocks(read(inits[weight]), q)
-        added += [store(numpy_helper.from_array(packed, f"{weight}_Q{q.bits}")),
-                  store(numpy_helper.from_array(scales, f"{weight}_scales"))]
+        added += [put(f"{weight}_Q{q.bits}", packed), put(f"{weight}_scales", scales)]
         k, n = shapes[weight]
         replaced[id(node)] = helper.make_node(
             "MatMulNBits", [node.input[0], added[-2].name, added[-1].name], list(node.output),
