@@ -10,7 +10,6 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import make_cfg
 from NNDF.base.config import QuantSettings
 from NNDF.cli import parse_args
 from NNDF.export import onnx_weights, quantize
@@ -160,7 +159,7 @@ def test_a_rewrite_holds_about_one_weight_at_a_time(many_weights, tmp_path, rewr
     192 MiB (and ONNX Runtime's own tools held it two or three times). The
     int8 case also catches a protobuf message keeping the bytes of every tensor a rewrite made (what the
     first streamed quantizer did: 50 MB a layer on TinyLlama)."""
-    import onnxruntime.transformers.float16  # noqa: F401  (imported by the export already; not the rewrite's cost)
+    import onnxruntime.transformers.float16  # noqa: F401,I001  (imported by the export already; not the rewrite's cost)
 
     def halved(proto):
         """As the fp16 converter leaves it: every weight, input and output retyped (no values read)."""
@@ -197,3 +196,184 @@ def test_a_rewrite_holds_about_one_weight_at_a_time(many_weights, tmp_path, rewr
     scale = np.abs(expected).max()
     tolerance = {"fp16": 1e-2, "transposes": 1e-5, "int8": 0.2, "int4": 1.0, "trt-int4": 1.0}[rewrite]
     assert np.abs(got.astype(np.float32) - expected).max() <= tolerance * scale
+
+
+# --------------------------------------------------------------------------- the estimate, per stage
+def limited_memory(monkeypatch, tmp_path, gib: float):
+    """This process under a cgroup v2 limit of `gib` GiB (and as much MemAvailable), as the estimate reads them."""
+    from NNDF.runtime import memory
+
+    (tmp_path / "meminfo").write_text(f"MemTotal: 99999999 kB\nMemAvailable: {int(gib * (1 << 20))} kB\n")
+    cgroup = tmp_path / "cgroup"
+    cgroup.mkdir()
+    (cgroup / "memory.max").write_text(f"{int(gib * (1 << 30))}\n")
+    (cgroup / "memory.current").write_text("0\n")
+    monkeypatch.setattr(memory, "MEMINFO", tmp_path / "meminfo")
+    monkeypatch.setattr(memory, "CGROUP", cgroup)
+    assert memory.available_bytes() == int(gib * (1 << 30))
+
+
+class Loaded(Exception):
+    """Raised where a test's model would start to load: the run got past its checks."""
+
+
+@pytest.fixture
+def no_loading(monkeypatch):
+    """Loading a model's weights (random or from a folder) raises Loaded instead of taking gigabytes."""
+    from NNDF.models.family import ModelFamily
+
+    def refuse(*args, **kwargs):
+        raise Loaded()
+
+    monkeypatch.setattr(ModelFamily, "_random_from_config", refuse)
+    monkeypatch.setattr(ModelFamily, "_load_local", refuse)
+
+
+TINYLLAMA = ("benchmark", "LLAMA", "onnxrt", "--variant", "TinyLlama-1.1B-Chat-v1.0", "--random-weights", "--use-cache")
+
+
+def test_tinyllama_fp32_onnxrt_is_refused_before_loading_under_a_limit_it_exceeds(capsys, tmp_path, monkeypatch,
+                                                                                    no_loading):
+    """The case OOM-killed at 24.2 GB before issue 25, under a 5 GiB cgroup limit: one line with the
+    estimate per stage, what is available and what would fit, before any weight is allocated (the
+    estimate comes from the config on the meta device) and so before any export."""
+    import time
+
+    from conftest import one_line_error
+
+    limited_memory(monkeypatch, tmp_path, 5.0)
+    start = time.monotonic()
+    line = one_line_error(capsys, *TINYLLAMA, "frameworks", "--working-dir", tmp_path / "w",
+                          match="GiB of memory is available")
+    assert "only 5.00 GiB of memory is available" in line
+    for stage in ("load 4.10", "export fp32", "ONNX Runtime fusions", "opening sessions", "run "):
+        assert stage in line, stage
+    assert "KV cache not counted yet" in line                  # before loading: the workload comes later
+    assert "--quantize int4 without frameworks (about" in line and "a machine with at least" in line
+    assert time.monotonic() - start < 30 and not list((tmp_path / "w").rglob("*.onnx*"))
+
+
+def test_the_same_run_goes_on_to_load_where_its_estimate_fits(capsys, tmp_path, monkeypatch, no_loading):
+    """The check before loading lets a run through when the limit is above its peak: it gets to loading."""
+    import run as run_py
+
+    limited_memory(monkeypatch, tmp_path, 64.0)
+    with pytest.raises(Loaded):
+        run_py.main([str(a) for a in (*TINYLLAMA, "--working-dir", tmp_path / "w")])
+
+
+def test_a_7b_fp32_checkpoint_is_refused_without_reading_its_weights(capsys, tmp_path, monkeypatch, no_loading):
+    """--torch-dir of a 7B fp32 model (here only its config.json: nothing else is read) on a 16 GiB
+    machine: refused from the config alone, naming the 25 GiB it would take to load."""
+    import shutil
+
+    from conftest import ROOT, one_line_error
+
+    folder = tmp_path / "llama-2-7b"
+    folder.mkdir()
+    shutil.copy(ROOT / "LLAMA" / "configs" / "Llama-2-7b-hf.json", folder / "config.json")
+    limited_memory(monkeypatch, tmp_path, 16.0)
+    line = one_line_error(capsys, "benchmark", "LLAMA", "onnxrt", "--torch-dir", folder, "--use-cache",
+                          "--working-dir", tmp_path / "w", match="only 16.00 GiB")
+    assert "load 25.10" in line and "a machine with at least" in line
+
+
+def shape_of(family: str, variant: str):
+    from NNDF.runtime.memory import ModelShape
+
+    meta = get_family(family).meta_model(parse_args(["run", family, "--variant", variant, "--random-weights",
+                                                     "--working-dir", "/nonexistent"]))
+    return ModelShape.of(*meta)
+
+
+def test_the_shape_from_the_config_is_the_loaded_models(workdir):
+    """ModelShape from the meta device (before loading) equals the one of the loaded model."""
+    from NNDF.runtime.memory import ModelShape
+
+    fam, loaded, _, _ = tiny_decoder(workdir, "LLAMA", "qwen2-tiny")
+    before = ModelShape.of(*fam.meta_model(parse_args(["run", "LLAMA", "--variant", "Qwen2-0.5B", "--random-weights",
+                                                       "--working-dir", "/nonexistent"])))
+    assert before.parameters == 494_032_768 and any(shared for _, _, shared in before.linear)   # tied LM head
+    after = ModelShape.of(loaded.model, loaded.max_positions)
+    assert after.model_bytes == sum(p.numel() * 4 for p in loaded.model.parameters())
+
+
+@pytest.mark.parametrize("family,variant", [("GPT2", "gpt2-tiny"), ("LLAMA", "llama-tiny"), ("LLAMA", "qwen2-tiny")])
+def test_estimated_graph_bytes_are_the_exported_graphs(workdir, family, variant):
+    """ModelShape.graph_bytes (what a session holds) against the initializers of the graphs the run
+    makes: fp32, fp16, int8/int4 MatMulNBits, TensorRT's INT4 QDQ (blocks of 64)."""
+    from NNDF.export.quantize import quantized_graph
+    from NNDF.runtime.memory import ModelShape
+
+    fam, loaded, spec, fp32 = tiny_decoder(workdir, family, variant)
+    _, _, _, fp16 = tiny_decoder(workdir, family, variant, fp16=True)
+    shape = ModelShape.of(loaded.model, loaded.max_positions)
+    onnx_dir = fp32.parent.parent
+
+    def initializer_bytes(path) -> int:
+        proto = onnx.load(str(path), load_external_data=False)
+        return sum(onnx_weights._nbytes(t.data_type, t.dims) for t in proto.graph.initializer)
+
+    cases = [(fp32, False, None), (fp16, True, None)]
+    for scheme in ("int8", "int4"):
+        q = QuantSettings(scheme, 32, 4)
+        cases.append((quantized_graph(fp32, q, "onnxrt", workdir, onnx_dir), False, q))
+    q = QuantSettings("int4", 64, 4)
+    cases.append((quantized_graph(fp16, q, "trt", workdir, onnx_dir), True, q))
+    for path, half, q in cases:
+        expected, got = shape.graph_bytes(half, q), initializer_bytes(path)
+        assert abs(got - expected) <= 0.02 * expected + 4096, (path.parent.name, got, expected)
+
+
+def test_each_run_lists_the_stages_it_goes_through(tmp_path):
+    """Which stages an estimate counts, by backends and flags, each with the model held beside its
+    working set; the run stage holds the torch model only when frameworks runs it."""
+    from NNDF.runtime import memory
+
+    shape = shape_of("LLAMA", "TinyLlama-1.1B-Chat-v1.0")
+    family = get_family("LLAMA")
+    names = {}
+    for flags, backends in [((), ("frameworks",)), ((), ("onnxrt",)), (("--quantize", "int4"), ("onnxrt",)),
+                            (("--fp16", "--quantize", "int4"), ("trt",)), ((), ("frameworks", "onnxrt"))]:
+        cfg = parse_args(["benchmark", "LLAMA", *backends, "--cpu", "--working-dir", str(tmp_path), *flags])
+        est = memory.estimate(cfg, shape, memory.Workload(1, 128, 64), family)
+        names[flags, backends] = [s.name for s in est.all_stages]
+        held = [s for s in est.stages if s.name != "load"]
+        assert all(s.bytes > shape.model_bytes for s in held)          # the model is held while graphs are made
+        assert est.weights == (shape.model_bytes if "frameworks" in backends else 0)
+    assert names[(), ("frameworks",)] == ["load", "run"]
+    assert names[(), ("onnxrt",)] == ["load", "export fp32", "ONNX Runtime fusions", "opening sessions", "run"]
+    assert names[("--quantize", "int4"), ("onnxrt",)] == ["load", "export fp32", "quantize int4 (onnxrt)",
+                                                          "ONNX Runtime fusions", "opening sessions", "run"]
+    assert names[("--fp16", "--quantize", "int4"), ("trt",)] == ["load", "export fp16", "quantize int4 (trt)",
+                                                                 "TensorRT engine build (host, assumed)", "run"]
+
+
+@pytest.mark.parametrize("backends,released", [(("onnxrt",), True), (("frameworks", "onnxrt"), False)])
+def test_the_torch_model_is_released_once_the_graphs_are_made(capsys, tmp_path, monkeypatch, backends, released):
+    """A run without frameworks holds only its sessions once its backends exist: the torch model's
+    weights go to the meta device. With frameworks (the reference) the model stays."""
+    import run as run_py
+    from NNDF.actions import flow
+
+    seen = []
+    original = flow.load
+    monkeypatch.setattr(flow, "load", lambda family, cfg: seen.append(original(family, cfg)) or seen[-1])
+    code = run_py.main([*("benchmark", "LLAMA", *backends, "--use-cache", "--input-seq-len", "8", "--output-seq-len",
+                          "4", "--iterations", "1", "--warmup", "0", "--working-dir", str(tmp_path / "w"))])
+    assert code == 0, capsys.readouterr()
+    devices = {p.device.type for p in seen[0].model.parameters()}
+    assert devices == ({"meta"} if released else {"cpu"})
+
+
+def test_info_prints_the_estimate_per_stage(capsys, tmp_path):
+    import run as run_py
+
+    code = run_py.main(["benchmark", "LLAMA", "onnxrt", "--quantize", "int4", "--use-cache", "--info",
+                        "--input-seq-len", "8", "--output-seq-len", "4", "--iterations", "1", "--warmup", "0",
+                        "--working-dir", str(tmp_path / "w")])
+    out = capsys.readouterr().out
+    assert code == 0 and "memory: this run needs about" in out
+    stages = [line.split("  ")[1].strip() for line in out.splitlines() if line.startswith("  ") and " GiB" in line]
+    assert stages == ["load", "export fp32", "quantize int4 (onnxrt)", "ONNX Runtime fusions", "opening sessions",
+                      "run"], out

@@ -19,6 +19,7 @@ from NNDF.export import quantize
 from NNDF.kinds.makers import make_backends
 from NNDF.models.artifacts import artifact_subdir, onnx_path
 from NNDF.registry import get_family
+from NNDF.runtime.memory import linear_weight_shapes
 
 SAMPLE = ROOT / "NNDF" / "data" / "lambada_sample.jsonl"
 TRAINED = {"T5": "t5-tiny", "BART": "bart-tiny"}   # the tiny models trained on real text
@@ -75,7 +76,7 @@ def test_every_weight_is_quantized_and_embeddings_stay_float(workdir, family, va
     from NNDF.kinds.encoder_decoder.graphs import graph_specs
 
     fam, loaded = get_family(family), loaded_model(family, variant, workdir)
-    model_linears = quantize.linear_weight_shapes(loaded.model)
+    model_linears = linear_weight_shapes(loaded.model)
     spec_names = ["decoder"] if family == "GPT2" else ["encoder", "cache_generator", "decoder"]
     specs = [decoder_spec(loaded.model, fam.layout(loaded), True) if family == "GPT2"
              else graph_specs(loaded.model, fam.layout(loaded))[name] for name in spec_names]

@@ -2,6 +2,7 @@
 treat them alike.
 
     check_inputs(cfg, family)        before loading: the files the action will read parse
+    check_shape(cfg, family, shape)  before loading: the model's size (from its config) fits in memory
     fit(cfg, family, loaded) -> cfg  after loading: defaults the model cannot hold, made to fit it
     workload(cfg, family, loaded)    what it feeds the model at most (for the memory estimate)
     check_loaded(cfg, family, loaded) after loading, before any export: its inputs fit the model
@@ -34,11 +35,18 @@ class Action:
         return Workload(cfg.batch_size * cfg.generation.num_beams, None, cfg.generation.max_new_tokens)
 
     def memory(self, cfg: RunConfig, family, loaded) -> memory.MemoryEstimate:
-        return memory.estimate(cfg, loaded, self.workload(cfg, family, loaded))
+        return memory.estimate(cfg, loaded, self.workload(cfg, family, loaded), family)
+
+    def check_shape(self, cfg: RunConfig, family, shape: memory.ModelShape) -> None:
+        """Before loading: every stage the model's size decides (load, export, rewrites, sessions) fits
+        in the memory available, or the run ends here, in one line, having read no weight."""
+        memory.check(memory.estimate(cfg, shape, None, family), cfg, loaded=shape, family=family)
 
     def check_loaded(self, cfg: RunConfig, family, loaded) -> None:
-        """After loading, before any export: inputs fit the model and the run fits in memory."""
-        memory.check(self.memory(cfg, family, loaded), cfg)
+        """After loading, before any export: inputs fit the model and the run fits in memory (beyond the
+        model, which is already held)."""
+        resident = sum(p.numel() * p.element_size() for p in loaded.model.parameters())
+        memory.check(self.memory(cfg, family, loaded), cfg, resident=resident, loaded=loaded, family=family)
 
     # ------------------------------------------------------------------ the action itself
     def run(self, cfg: RunConfig, family, loaded, backends: list) -> dict:

@@ -78,20 +78,6 @@ def weight_shapes(proto: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
             if n.op_type == "MatMul" and n.input[1] in inits and len(inits[n.input[1]].dims) == 2}
 
 
-def linear_weight_shapes(model) -> dict[str, tuple[int, int]]:
-    """(input dim, output dim) of every linear layer of a torch model: nn.Linear and GPT2's Conv1D
-    (which stores its weight as [in, out]); enough to check a block size before any export."""
-    import torch
-
-    shapes = {}
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear):
-            shapes[f"{name}.weight"] = (module.in_features, module.out_features)
-        elif type(module).__name__ == "Conv1D" and getattr(module, "weight", None) is not None:
-            shapes[f"{name}.weight"] = tuple(module.weight.shape)
-    return shapes
-
-
 def check_block_fits(shapes: dict[str, tuple[int, ...]], block_size: int, graph: str, whole_blocks: bool = False) -> None:
     """Every weight's input dimension holds a block (ONNX Runtime pads the last one); with
     `whole_blocks` (TensorRT's blocked DequantizeLinear) it must be cut into whole blocks."""

@@ -6,11 +6,12 @@ from __future__ import annotations
 from functools import partial
 
 from NNDF.base.errors import UsageError
-from NNDF.export.quantize import check_block_fits, check_trt_quantization, linear_weight_shapes
+from NNDF.export.quantize import check_block_fits, check_trt_quantization
 from NNDF.kinds.decoder_only import backends as decoder_only
 from NNDF.kinds.encoder_decoder import backends as encoder_decoder
 from NNDF.kinds.encoder_only import backends as encoder_only
 from NNDF.kinds.image_to_text import backends as image_to_text
+from NNDF.runtime.memory import linear_weight_shapes
 
 KINDS = {"decoder_only": decoder_only, "encoder_decoder": encoder_decoder, "image_to_text": image_to_text,
          "encoder_only": encoder_only}

@@ -11,10 +11,11 @@ import torch
 from NNDF.base.config import RunConfig
 from NNDF.base.errors import UsageError
 from NNDF.export.onnx_export import MODEL_FILE, exported
-from NNDF.export.quantize import check_block_fits, linear_weight_shapes, quantized_graph
+from NNDF.export.quantize import check_block_fits, quantized_graph
 from NNDF.export.workdir import WorkingDir
 from NNDF.graphs.spec import GraphSpec, check_onnx_io
 from NNDF.models.family import LoadedModel, ModelFamily
+from NNDF.runtime.memory import linear_weight_shapes
 from NNDF.runtime.ort_session import OrtSession
 
 

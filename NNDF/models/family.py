@@ -110,6 +110,12 @@ class LoadedModel:
         pad = self.tokenizer.pad_token_id
         return pad_rows(encoded, self.generation_defaults["pad_token_id"] if pad is None else pad, "left")
 
+    def release_weights(self) -> None:
+        """Free the torch model's weights once a run no longer needs them (its graphs are made and
+        frameworks is not among its backends): they move to the meta device, so its config, module
+        tree and parameter shapes stay for whatever still reads them."""
+        self.model.to("meta")
+
     def output_text(self, prompt: str, new_tokens) -> str:
         """What the model says: prompt + continuation for decoder-only models, the answer for encoder-decoders."""
         from NNDF.models.tokenizers import decode_safely
@@ -209,6 +215,47 @@ class ModelFamily:
 
     def config_dir(self) -> Path:
         return self.folder / "configs"
+
+    # ---------------------------------------------------------------- before loading
+    def meta_model(self, cfg: RunConfig) -> tuple[torch.nn.Module, int] | None:
+        """`cfg`'s model as it will load, and its positions, from its config alone: built on the meta
+        device, so no weight is read or allocated (a 7B checkpoint's shapes cost a second, not 28 GB;
+        the memory check before loading reads them). None where only loading can tell: tiny variants
+        (small, and built or trained on the spot), and a config that cannot be read now (loading then
+        says why, in its own words)."""
+        config = self._config_before_load(cfg)
+        if config is None:
+            return None
+        if cfg.n_positions is not None and cfg.n_positions > self.max_positions(config):
+            for name in POSITION_FIELDS:
+                if name in config.to_dict() or hasattr(type(config), "attribute_map") and name in config.attribute_map:
+                    setattr(config, name, cfg.n_positions)
+        try:
+            with torch.device("meta"):
+                model = self.model_class.from_config(config, dtype=HOST_DTYPE)
+        except Exception:  # a class that cannot be built bare; the check after loading still runs
+            return None
+        return model, self.max_positions(config)
+
+    def _config_before_load(self, cfg: RunConfig):
+        from transformers import AutoConfig
+
+        variant = self.find_variant(cfg.variant or self.tiny_variant) if cfg.torch_dir is None else None
+        if cfg.torch_dir is None and variant is not None and variant.build_tiny is not None:
+            return None
+        try:
+            if cfg.torch_dir is not None:
+                config = AutoConfig.from_pretrained(str(cfg.torch_dir))
+            elif variant is not None and cfg.random_weights and variant.config_file:
+                config = AutoConfig.from_pretrained(str(self.config_dir() / variant.config_file))
+            else:
+                hub_id = variant.hub_id if variant is not None else cfg.variant
+                config = AutoConfig.from_pretrained(hub_id, local_files_only=not hub_reachable())
+        except Exception:  # missing, offline, not a config: loading reports it
+            return None
+        if self.model_types and config.model_type not in self.model_types:
+            return None     # loading refuses it with the family that fits
+        return config
 
     # ---------------------------------------------------------------- loading
     def load(self, cfg: RunConfig) -> LoadedModel:
