@@ -85,16 +85,18 @@ def our_worker(hf_dir: str, work: str, block: str | None) -> None:
     from NNDF.base.config import GenerationSettings
     from NNDF.cli import parse_args
     from NNDF.export.workdir import WorkingDir
-    from NNDF.kinds.makers import make_backends
+    from NNDF.kinds.makers import default_block_size, make_backends
     from NNDF.registry import resolve
 
     flags = ["--quant-block-size", block] if block else []
     family, cfg = resolve(parse_args(["benchmark", "LLAMA", "onnxrt", "--torch-dir", hf_dir, "--use-cache",
                                       "--quantize", "int4", *flags, "--working-dir", work]))
     loaded = family.load(cfg)
+    cfg = default_block_size(cfg, family, loaded)
     backend, = make_backends(family, loaded, cfg, WorkingDir(work))
     print(json.dumps({"ready": True, "precision": backend.precision, "quant_block_size": cfg.quantize.block_size,
-                      "step_model": type(backend.steps).__name__}), flush=True)
+                      "step_model": type(backend.steps).__name__, "graph": str(backend.steps.session.path)}),
+          flush=True)
     for line in sys.stdin:
         command = json.loads(line)
         ids = np.array([command["prompt"]], np.int64)
