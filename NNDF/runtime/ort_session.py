@@ -60,10 +60,14 @@ class OrtSession(Session):
     fp16 graph is fed fp16.
     """
 
-    def __init__(self, path: str | os.PathLike, allow_cuda: bool = True, require_cuda: bool = False):
+    def __init__(self, path: str | os.PathLike, allow_cuda: bool = True, require_cuda: bool = False,
+                 profile_prefix: str | None = None):
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
+        if profile_prefix is not None:     # ONNX Runtime's profiler: every run and node timed (benchmarks/profile_decode.py)
+            options.enable_profiling = True
+            options.profile_file_prefix = profile_prefix
         providers = providers_for(allow_cuda)
         if require_cuda and providers[0] != "CUDAExecutionProvider":
             raise UsageError("--require-cuda: ONNX Runtime here has no CUDA execution provider "
@@ -97,6 +101,10 @@ class OrtSession(Session):
         self.input_names = list(self._inputs)
         self.output_names = [o.name for o in self._session.get_outputs()]
         self._regroup_buffers: dict[str, list] = {}    # input name -> [buffer, buffer, next] (regroup)
+
+    def end_profiling(self) -> str:
+        """Stop the profiler (a session made with profile_prefix) and return its JSON trace's path."""
+        return self._session.end_profiling()
 
     def input_dtype(self, name: str) -> np.dtype:
         return np.dtype(_ORT_TYPES[self._inputs[name].type])
