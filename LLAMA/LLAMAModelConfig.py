@@ -45,9 +45,11 @@ def build_tiny_mistral(seed: int):
 # HF computes RMSNorm's variance, the rotary angles and the attention softmax in fp32 whatever the
 # model's dtype; an fp16 graph keeps those nodes (named by their module paths) in fp32 too. ONNX
 # Runtime's GPT2 pass fuses RMSNorm with its residual add (SkipSimplifiedLayerNormalization);
-# rotary embeddings become RotaryEmbedding nodes on the model's own cos/sin table.
+# rotary embeddings become RotaryEmbedding nodes on the model's own cos/sin table. With the KV cache on
+# ONNX Runtime's CPU provider, the decoder is instead written from the weights (NNDF/export/llama_graph.py).
 LLAMA_LAYOUT = DecoderOnlyLayout(fp16_keep_fp32_ops=("Softmax",), ort_fusions="gpt2", ort_rotary=True,
-                                 fp16_keep_fp32_node_patterns=("layernorm/", "/norm/", "/rotary_emb/"))
+                                 fp16_keep_fp32_node_patterns=("layernorm/", "/norm/", "/rotary_emb/"),
+                                 onnxrt_from_weights=True)
 
 LLAMA_FAMILY = DecoderOnlyFamily(
     name="LLAMA", package="LLAMA",

@@ -12,6 +12,10 @@ while it exports), calling the same functions the backends call:
          -> quantize int8 / int4 (onnxrt, MatMulNBits) -> their fusions -> their sessions
          -> export fp16 -> quantize int4 for TensorRT (QDQ, blocks of 64)
 
+and, for LLAMA (`--paths weights-fp32,weights-int8,weights-int4`), onnxrt's decoder written from the
+weights (NNDF/export/llama_graph.py: what run.py's onnxrt runs with the KV cache on the CPU), then its
+session.
+
 Each stage's peak is the kernel's high-water mark of this process's resident set, reset before the
 stage (NNDF/runtime/peak_memory.py), next to what was resident when it began, so a stage's own cost
 is peak - before. Every graph is the cached decoder (`--use-cache`). Artifacts go to a temporary
@@ -37,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 GIB = float(1 << 30)
 PATHS = ("fp32", "int8", "int4", "fp16", "trt-int4")
+FROM_WEIGHTS = ("weights-fp32", "weights-int8", "weights-int4")   # LLAMA: onnxrt's decoder written from the weights
 
 
 def cpu_model() -> str:
@@ -91,7 +96,7 @@ def main(argv: list[str]) -> dict:
     parser.add_argument("variant")
     parser.add_argument("--torch-dir")
     parser.add_argument("--random-weights", action="store_true")
-    parser.add_argument("--paths", default=",".join(PATHS), help=f"some of {','.join(PATHS)}")
+    parser.add_argument("--paths", default=",".join(PATHS), help=f"some of {','.join(PATHS + FROM_WEIGHTS)}")
     parser.add_argument("--working-dir")
     parser.add_argument("--keep", action="store_true")
     parser.add_argument("--json")
@@ -131,6 +136,15 @@ def main(argv: list[str]) -> dict:
 
     largest = 0
     try:
+        for name in (p for p in FROM_WEIGHTS if p in paths):
+            from NNDF.export.llama_graph import llama_graph
+
+            scheme = name.split("-")[1]
+            q = None if scheme == "fp32" else QuantSettings(scheme, 64, 4)
+            path = stages.measure(f"onnxrt graph from the weights, {scheme}",
+                                  lambda: llama_graph(workdir, onnx_dir, model, loaded.source_key, q, loaded.max_positions))
+            largest = max(largest, largest_bytes(open_graph(path)))
+            session_stage(stages, f"onnxrt session, from the weights, {scheme}", path)
         if {"fp32", "int8", "int4"} & set(paths):
             fp32 = stages.measure("export fp32 (torch -> ONNX, folding)", lambda: export(False))
             largest = largest_bytes(open_graph(fp32))

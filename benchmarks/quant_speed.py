@@ -21,6 +21,7 @@ import onnx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).parent))
 
+from NNDF.base.config import DEFAULT_BLOCK_SIZE  # noqa: E402
 from runner import case_parser, graph_bytes, newest_graph, read_bandwidth_gbs, run_backend  # noqa: E402
 
 CACHE = ["--use-cache"]
@@ -39,7 +40,7 @@ CASES = {  # name -> (family, variant, speed-up the issue asks of int4, of int8)
 
 def used_graph(onnx_dir: Path, graph: str, precision: str) -> Path:
     """The onnxrt graph a run just used: the newest export of `graph`, or its quantized form."""
-    suffix = "" if precision == "fp32" else f"-{precision}-b32-a4-onnxrt"
+    suffix = "" if precision == "fp32" else f"-{precision}-b{DEFAULT_BLOCK_SIZE}-a4-onnxrt"
     return newest_graph(onnx_dir, f"{graph}-fp32-*{suffix}", plain=not suffix)
 
 

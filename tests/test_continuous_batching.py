@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from NNDF.base.config import GenerationSettings
-from NNDF.runtime.continuous import BatchDecoder, logprobs_of
+from NNDF.runtime.continuous import batch_decoder, logprobs_of
 from NNDF.runtime.generation import log_softmax
 from NNDF.serving.arrivals import ArrivalScheduler
 from NNDF.serving.continuous import ContinuousScheduler
@@ -109,7 +109,7 @@ def drive(scheduler: ContinuousScheduler, arrivals: list[tuple[int, Job]], limit
 
 def staggered(tiny: Tiny, backend) -> None:
     loaded, eos = tiny.loaded, tiny.loaded.token_ids.eos
-    scheduler = ContinuousScheduler(BatchDecoder(backend.steps), loaded.token_ids, loaded.tokenizer, MAX_ROWS, 16,
+    scheduler = ContinuousScheduler(batch_decoder(backend.steps), loaded.token_ids, loaded.tokenizer, MAX_ROWS, 16,
                                     PREFILL_BUDGET)
     jobs = []
     for k, (step, length, new, sampled) in enumerate(SCHEDULE):
@@ -143,7 +143,7 @@ def test_the_cache_keeps_only_the_slots_its_rows_need(workdir):
     tiny = tiny_model("gpt2", workdir)
     backend = compiled(tiny, "onnxrt")
     loaded = tiny.loaded
-    scheduler = ContinuousScheduler(BatchDecoder(backend.steps), loaded.token_ids, loaded.tokenizer, 4, 8, 512)
+    scheduler = ContinuousScheduler(batch_decoder(backend.steps), loaded.token_ids, loaded.tokenizer, 4, 8, 512)
     long_job = Job(prompt_of(tiny, 60, 1), settings_of(3, False, 0), Recorder())
     short_job = Job(prompt_of(tiny, 4, 2), settings_of(30, False, 0), Recorder())
     scheduler.submit([long_job, short_job])
@@ -161,7 +161,7 @@ def test_a_cancelled_job_frees_its_row_at_the_next_step_and_the_queue_is_bounded
     tiny = tiny_model("gpt2", workdir)
     backend = compiled(tiny, "onnxrt")
     loaded = tiny.loaded
-    scheduler = ContinuousScheduler(BatchDecoder(backend.steps), loaded.token_ids, loaded.tokenizer, 2, 4, 512)
+    scheduler = ContinuousScheduler(batch_decoder(backend.steps), loaded.token_ids, loaded.tokenizer, 2, 4, 512)
     jobs = [Job(prompt_of(tiny, 5, k), settings_of(60, False, 0), Recorder()) for k in range(3)]
     scheduler.submit(jobs)
     with pytest.raises(QueueFull):                     # 3 wait; 2 more would exceed --max-queue 4: none queued
@@ -183,7 +183,7 @@ def test_prompt_logprobs_come_from_the_teacher_forced_logits(workdir):
     tiny = tiny_model("gpt2", workdir)
     backend = compiled(tiny, "onnxrt")
     loaded = tiny.loaded
-    scheduler = ContinuousScheduler(BatchDecoder(backend.steps), loaded.token_ids, loaded.tokenizer, 4, 8, 512)
+    scheduler = ContinuousScheduler(batch_decoder(backend.steps), loaded.token_ids, loaded.tokenizer, 4, 8, 512)
     prompt = prompt_of(tiny, 17, 3)
     scored = Job(prompt, settings_of(1, False, 0), Recorder(), logprobs=3, echo=True)
     plain = Job(prompt_of(tiny, 6, 4), settings_of(5, False, 0), Recorder())

@@ -246,7 +246,7 @@ def test_tinyllama_fp32_onnxrt_is_refused_before_loading_under_a_limit_it_exceed
     line = one_line_error(capsys, *TINYLLAMA, "frameworks", "--working-dir", tmp_path / "w",
                           match="GiB of memory is available")
     assert "only 5.00 GiB of memory is available" in line
-    for stage in ("load 4.10", "export fp32", "ONNX Runtime fusions", "opening sessions", "run "):
+    for stage in ("load 4.10", "onnxrt graph written from the weights", "opening sessions", "run "):
         assert stage in line, stage
     assert "KV cache not counted yet" in line                  # before loading: the workload comes later
     assert "--quantize int4 without frameworks (about" in line and "a machine with at least" in line
@@ -328,15 +328,19 @@ def test_estimated_graph_bytes_are_the_exported_graphs(workdir, family, variant)
 def test_each_run_lists_the_stages_it_goes_through(tmp_path):
     """Which stages an estimate counts, by backends and flags, each with the model held beside its
     working set; the run stage holds the torch model only when frameworks runs it."""
+    from NNDF.kinds.makers import onnxrt_from_weights
     from NNDF.runtime import memory
 
     shape = shape_of("LLAMA", "TinyLlama-1.1B-Chat-v1.0")
     family = get_family("LLAMA")
     names = {}
     for flags, backends in [((), ("frameworks",)), ((), ("onnxrt",)), (("--quantize", "int4"), ("onnxrt",)),
-                            (("--fp16", "--quantize", "int4"), ("trt",)), ((), ("frameworks", "onnxrt"))]:
+                            (("--fp16", "--quantize", "int4"), ("trt",)), ((), ("frameworks", "onnxrt")),
+                            (("--use-cache",), ("onnxrt",)), (("--use-cache", "--quantize", "int4"), ("onnxrt", "trt"))]:
         cfg = parse_args(["benchmark", "LLAMA", *backends, "--cpu", "--working-dir", str(tmp_path), *flags])
-        est = memory.estimate(cfg, shape, memory.Workload(1, 128, 64), family)
+        from_weights = onnxrt_from_weights(family, shape.config, cfg)
+        assert from_weights == ("--use-cache" in flags)     # LLAMA's onnxrt decoder with a cache, on the CPU
+        est = memory.estimate(cfg, shape, memory.Workload(1, 128, 64), family, from_weights)
         names[flags, backends] = [s.name for s in est.all_stages]
         held = [s for s in est.stages if s.name != "load"]
         assert all(s.bytes > shape.model_bytes for s in held)          # the model is held while graphs are made
@@ -347,6 +351,12 @@ def test_each_run_lists_the_stages_it_goes_through(tmp_path):
                                                           "ONNX Runtime fusions", "opening sessions", "run"]
     assert names[("--fp16", "--quantize", "int4"), ("trt",)] == ["load", "export fp16", "quantize int4 (trt)",
                                                                  "TensorRT engine build (host, assumed)", "run"]
+    # written from the weights: no trace, fusions or quantizer pass for onnxrt; trt beside it still exports
+    assert names[("--use-cache",), ("onnxrt",)] == ["load", "onnxrt graph written from the weights",
+                                                    "opening sessions", "run"]
+    assert names[("--use-cache", "--quantize", "int4"), ("onnxrt", "trt")] == [
+        "load", "onnxrt graph written from the weights", "export fp32", "quantize int4 (trt)",
+        "TensorRT engine build (host, assumed)", "opening sessions", "run"]
 
 
 @pytest.mark.parametrize("backends,released", [(("onnxrt",), True), (("frameworks", "onnxrt"), False)])

@@ -16,6 +16,7 @@ that load no model (list, env) or own their whole flow (serve, export-triton) ov
 from __future__ import annotations
 
 from NNDF.base.config import RunConfig
+from NNDF.kinds.makers import onnxrt_from_weights
 from NNDF.runtime import memory
 from NNDF.runtime.memory import Workload
 
@@ -35,12 +36,14 @@ class Action:
         return Workload(cfg.batch_size * cfg.generation.num_beams, None, cfg.generation.max_new_tokens)
 
     def memory(self, cfg: RunConfig, family, loaded) -> memory.MemoryEstimate:
-        return memory.estimate(cfg, loaded, self.workload(cfg, family, loaded), family)
+        return memory.estimate(cfg, loaded, self.workload(cfg, family, loaded), family,
+                               onnxrt_from_weights(family, loaded.model.config, cfg))
 
     def check_shape(self, cfg: RunConfig, family, shape: memory.ModelShape) -> None:
         """Before loading: every stage the model's size decides (load, export, rewrites, sessions) fits
         in the memory available, or the run ends here, in one line, having read no weight."""
-        memory.check(memory.estimate(cfg, shape, None, family), cfg, loaded=shape, family=family)
+        estimate = memory.estimate(cfg, shape, None, family, onnxrt_from_weights(family, shape.config, cfg))
+        memory.check(estimate, cfg, loaded=shape, family=family)
 
     def check_loaded(self, cfg: RunConfig, family, loaded) -> None:
         """After loading, before any export: inputs fit the model and the run fits in memory (beyond the

@@ -10,7 +10,7 @@ from NNDF.actions.reporting import save_json
 from NNDF.base.config import RunConfig
 from NNDF.base.progress import status
 from NNDF.export.workdir import WorkingDir
-from NNDF.kinds.makers import make_backends
+from NNDF.kinds.makers import default_block_size, make_backends
 from NNDF.models.artifacts import artifact_subdir, graph_sizes
 from NNDF.registry import load
 from NNDF.runtime.memory import ModelShape
@@ -25,6 +25,7 @@ def run_on_model(action, cfg: RunConfig, family) -> dict:
     with status(f"loading {family.name} {cfg.variant}"):
         loaded = load(family, cfg)
     cfg = action.fit(cfg, family, loaded)           # defaults a small model cannot hold, made to fit it
+    cfg = default_block_size(cfg, family, loaded)   # --quant-block-size's default for the graph onnxrt runs
     subdir = artifact_subdir(family, loaded)
     if cfg.cleanup:
         kept = workdir.cleanup(*subdir)

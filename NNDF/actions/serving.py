@@ -17,7 +17,7 @@ from NNDF.models.family import LoadedModel
 from NNDF.models.chat_template import template_for
 from NNDF.registry import load, resolve
 from NNDF.runtime.backends import CompiledBackend
-from NNDF.runtime.continuous import BatchDecoder
+from NNDF.runtime.continuous import batch_decoder
 from NNDF.runtime.placement import torch_threads
 from NNDF.serving import export_triton, openai_server, triton_server
 from NNDF.serving.arrivals import ArrivalScheduler
@@ -42,7 +42,7 @@ def scheduler_for(family, loaded: LoadedModel, backend, cfg: RunConfig):
     KV cache (onnxrt, trt), batching per arrival for the others (NNDF/serving/arrivals.py)."""
     s = cfg.serve
     if family.kind == "decoder_only" and isinstance(backend, CompiledBackend) and backend.with_cache:
-        decoder = BatchDecoder(backend.steps)
+        decoder = batch_decoder(backend.steps)
         return (ContinuousScheduler(decoder, loaded.token_ids, loaded.tokenizer, s.max_batch_size, s.max_queue,
                                     s.max_prefill_tokens), decoder)
     return ArrivalScheduler(loaded, backend, s.max_batch_size, s.max_queue), None

@@ -324,7 +324,8 @@ def _quant_settings(a: _Flags, backends: tuple[str, ...]) -> QuantSettings | Non
     if a.quantize not in QUANT_SCHEMES:
         raise UsageError(f"--quantize {a.quantize} is not supported", "choose int8 or int4")
     # TensorRT's INT4 blocks are 64 or 128 weights, so a run with trt defaults to 64 (it fits every
-    # weight of the tiny models, whose narrowest input dimension is 64); onnxrt alone keeps 32
+    # weight of the tiny models but opt-tiny's and blip-tiny's, which trt refuses); onnxrt alone: 32, or
+    # 64 where the decoder is written from the weights (NNDF/kinds/makers.py, default_block_size)
     block_size = a.quant_block_size
     if block_size is None:
         block_size = TRT_INT4_BLOCK_SIZES[0] if "trt" in backends else DEFAULT_BLOCK_SIZE
@@ -334,7 +335,7 @@ def _quant_settings(a: _Flags, backends: tuple[str, ...]) -> QuantSettings | Non
                          "use 0 (unset), 1 (fp32), 2 (fp16), 3 (bf16) or 4 (int8)")
     if not set(backends) & {"onnxrt", "trt"}:
         raise UsageError("--quantize applies to the onnxrt and trt backends", "add onnxrt or trt to the backends")
-    return QuantSettings(a.quantize, block_size, a.quant_accuracy_level)
+    return QuantSettings(a.quantize, block_size, a.quant_accuracy_level, block_given=a.quant_block_size is not None)
 
 
 def check_output_path(path: Path | str | None) -> None:

@@ -98,7 +98,12 @@ class ServeSettings:
 
 
 DEFAULT_INPUT_SEQ_LEN = 128       # --input-seq-len left out
-DEFAULT_BLOCK_SIZE = 32           # --quant-block-size when trt is not among the backends
+# --quant-block-size left out (README, Quantization, has the measurements): 32 for graphs ONNX Runtime's
+# quantizer quantizes (at 64 it moved t5-tiny's token perplexity by 13%, past the int4 gate); 64 with trt
+# (TensorRT's INT4 blocks are 64 or 128) and for LLAMA's onnxrt decoder written from the weights, where 32
+# decoded 1.1-1.2x slower than llama.cpp q4_0 on TinyLlama-1.1B and 64 kept to the gate (NNDF/kinds/makers.py)
+DEFAULT_BLOCK_SIZE = 32
+FROM_WEIGHTS_BLOCK_SIZE = 64
 TRT_INT4_BLOCK_SIZES = (64, 128)  # the only INT4 blocks TensorRT takes (NNDF/export/quantize.py); 64 is its default
 
 
@@ -111,6 +116,7 @@ class QuantSettings:
     # ONNX Runtime's MatMulNBits accuracy level: what activations are multiplied in (0 unset, 1 fp32,
     # 2 fp16, 3 bf16, 4 int8). 4 uses this CPU's AVX-512 VNNI int8 dot products (README: measured).
     accuracy_level: int = 4
+    block_given: bool = True      # --quant-block-size was given (else the default may depend on the graph)
 
     @property
     def bits(self) -> int:

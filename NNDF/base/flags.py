@@ -67,8 +67,8 @@ FLAGS: tuple[Flag, ...] = (
     # quantization
     Flag("quantize", group="quantization (weight-only, onnxrt and trt)", metavar="{int8,int4}",
          help="quantize every MatMul/Gemm weight (LM head included) symmetrically per block"),
-    Flag("quant_block_size", int, None, "weights per scale, a power of two >= 16 (default 32; with trt 64, and trt "
-         "takes 64 or 128)", "quantization (weight-only, onnxrt and trt)"),
+    Flag("quant_block_size", int, None, "weights per scale, a power of two >= 16 (default 32; 64 with trt, which "
+         "takes 64 or 128, and for LLAMA's onnxrt decoder written from the weights)", "quantization (weight-only, onnxrt and trt)"),
     Flag("quant_accuracy_level", int, 4, "ONNX Runtime MatMulNBits accuracy level: 0 unset, 1 fp32, 2 fp16, 3 bf16, "
          "4 int8 (default)", "quantization (weight-only, onnxrt and trt)"),
     # generation

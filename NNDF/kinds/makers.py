@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import partial
 
+from NNDF.base.config import FROM_WEIGHTS_BLOCK_SIZE
 from NNDF.base.errors import UsageError
 from NNDF.export.quantize import check_block_fits, check_trt_quantization
 from NNDF.kinds.decoder_only import backends as decoder_only
@@ -20,6 +22,27 @@ KINDS = {"decoder_only": decoder_only, "encoder_decoder": encoder_decoder, "imag
 def backend_maker(family, name: str):
     """`make_backend(loaded, cfg, workdir=None)` of one backend (frameworks, onnxrt, trt) of a family."""
     return partial(getattr(KINDS[family.kind], name), family)
+
+
+def default_block_size(cfg, family, loaded):
+    """cfg with --quant-block-size's default for the graph onnxrt will run: LLAMA's decoder written from the
+    weights takes 64 (NNDF/base/config.py says why) unless trt runs beside it (64 already) or a block size
+    was given."""
+    q = cfg.quantize
+    if q is None or q.block_given or q.block_size == FROM_WEIGHTS_BLOCK_SIZE or "onnxrt" not in cfg.backends:
+        return cfg
+    if family.kind != "decoder_only" or not decoder_only.written_from_weights(family.layout(loaded), loaded, cfg):
+        return cfg
+    return replace(cfg, quantize=replace(q, block_size=FROM_WEIGHTS_BLOCK_SIZE, block_given=True))
+
+
+def onnxrt_from_weights(family, config, cfg) -> bool:
+    """Whether cfg's onnxrt backend would write the decoder of a model of `config` from its weights (the
+    memory estimate's stages depend on it)."""
+    if "onnxrt" not in cfg.backends or family.kind != "decoder_only":
+        return False
+    layout = family.layouts.get(family.arch_of(config))
+    return layout is not None and decoder_only.writes_from_weights(layout, config, cfg)
 
 
 def check_quantization(family, loaded, cfg) -> None:
@@ -51,6 +74,7 @@ def make_backends(family, loaded, cfg, workdir) -> list:
     """cfg's backends in the order given. frameworks is made last: it may move the model to the
     GPU (and halve it), while the compiled backends' exports trace the host fp32 model."""
     check_cuda(cfg)
+    cfg = default_block_size(cfg, family, loaded)
     check_quantization(family, loaded, cfg)
     made = {}
     for name in sorted(cfg.backends, key=lambda n: n == "frameworks"):

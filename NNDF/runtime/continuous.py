@@ -11,6 +11,9 @@ the three moves that takes, on the same graph and sessions as generation:
 - `regroup(parts)`: a new cache of chosen rows of several caches (the rows still running and the
   newcomers), at step boundaries only.
 
+`batch_decoder(steps)` gives them for the step model's cache layout: `BatchDecoder` for the traced
+graphs' growing cache (below), `InPlaceBatchDecoder` for a cache written in place (inplace_cache.py).
+
 A `RowCache` is the fixed-capacity cache of cached_decoder.py in its growing form: rows are
 right-aligned on a shared number of slots, a row's first slots masked (attention_mask 0) where it is
 shorter than the longest. That is exact for these models because they take their positions from
@@ -38,6 +41,7 @@ from NNDF.base.config import GenerationSettings, TokenIds
 from NNDF.graphs.axes import largest_sizes, run_description
 from NNDF.runtime.cached_decoder import CachedDecoder
 from NNDF.runtime.generation import Sampler, log_softmax, process_scores, top_k, warp_for_sampling
+from NNDF.runtime.inplace_cache import InPlaceCacheDecoder, InPlaceState, round_up
 from NNDF.runtime.session import Handle
 
 
@@ -48,6 +52,7 @@ class RowCache:
 
     past: list[Handle]
     mask: np.ndarray     # (rows, slots) int64
+    capacity: int = 0    # slots per row in the buffers of a cache written in place (InPlaceBatchDecoder)
 
     @property
     def rows(self) -> int:
@@ -107,6 +112,59 @@ class BatchDecoder:
                                      self.steps.past_axis, length)
                 for k, name in enumerate(self.steps.past)]
         return RowCache(past, mask)
+
+
+class InPlaceBatchDecoder(BatchDecoder):
+    """The three moves on a graph whose cache is written in place (inplace_cache.py). A RowCache's rows keep
+    their tokens in slots 0 .. n-1 (its mask is left-aligned: ones, then zeros), since slot = position in
+    that graph: regrouping copies rows into new buffers without moving a slot, and a step appends each
+    row's token at its own next slot, inside buffers with room to spare (grown by a bucket when full)."""
+
+    steps: InPlaceCacheDecoder
+
+    def prefill(self, prompts: Sequence[Sequence[int]], all_logits: bool = False) -> Prefilled:
+        lengths = np.array([len(p) for p in prompts])
+        width = int(lengths.max())
+        ids = np.zeros((len(prompts), width), np.int64)
+        for i, prompt in enumerate(prompts):
+            ids[i, :len(prompt)] = prompt
+        state = self.steps.empty_state(len(prompts), round_up(width + 1))
+        positions = np.tile(np.arange(width), (len(prompts), 1)) if all_logits else (lengths - 1)[:, None]
+        logits = self.steps.run(state, ids, lengths, positions)
+        rows = [logits[i, :len(p)] if all_logits else logits[i, 0] for i, p in enumerate(prompts)]
+        return Prefilled(RowCache(state.buffers, _left_aligned(lengths, width), state.capacity), rows)
+
+    def step(self, cache: RowCache, tokens: np.ndarray) -> tuple[RowCache, np.ndarray]:
+        lengths = cache.mask.sum(axis=1)
+        state = InPlaceState(cache.past, cache.capacity, lengths, np.zeros_like(lengths))
+        rows = cache.rows
+        logits = self.steps.run(state, np.asarray(tokens, np.int64).reshape(rows, 1), np.ones(rows, np.int64),
+                                np.zeros((rows, 1), np.int64))
+        return RowCache(state.buffers, _left_aligned(state.lengths, cache.slots + 1), state.capacity), logits[:, 0]
+
+    def regroup(self, parts: Sequence[tuple[RowCache, Sequence[int]]]) -> RowCache:
+        parts = [(cache, list(rows)) for cache, rows in parts if len(rows)]
+        lengths = np.concatenate([cache.mask[rows].sum(axis=1) for cache, rows in parts])
+        length = int(lengths.max())
+        capacity = round_up(length + 1)
+        buffers = self.steps.buffers(len(lengths), capacity)
+        at = 0
+        for cache, rows in parts:
+            for target, source in zip(buffers, cache.past):
+                self.session.copy_slots(target, source, rows, at, min(cache.slots, length), self.steps.batch_axis,
+                                        self.steps.slot_axis)
+            at += len(rows)
+        return RowCache(buffers, _left_aligned(lengths, length), capacity)
+
+
+def batch_decoder(steps) -> BatchDecoder:
+    """The continuous-batching moves for a step model's cache layout."""
+    return InPlaceBatchDecoder(steps) if isinstance(steps, InPlaceCacheDecoder) else BatchDecoder(steps)
+
+
+def _left_aligned(lengths: np.ndarray, slots: int) -> np.ndarray:
+    """Mask rows on `slots` slots whose first lengths[row] slots are real."""
+    return (np.arange(slots)[None, :] < np.asarray(lengths)[:, None]).astype(np.int64)
 
 
 def _right_aligned(mask: np.ndarray, length: int) -> np.ndarray:

@@ -49,6 +49,7 @@ WORKING_SET = {
     "quantize": (3.0, 0.25),    # one weight read, transposed, quantized
     "fusions": (2.0, 0.75),     # ONNX Runtime's optimizer and symbolic shape inference over the nodes
     "session": (1.0, 0.0),      # ONNX Runtime's session while it loads (on top of the graph it holds)
+    "from weights": (1.0, 0.5), # LLAMA's onnxrt decoder written tensor by tensor (NNDF/export/llama_graph.py)
 }
 CPU_FP16_SESSION = 3.0          # an fp16 graph's session on the CPU: its weights, and fp32 copies of them
 # TensorRT's builder cannot run here: assumed to hold the parsed network's weights and the engine's
@@ -140,6 +141,7 @@ class MemoryEstimate:
     teacher_forced: bool = False
     stages: tuple[Stage, ...] = ()   # the stages before the run (load, export, ...)
     work: Workload | None = None     # what the run feeds the model (None before loading: not known yet)
+    from_weights: bool = False       # onnxrt writes its graph from the weights (export_stages)
 
     @property
     def before_load(self) -> bool:
@@ -199,14 +201,21 @@ def _working(stage: str, largest_bytes: int) -> int:
     return int(a * largest_bytes + b * GIB)
 
 
-def export_stages(cfg: RunConfig, shape: ModelShape, family=None) -> list[Stage]:
-    """The stages that make the run's graphs, each with the model held beside it."""
+def export_stages(cfg: RunConfig, shape: ModelShape, family=None, from_weights: bool = False) -> list[Stage]:
+    """The stages that make the run's graphs, each with the model held beside it. `from_weights`: onnxrt
+    writes its decoder straight from the weights (quantized as it goes), with no trace, fusions or
+    quantizer pass of its own."""
     compiled = [b for b in cfg.backends if b != "frameworks"]
     if not compiled or cfg.trt.prebuilt_onnx or cfg.trt.prebuilt_engines:
         return []
     held, precision = shape.model_bytes, "fp16" if cfg.fp16 else "fp32"
     largest = shape.largest * (2 if cfg.fp16 else 4)
-    stages = {f"export {precision}": held + _working("fp16" if cfg.fp16 else "export", shape.largest * 4)}
+    stages = {}
+    if from_weights and "onnxrt" in compiled:
+        compiled = [b for b in compiled if b != "onnxrt"]
+        stages["onnxrt graph written from the weights"] = held + _working("from weights", shape.largest * 4)
+    if compiled:
+        stages[f"export {precision}"] = held + _working("fp16" if cfg.fp16 else "export", shape.largest * 4)
     q = cfg.quantize
     fusions = family is None or any(getattr(layout, "ort_fusions", None) for layout in family.layouts.values())
     for backend in compiled:
@@ -229,9 +238,10 @@ def session_bytes(cfg: RunConfig, shape: ModelShape) -> int:
     return graph
 
 
-def estimate(cfg: RunConfig, loaded, work: Workload | None, family=None) -> MemoryEstimate:
+def estimate(cfg: RunConfig, loaded, work: Workload | None, family=None, from_weights: bool = False) -> MemoryEstimate:
     """The peak of `cfg`'s run of `loaded` (a LoadedModel or a ModelShape), feeding it `work` (which
-    its action knows; None before loading: the KV cache and activations are then not counted)."""
+    its action knows; None before loading: the KV cache and activations are then not counted).
+    `from_weights`: onnxrt writes its graph from the weights (export_stages)."""
     shape = _shape(loaded)
     act_bytes = 2 if cfg.fp16 else 4
     on_gpu = tuple(b for b in cfg.backends if not runs_on_host(b, cfg))
@@ -239,11 +249,11 @@ def estimate(cfg: RunConfig, loaded, work: Workload | None, family=None) -> Memo
     compiled = [b for b in on_host if b != "frameworks"]
     weights = shape.model_bytes if "frameworks" in on_host else 0
     sessions = len(compiled) * session_bytes(cfg, shape)
-    stages = [Stage("load", shape.model_bytes), *export_stages(cfg, shape, family)]
+    stages = [Stage("load", shape.model_bytes), *export_stages(cfg, shape, family, from_weights)]
     if compiled:   # the sessions open while the run still holds the model (it is released after them)
         stages.append(Stage("opening sessions", shape.model_bytes + sessions + _working("session", shape.largest * act_bytes)))
     if work is None:
-        return MemoryEstimate(weights, sessions, 0, 0, 0, 0, 0, on_gpu, False, tuple(stages))
+        return MemoryEstimate(weights, sessions, 0, 0, 0, 0, 0, on_gpu, False, tuple(stages), None, from_weights)
 
     config = shape.config
     text = config.get_text_config(decoder=True)
@@ -271,7 +281,7 @@ def estimate(cfg: RunConfig, loaded, work: Workload | None, family=None) -> Memo
     if not on_host:
         kv_cache = attention = logits = 0
     return MemoryEstimate(weights, sessions, kv_cache, attention, logits, rows, positions + encoder_len, on_gpu,
-                          work.teacher_forced, tuple(stages), work)
+                          work.teacher_forced, tuple(stages), work, from_weights)
 
 
 def runs_on_host(backend: str, cfg: RunConfig) -> bool:
@@ -323,11 +333,11 @@ def what_to_change(est: MemoryEstimate, cfg: RunConfig, loaded, needed: int, fam
         if cfg.quantize is None or cfg.quantize.scheme != "int4":
             block = TRT_INT4_BLOCK_SIZES[0] if "trt" in compiled else QuantSettings("int4").block_size
             smaller = estimate(replace(cfg, backends=compiled, quantize=QuantSettings("int4", block)), shape, est.work,
-                               family)
+                               family, est.from_weights)
             alone = " without frameworks" if compiled != cfg.backends else ""
             options.append(f"--quantize int4{alone} (about {smaller.peak.bytes / GIB:.1f} GiB)")
         elif compiled != cfg.backends:
-            alone = estimate(replace(cfg, backends=compiled), shape, est.work, family)
+            alone = estimate(replace(cfg, backends=compiled), shape, est.work, family, est.from_weights)
             options.append(f"{' '.join(compiled)} without frameworks (about {alone.peak.bytes / GIB:.1f} GiB)")
     if not cfg.fp16:
         options.append("--fp16 on a GPU")

@@ -60,10 +60,14 @@ class OrtSession(Session):
     fp16 graph is fed fp16.
     """
 
-    def __init__(self, path: str | os.PathLike, allow_cuda: bool = True, require_cuda: bool = False):
+    def __init__(self, path: str | os.PathLike, allow_cuda: bool = True, require_cuda: bool = False,
+                 profile_prefix: str | None = None):
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
+        if profile_prefix is not None:     # ONNX Runtime's profiler: every run and node timed (benchmarks/profile_decode.py)
+            options.enable_profiling = True
+            options.profile_file_prefix = profile_prefix
         providers = providers_for(allow_cuda)
         if require_cuda and providers[0] != "CUDAExecutionProvider":
             raise UsageError("--require-cuda: ONNX Runtime here has no CUDA execution provider "
@@ -98,19 +102,28 @@ class OrtSession(Session):
         self.output_names = [o.name for o in self._session.get_outputs()]
         self._regroup_buffers: dict[str, list] = {}    # input name -> [buffer, buffer, next] (regroup)
 
+    def end_profiling(self) -> str:
+        """Stop the profiler (a session made with profile_prefix) and return its JSON trace's path."""
+        return self._session.end_profiling()
+
     def input_dtype(self, name: str) -> np.dtype:
         return np.dtype(_ORT_TYPES[self._inputs[name].type])
 
     def input_shape(self, name: str):
         return list(self._inputs[name].shape)
 
-    def run(self, feed, host_outputs, device_outputs=()):
+    def _bound(self, feed):
+        """An IO binding with `feed` bound: handles as they are, host arrays cast to the graph's types."""
         binding = self._session.io_binding()
         for name, value in feed.items():
             if isinstance(value, ort.OrtValue):
                 binding.bind_ortvalue_input(name, value)
             else:
                 binding.bind_cpu_input(name, np.ascontiguousarray(value, dtype=self.input_dtype(name)))
+        return binding
+
+    def run(self, feed, host_outputs, device_outputs=()):
+        binding = self._bound(feed)
         wanted = list(host_outputs) + list(device_outputs)
         for name in wanted:
             if name in host_outputs:
@@ -122,6 +135,32 @@ class OrtSession(Session):
         host = {n: values[n].numpy() for n in host_outputs}
         device = {n: values[n] for n in device_outputs}
         return host, device
+
+    def run_into(self, feed, host_outputs, into):
+        binding = self._bound(feed)
+        for name in host_outputs:
+            binding.bind_output(name, "cpu")
+        for name, handle in into.items():
+            binding.bind_ortvalue_output(name, handle)
+        self._session.run_with_iobinding(binding)
+        return {n: v.numpy() for n, v in zip(host_outputs, binding.get_outputs())}
+
+    def slot_buffer(self, name: str, shape) -> Handle:
+        if self._device_type != "cpu":
+            return self.zeros(name, shape)
+        # ONNX Runtime's allocator leaves the memory untouched, so pages are mapped only where slots are written
+        return ort.OrtValue.ortvalue_from_shape_and_type(list(shape), self.input_dtype(name))
+
+    def copy_slots(self, target, source, rows, at, slots, batch_axis, slot_axis) -> None:
+        if self._device_type != "cpu":
+            raise NotImplementedError("cache slots are copied on the CPU only (the in-place cache graph runs there)")
+        # a CPU OrtValue's numpy() is a view of its memory, so this writes into `target` itself
+        into, data = target.numpy(), source.numpy()
+        index = [slice(None)] * data.ndim
+        index[slot_axis] = slice(0, slots)
+        picked = np.take(data[tuple(index)], np.asarray(rows, np.int64), axis=batch_axis)
+        index[batch_axis] = slice(at, at + len(rows))
+        into[tuple(index)] = picked
 
     def zeros(self, name: str, shape) -> Handle:
         return ort.OrtValue.ortvalue_from_numpy(np.zeros(shape, self.input_dtype(name)), self._device_type,

@@ -50,6 +50,22 @@ class Session(ABC):
         Sessions where addresses matter give the same buffer each time it is asked for again."""
         return self.zeros(name, shape)
 
+    def run_into(self, feed: dict[str, np.ndarray | Handle], host_outputs: Sequence[str],
+                 into: dict[str, Handle]) -> dict[str, np.ndarray]:
+        """`run`, with the outputs named in `into` written into those device buffers (a graph that updates
+        its KV cache in place reads and writes the same buffer: NNDF/runtime/inplace_cache.py)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot write outputs into given buffers")
+
+    def slot_buffer(self, name: str, shape: Sequence[int]) -> Handle:
+        """A device buffer for input `name` whose contents do not matter (each slot is written before it is read)."""
+        return self.zeros(name, shape)
+
+    def copy_slots(self, target: Handle, source: Handle, rows: Sequence[int], at: int, slots: int,
+                   batch_axis: int, slot_axis: int) -> None:
+        """Copy the first `slots` slots (along `slot_axis`) of rows `rows` of `source` into rows at, at + 1, ...
+        of `target`, in place, on the device."""
+        raise NotImplementedError(f"{type(self).__name__} cannot copy cache slots")
+
     def right_align_into(self, target: Handle, source: Handle, axis: int, index: np.ndarray | None = None,
                          batch_axis: int = 0) -> None:
         """Copy the last n = min(len(target), len(source)) slots of `source` along `axis` into the last n

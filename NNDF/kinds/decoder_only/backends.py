@@ -4,32 +4,39 @@ HuggingFace generate on the PyTorch model (frameworks, the reference)."""
 from __future__ import annotations
 
 import inspect
+import sys
 
 import numpy as np
 import torch
 from transformers import DynamicCache, LogitsProcessorList
 
 from NNDF.base.config import RunConfig, TokenIds
+from NNDF.export.llama_graph import llama_graph, unsupported
 from NNDF.export.onnx_export import ort_optimized
 from NNDF.export.workdir import WorkingDir
 from NNDF.graphs.axes import RunSizes, positions_from_mask
 from NNDF.graphs.spec import GraphSpec
+from NNDF.kinds.decoder_only.graphs import inplace_spec
 from NNDF.kinds.decoder_only.steps import DecoderOnlySteps
 from NNDF.models.artifacts import artifact_subdir, onnx_path
 from NNDF.runtime import trt_env
 from NNDF.runtime.backends import CompiledBackend, TorchBackend, hf_generation_config
 from NNDF.runtime.generation import GenerationOutput
-from NNDF.runtime.ort_session import OrtSession
+from NNDF.graphs.inplace_io import is_inplace
+from NNDF.runtime.inplace_cache import InPlaceCacheDecoder
+from NNDF.runtime.ort_session import OrtSession, providers_for
 from NNDF.runtime.placement import framework_placement
 from NNDF.runtime.session import Session
 from NNDF.runtime.trt_profiles import optimization_profiles
 
 
 class CompiledDecoderOnly(CompiledBackend):
-    """A decoder-only model on a compiled session; `name` is onnxrt or trt."""
+    """A decoder-only model on a compiled session; `name` is onnxrt or trt. The step model follows the
+    graph's contract: a traced decoder's (DecoderOnlySteps) or an in-place cache's (InPlaceCacheDecoder)."""
 
     def __init__(self, name: str, session: Session, spec: GraphSpec, token_ids: TokenIds, precision: str):
-        super().__init__(name, DecoderOnlySteps(session, spec), token_ids, session.device_name, precision)
+        steps = InPlaceCacheDecoder(session, spec) if is_inplace(spec) else DecoderOnlySteps(session, spec)
+        super().__init__(name, steps, token_ids, session.device_name, precision)
 
 
 # --------------------------------------------------------------------------- PyTorch reference
@@ -74,8 +81,43 @@ def frameworks(family, loaded, cfg: RunConfig, workdir: WorkingDir | None = None
     return TorchDecoderOnly(loaded.model, loaded.token_ids, framework_placement(cfg.cpu, cfg.fp16))
 
 
+def asks_from_weights(layout, cfg: RunConfig) -> bool:
+    """Whether the run asks onnxrt for the decoder written from the weights (NNDF/export/llama_graph.py)
+    rather than the traced one: for layouts that ask for it, with the KV cache, fp32 activations, no
+    --decoder-onnx, on ONNX Runtime's CPU provider (its GroupQueryAttention on CUDA takes fp16 only)."""
+    return bool(layout.onnxrt_from_weights and cfg.generation.use_cache and not cfg.fp16 and not cfg.require_cuda
+                and "decoder" not in cfg.trt.prebuilt_onnx and providers_for(not cfg.cpu)[0] == "CPUExecutionProvider")
+
+
+def writes_from_weights(layout, config, cfg: RunConfig) -> bool:
+    """asks_from_weights, for a model the written graph serves (no note: the memory check asks it too)."""
+    return asks_from_weights(layout, cfg) and unsupported(config) is None
+
+
+def written_from_weights(layout, loaded, cfg: RunConfig) -> bool:
+    """writes_from_weights, saying once per model why a model that asks for it keeps the traced graph."""
+    if not asks_from_weights(layout, cfg):
+        return False
+    why = unsupported(loaded.config)
+    if why is not None and (loaded.variant, why) not in _said_traced:
+        _said_traced.add((loaded.variant, why))
+        print(f"note: onnxrt runs the traced decoder of {loaded.variant}: the graph written from the weights "
+              f"does not take its {why}", file=sys.stderr)
+    return why is None
+
+
+_said_traced: set = set()     # (variant, reason) already noted
+
+
 def onnxrt(family, loaded, cfg: RunConfig, workdir: WorkingDir) -> CompiledDecoderOnly:
-    layout, spec = family.layout(loaded), family.decoder_graph(loaded, cfg.generation.use_cache)
+    layout = family.layout(loaded)
+    if written_from_weights(layout, loaded, cfg):
+        onnx_dir = workdir.artifact_dir(*artifact_subdir(family, loaded), "onnx")
+        path = llama_graph(workdir, onnx_dir, loaded.model, loaded.source_key, cfg.quantize, loaded.max_positions)
+        session = OrtSession(path, allow_cuda=False)
+        spec = inplace_spec(layout.num_layers(loaded.config))
+        return CompiledDecoderOnly("onnxrt", session, spec, loaded.token_ids, cfg.graph_precision)
+    spec = family.decoder_graph(loaded, cfg.generation.use_cache)
     path = onnx_path(spec, loaded, family, cfg, workdir)
     if layout.ort_fusions and not cfg.fp16 and "decoder" not in cfg.trt.prebuilt_onnx:
         rotary = (loaded.model, loaded.max_positions) if layout.ort_rotary else None

@@ -9,6 +9,7 @@ import torch
 
 from NNDF.graphs.axes import BATCH, KEPT, PAST, SEQ, TOTAL, kv_names, positions_from_mask
 from NNDF.graphs.cache_io import cache_from_flat, flat_from_cache
+from NNDF.graphs.inplace_io import inplace_axes
 from NNDF.graphs.spec import GraphSpec, padded_mask, random_tensors
 
 
@@ -23,6 +24,9 @@ class DecoderOnlyLayout:
     fp16_keep_fp32_node_patterns: tuple[str, ...] = ()   # substrings of ONNX node names kept in fp32 (GraphSpec)
     ort_fusions: str | None = None      # onnxruntime.transformers model_type whose fusions onnxrt applies
     ort_rotary: bool = False            # onnxrt fuses rotary embeddings with the model's cos/sin table
+    # onnxrt's cached decoder is written from the weights with an in-place KV cache
+    # (NNDF/export/llama_graph.py) wherever that graph serves the model and the run (kinds' backends.py)
+    onnxrt_from_weights: bool = False
 
     def num_layers(self, config) -> int:
         return config.num_hidden_layers
@@ -95,3 +99,11 @@ def decoder_spec(model, layout: DecoderOnlyLayout, with_cache: bool) -> GraphSpe
         make_inputs=make_inputs, trace_sizes=trace, verify_sizes=verify,
         fp16_keep_fp32_ops=layout.fp16_keep_fp32_ops, fp16_keep_fp32_node_patterns=layout.fp16_keep_fp32_node_patterns,
     )
+
+
+def inplace_spec(n_layers: int) -> GraphSpec:
+    """The decoder written from the weights with an in-place KV cache (NNDF/graphs/inplace_io.py): nothing
+    to trace, so no module or dummy inputs."""
+    inputs, outputs = inplace_axes(n_layers)
+    return GraphSpec(name="decoder", inputs=inputs, outputs=outputs, make_module=None, make_inputs=None,
+                     trace_sizes={})

@@ -1,0 +1,347 @@
+"""LLAMA's onnxrt decoder written from the weights (NNDF/export/llama_graph.py) and its in-place KV cache
+(NNDF/runtime/inplace_cache.py): logits against PyTorch away from any fixed shape (batch 1-3, left-padded
+and right-padded rows, past 0/5/37, several new tokens per call), a sliding window that is active, a head
+size apart from hidden / heads, biases and llama3 rope; int4 arithmetic against PyTorch with the same
+quantized weights; the accuracy gate on a tiny Llama trained on shipped text (and a planted bug it
+catches); tokens equal HF generate through --torch-dir; continuous batching growing its buffers; the
+cached artifact; which graph onnxrt runs when. qwen2-tiny and mistral-tiny run this graph in every test
+of test_decoder_families.py and test_continuous_batching.py too."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
+
+from conftest import ROOT, call
+from NNDF.actions.accuracy import evaluate, load_texts
+from NNDF.actions.quant_gate import delta_to_fp32, passes
+from NNDF.base.config import GenerationSettings, QuantSettings
+from NNDF.cli import parse_args
+from NNDF.export import llama_graph
+from NNDF.graphs.axes import positions_from_mask
+from NNDF.kinds.decoder_only.graphs import inplace_spec
+from NNDF.kinds.makers import make_backends
+from NNDF.models.tokenizers import DATA_DIR, gpt2_style_tokenizer
+from NNDF.registry import get_family
+from NNDF.runtime.continuous import batch_decoder
+from NNDF.runtime.inplace_cache import InPlaceCacheDecoder
+from NNDF.runtime.ort_session import OrtSession
+
+LLAMA = get_family("LLAMA")
+SAMPLE = ROOT / "NNDF" / "data" / "lambada_sample.jsonl"
+SMALL = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2, max_position_embeddings=128,
+             initializer_range=0.2)
+LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
+               "high_freq_factor": 4.0, "original_max_position_embeddings": 16}
+
+
+def seeded(model_class, config):
+    torch.manual_seed(0)
+    return model_class(config).eval()
+
+
+def llama_head_dim_16():
+    """8 heads of 16 (head_dim set apart from hidden / heads, 128 != 64), 4:1 grouped-query attention,
+    biases on attention and MLP, llama3 rope scaling, untied embeddings."""
+    return seeded(LlamaForCausalLM, LlamaConfig(num_attention_heads=8, num_key_value_heads=2, head_dim=16,
+                                                attention_bias=True, mlp_bias=True, rope_parameters=LLAMA3_ROPE,
+                                                tie_word_embeddings=False, **SMALL))
+
+
+def mistral_window_8():
+    """A sliding window of 8 tokens, active well inside the sequences checked."""
+    return seeded(MistralForCausalLM, MistralConfig(num_attention_heads=4, num_key_value_heads=2, sliding_window=8, **SMALL))
+
+
+def steps_for(model, workdir, name: str, quant: QuantSettings | None = None) -> InPlaceCacheDecoder:
+    path = llama_graph.llama_graph(workdir, workdir.artifact_dir("llama-graph-tests", name), model, {"test": name},
+                                   quant, model.config.max_position_embeddings)
+    return InPlaceCacheDecoder(OrtSession(path, allow_cuda=False), inplace_spec(model.config.num_hidden_layers))
+
+
+def hf_logits(model, ids, mask) -> np.ndarray:
+    """The model's logits over whole sequences, positions from the mask as HF generate makes them."""
+    with torch.no_grad():
+        return model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask),
+                     position_ids=torch.from_numpy(positions_from_mask(mask))).logits.numpy()
+
+
+def batch(rows: int, length: int, side: str, seed: int = 0):
+    """Random ids; with several rows, row 0 padded by 3 and row 2 by 1 on `side`."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(3, 512, (rows, length)).astype(np.int64)
+    mask = np.ones_like(ids)
+    for row, pads in ((0, 3), (2, 1))[: rows - 1]:
+        if side == "left":
+            mask[row, :pads] = 0
+        else:
+            mask[row, length - pads:] = 0
+    return ids, mask
+
+
+# (rows, past, new tokens per call): past 0 is the prefill, then calls of `new` tokens until the end
+CASES = [(1, 0, 1), (1, 5, 1), (3, 37, 1), (3, 5, 4), (2, 37, 6), (3, 0, 9)]
+
+
+def logits_by_calls(steps: InPlaceCacheDecoder, ids, mask, past: int, new: int) -> np.ndarray:
+    """The caller's positions past.. fed `new` at a time on a cache holding the first `past` (or, past 0,
+    the whole sequence in one call): each call's logits of every position it feeds."""
+    state, ids, _ = steps.start(ids, mask)
+    if past:
+        steps.advance(state, ids[:, :past])
+    stops = range(past + new, ids.shape[1] + new, new) if past else [ids.shape[1]]
+    return np.concatenate([steps.advance(state, ids[:, :min(stop, ids.shape[1])], all_logits=True) for stop in stops], 1)
+
+
+@pytest.mark.parametrize("build", [llama_head_dim_16, mistral_window_8], ids=["llama-head-dim-16", "mistral-window-8"])
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_fp32_graph_matches_torch_away_from_fixed_shapes(workdir, build, side):
+    model = build()
+    steps = steps_for(model, workdir, build.__name__)
+    for rows, past, new in CASES:
+        ids, mask = batch(rows, past + 12 if past else 12, side, seed=rows + past)
+        if side == "right":       # right padding as the accuracy action gives it: nothing real after a pad
+            want = hf_logits(model, ids, np.ones_like(mask))
+        else:
+            want = hf_logits(model, ids, mask)
+        got = logits_by_calls(steps, ids, mask, past, new)
+        real = mask[:, past:] == 1
+        assert got.shape == want[:, past:].shape
+        assert np.abs(got - want[:, past:])[real].max() <= 1e-4 * max(1.0, np.abs(want).max()), (rows, past, new)
+
+
+def test_the_window_is_active_where_it_is_checked():
+    """Past 8 tokens the windowed model's logits are not the windowless one's, so the test above tests it."""
+    model = mistral_window_8()
+    windowless = seeded(MistralForCausalLM, MistralConfig(num_attention_heads=4, num_key_value_heads=2,
+                                                          sliding_window=None, **SMALL))
+    windowless.load_state_dict(model.state_dict())
+    ids, mask = batch(1, 20, "left")
+    diff = np.abs(hf_logits(model, ids, mask) - hf_logits(windowless, ids, mask)).max(axis=-1)[0]
+    assert (diff[:8] < 1e-5).all() and (diff[8:] > 1e-2).all()
+    assert llama_graph.sliding_windows(model.config) == [8, 8]
+
+
+def fake_quantized(model, bits: int, block: int):
+    """`model` with every linear weight (the LM head included) replaced by what quantize_blocks stores."""
+    copy = type(model)(model.config).eval()
+    copy.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        for module in copy.modules():
+            if isinstance(module, torch.nn.Linear):
+                w = module.weight.numpy()
+                packed, scales = llama_graph.quantize_blocks(w, bits, block)
+                module.weight.copy_(torch.from_numpy(llama_graph.dequantize_blocks(packed, scales, bits, w.shape[1])))
+    return copy
+
+
+@pytest.mark.parametrize("scheme,block", [("int4", 32), ("int4", 64), ("int8", 32)])
+def test_quantized_graph_computes_with_the_weights_it_stores(workdir, scheme, block):
+    """MatMulNBits at accuracy level 1 (fp32 activations) against PyTorch holding the same quantized
+    weights: the graph's quantized arithmetic, apart from quantization itself, is exact."""
+    model = llama_head_dim_16()
+    q = QuantSettings(scheme, block, accuracy_level=1)
+    steps = steps_for(model, workdir, f"{scheme}-b{block}", q)
+    reference = fake_quantized(model, q.bits, block)
+    for rows, past, new in CASES[2:4]:
+        ids, mask = batch(rows, past + 12, "left", seed=past)
+        want = hf_logits(reference, ids, mask)[:, past:]
+        got = logits_by_calls(steps, ids, mask, past, new)
+        assert np.abs(got - want)[mask[:, past:] == 1].max() <= 1e-4 * np.abs(want).max()
+    assert np.abs(hf_logits(reference, ids, mask) - hf_logits(model, ids, mask)).max() > 1e-3   # it did quantize
+
+
+def test_quantize_blocks_round_trip():
+    """Each block's largest |w| lands on the lowest level exactly, every weight within half a step (and
+    K padded to whole blocks); int4 pairs go low nibble first, as MatMulNBits reads them."""
+    rng = np.random.default_rng(0)
+    w = (rng.standard_normal((5, 80)) * rng.uniform(0.01, 3, (5, 1))).astype(np.float32)
+    for bits in (4, 8):
+        packed, scales = llama_graph.quantize_blocks(w, bits, 32)
+        assert packed.shape == (5, 3, 32 * bits // 8) and scales.shape == (5, 3)
+        back = llama_graph.dequantize_blocks(packed, scales, bits, 80)
+        step = np.abs(np.repeat(scales, 32, axis=1)[:, :80])
+        assert (np.abs(back - w) <= step / 2 + 1e-6).all()
+    row = np.zeros((1, 32), np.float32)
+    row[0, :2] = -8, 1                        # scale 1: levels 0 and 9 (zero point 8)
+    packed, scales = llama_graph.quantize_blocks(row, 4, 32)
+    assert scales[0, 0] == 1 and packed[0, 0, 0] == 0x90 and (packed[0, 0, 1:] == 0x88).all()
+
+
+# --------------------------------------------------------------------------- through run.py's path
+@pytest.fixture(scope="module")
+def head_dim_16_dir(tmp_path_factory):
+    """A saved HF folder (--torch-dir) of a Llama that the graph takes (llama-tiny's head size 8 it does not)."""
+    folder = tmp_path_factory.mktemp("llama-hd16") / "llama-hd16"
+    tokenizer = gpt2_style_tokenizer(512)
+    model = seeded(LlamaForCausalLM, LlamaConfig(num_attention_heads=8, num_key_value_heads=2, head_dim=16,
+                                                 rope_parameters=LLAMA3_ROPE, bos_token_id=tokenizer.bos_token_id,
+                                                 eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                                                 **SMALL))
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def backends_for(workdir, folder, *flags, names=("frameworks", "onnxrt")):
+    cfg = parse_args(["run", "LLAMA", *names, "--torch-dir", str(folder), "--use-cache", "--working-dir",
+                      str(workdir.root), *flags])
+    loaded = LLAMA.load(cfg)
+    return loaded, {b.name: b for b in make_backends(LLAMA, loaded, cfg, workdir)}
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_tokens_equal_hf_generate_through_torch_dir(workdir, head_dim_16_dir, num_beams):
+    loaded, backends = backends_for(workdir, head_dim_16_dir)
+    assert isinstance(backends["onnxrt"].steps, InPlaceCacheDecoder)
+    texts = ["The lighthouse keeper", "Clara baked bread every morning for the whole village", "Ben"]
+    enc = loaded.tokenizer(texts, return_tensors="np", padding=True, padding_side="left")
+    ids, mask = enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64)
+    settings = GenerationSettings(max_new_tokens=24, num_beams=num_beams, use_cache=True, min_new_tokens=5)
+    want = backends["frameworks"].generate(ids, mask, settings).tokens
+    got = backends["onnxrt"].generate(ids, mask, settings).tokens
+    np.testing.assert_array_equal(got, want)
+    sampled = GenerationSettings(max_new_tokens=12, do_sample=True, top_k=20, top_p=0.9, temperature=0.8, seed=3)
+    streamed = []
+    first = backends["onnxrt"].generate(ids, mask, sampled, on_step=streamed.append).tokens
+    np.testing.assert_array_equal(first, backends["onnxrt"].generate(ids, mask, sampled).tokens)   # seeded
+    np.testing.assert_array_equal(np.stack(streamed, 1), first)
+
+
+def test_continuous_batching_grows_buffers_without_moving_rows(workdir, head_dim_16_dir):
+    """Rows of different lengths keep their slots through regroups, and a step past the buffers' capacity
+    grows them by a bucket: each row's tokens equal its generation alone."""
+    loaded, backends = backends_for(workdir, head_dim_16_dir, names=("onnxrt",))
+    backend = backends["onnxrt"]
+    decoder = batch_decoder(backend.steps)
+    rng = np.random.default_rng(1)
+    prompts = [rng.integers(3, 500, n).tolist() for n in (60, 3, 17)]
+    first = decoder.prefill(prompts[:2])
+    assert first.cache.capacity == 64 and first.cache.slots == 60
+    cache = first.cache
+    tokens = [[int(np.argmax(row))] for row in first.logits]
+    for _ in range(5):
+        cache, logits = decoder.step(cache, np.array([t[-1] for t in tokens]))
+        for t, row in zip(tokens, logits):
+            t.append(int(np.argmax(row)))
+    assert cache.capacity == 128 and cache.slots == 65            # grew past 64 slots at the fifth step
+    late = decoder.prefill(prompts[2:])
+    cache = decoder.regroup([(cache, [1, 0]), (late.cache, [0])])   # reordered, and a newcomer
+    tokens = [tokens[1], tokens[0], [int(np.argmax(late.logits[0]))]]
+    assert cache.slots == 65 and cache.mask.sum(axis=1).tolist() == [8, 65, 17]
+    for _ in range(6):
+        cache, logits = decoder.step(cache, np.array([t[-1] for t in tokens]))
+        for t, row in zip(tokens, logits):
+            t.append(int(np.argmax(row)))
+    settings = GenerationSettings(max_new_tokens=12)
+    for prompt, got in zip([prompts[1], prompts[0], prompts[2]], tokens):
+        alone = backend.generate(np.array([prompt]), np.ones((1, len(prompt)), np.int64), settings).tokens[0]
+        assert got == alone[:len(got)].tolist()
+
+
+def test_graph_is_cached_keyed_and_described(workdir, head_dim_16_dir):
+    _, backends = backends_for(workdir, head_dim_16_dir, "--quantize", "int4", names=("onnxrt",))
+    path = backends["onnxrt"].steps.session.path
+    manifest = json.loads((path.parent / "manifest.json").read_text())
+    assert path.parent.name.startswith("decoder-inplace-int4-b64-a4-")         # the default block for this graph
+    assert manifest["key"]["quantize"] == {"scheme": "int4", "block_size": 64, "accuracy_level": 4}
+    assert manifest["quantized_weights"] == 5 * 2 + 1                          # qkv, o, gate, up, down; LM head
+    assert manifest["nodes"]["GroupQueryAttention"] == 2 and "MatMul" not in manifest["nodes"]
+    mtime = path.stat().st_mtime_ns
+    _, again = backends_for(workdir, head_dim_16_dir, "--quantize", "int4", names=("onnxrt",))
+    assert again["onnxrt"].steps.session.path == path and path.stat().st_mtime_ns == mtime   # reused
+    _, given = backends_for(workdir, head_dim_16_dir, "--quantize", "int4", "--quant-block-size", "32", names=("onnxrt",))
+    assert given["onnxrt"].steps.session.path.parent.name.startswith("decoder-inplace-int4-b32-a4-")
+
+
+def test_which_graph_onnxrt_runs(workdir, head_dim_16_dir, capsys):
+    """The graph written from the weights serves LLAMA with the cache on the CPU; without the cache, with
+    fp16 or for a head size GroupQueryAttention does not take (llama-tiny's 8) the traced graph does, the
+    last with a note saying why."""
+    kinds = {}
+    for flags in ([], ["--fp16"]):
+        _, backends = backends_for(workdir, head_dim_16_dir, *flags, names=("onnxrt",))
+        kinds[" ".join(flags)] = type(backends["onnxrt"].steps).__name__
+    cfg = parse_args(["run", "LLAMA", "onnxrt", "--working-dir", str(workdir.root)])
+    loaded = LLAMA.load(cfg)
+    kinds["no cache"] = type(make_backends(LLAMA, loaded, cfg, workdir)[0].steps).__name__
+    assert kinds == {"": "InPlaceCacheDecoder", "--fp16": "DecoderOnlySteps", "no cache": "DecoderOnlySteps"}
+    assert llama_graph.unsupported(loaded.config) == "head size 8 (GroupQueryAttention takes multiples of 16)"
+
+
+def test_a_block_larger_than_a_layer_is_one_line(capsys, workdir):
+    code, out, err = call(capsys, "run", "LLAMA", "onnxrt", "--variant", "qwen2-tiny", "--use-cache", "--quantize",
+                          "int4", "--quant-block-size", "256", "--working-dir", workdir.root)
+    assert code == 2 and err.count("error:") == 1 and "larger than the input dimension 64" in err
+
+
+# --------------------------------------------------------------------------- the accuracy gate
+def trained_llama(folder):
+    """A tiny Llama (128 wide, head size 32) trained on the shipped tokenizer corpus (never the scored
+    LAMBADA sample) for a few seconds, once per machine (the tiny-model cache), saved as a HF folder."""
+    from NNDF.models.tiny_training import cached_training
+
+    tokenizer = gpt2_style_tokenizer(512)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False)
+    model = seeded(LlamaForCausalLM, config)
+    corpus = DATA_DIR / "tokenizer_corpus.txt"
+    recipe = {"steps": 200, "lr": 3e-3, "max_length": 64}
+
+    def train():
+        lines = [line for line in corpus.read_text().splitlines() if line.strip()]
+        enc = tokenizer(lines, return_tensors="pt", padding=True, truncation=True, max_length=recipe["max_length"])
+        labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=recipe["lr"])
+        for _ in range(recipe["steps"]):
+            loss = model(**enc, labels=labels).loss
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+    cached_training("llama-gate-tiny", 0, model, train, (corpus,), recipe)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def gate(workdir, tmp_path_factory):
+    """(folder, fp32 LAMBADA-sample result, accuracy of a quantized onnxrt backend made with flags)."""
+    folder = trained_llama(tmp_path_factory.mktemp("llama-trained") / "llama-gate-tiny")
+    texts = load_texts(SAMPLE, 40)
+    loaded, backends = backends_for(workdir, folder, names=("frameworks",))
+
+    def accuracy(fresh=workdir, *flags):
+        _, made = backends_for(fresh, folder, *flags, names=("onnxrt",))
+        assert isinstance(made["onnxrt"].steps, InPlaceCacheDecoder)
+        return evaluate(made["onnxrt"], loaded, texts, 5, [1, 10])
+
+    return folder, evaluate(backends["frameworks"], loaded, texts, 5, [1, 10]), accuracy
+
+
+@pytest.mark.parametrize("scheme", ["int8", "int4"])
+def test_quantized_graph_passes_the_gate(gate, workdir, scheme):
+    _, fp32, accuracy = gate
+    delta = delta_to_fp32(fp32, accuracy(workdir, "--quantize", scheme))
+    assert passes(scheme, delta), delta
+
+
+def test_gate_catches_int4_nibbles_packed_in_the_wrong_order(gate, monkeypatch, tmp_path):
+    from NNDF.export.workdir import WorkingDir
+
+    correct = llama_graph.quantize_blocks
+
+    def swapped(weight, bits, block, rows_per_chunk=1024):
+        packed, scales = correct(weight, bits, block, rows_per_chunk)
+        return (packed >> 4) | (packed << 4) if bits == 4 else packed, scales
+
+    monkeypatch.setattr(llama_graph, "quantize_blocks", swapped)
+    _, fp32, accuracy = gate
+    assert not passes("int4", delta_to_fp32(fp32, accuracy(WorkingDir(tmp_path), "--quantize", "int4")))
