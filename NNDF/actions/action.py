@@ -6,6 +6,7 @@ treat them alike.
     fit(cfg, family, loaded) -> cfg  after loading: defaults the model cannot hold, made to fit it
     workload(cfg, family, loaded)    what it feeds the model at most (for the memory estimate)
     check_loaded(cfg, family, loaded) after loading, before any export: its inputs fit the model
+    keeps_torch_model(cfg, loaded)   after the backends exist: whether the torch weights are still read
     run(cfg, family, loaded, backends) -> result dict (what --save-output-fpath writes)
     report(cfg, loaded, result, backends)  print it for a person
 
@@ -50,6 +51,11 @@ class Action:
         model, which is already held)."""
         resident = sum(p.numel() * p.element_size() for p in loaded.model.parameters())
         memory.check(self.memory(cfg, family, loaded), cfg, resident=resident, loaded=loaded, family=family)
+
+    def keeps_torch_model(self, cfg: RunConfig, loaded) -> bool:
+        """Whether the run still reads the torch model's weights once its backends exist (otherwise
+        they are released): where frameworks is one of its backends."""
+        return "frameworks" in cfg.backends
 
     # ------------------------------------------------------------------ the action itself
     def run(self, cfg: RunConfig, family, loaded, backends: list) -> dict:

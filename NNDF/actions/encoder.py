@@ -269,6 +269,9 @@ class EncoderAccuracy(EncoderAction):
         super().check_loaded(cfg, family, loaded)
         samples(cfg, family, loaded)
 
+    def keeps_torch_model(self, cfg: RunConfig, loaded: EncoderModel) -> bool:
+        return super().keeps_torch_model(cfg, loaded) or loaded.task is Task.EMBEDDINGS   # the cosine reference
+
     def run(self, cfg: RunConfig, family, loaded: EncoderModel, backends: list[EncoderBackend]) -> dict:
         rows = samples(cfg, family, loaded)
         answers = {b.name: answers_for(b, loaded, rows, cfg.batch_size) for b in backends}

@@ -41,7 +41,7 @@ def run_on_model(action, cfg: RunConfig, family) -> dict:
         print("\n".join(estimate.lines()))
     action.check_loaded(cfg, family, loaded)       # prompt lengths and peak memory, before any export
     backends = make_backends(family, loaded, cfg, workdir)
-    if "frameworks" not in cfg.backends:
+    if not action.keeps_torch_model(cfg, loaded):
         loaded.release_weights()                   # the graphs are made: the run holds only its sessions
     if cfg.info:
         for name, size in graph_sizes(workdir, subdir):
