@@ -8,6 +8,7 @@ only in details a layout declares, so they are variant groups here, each variant
 from transformers import (GPT2Config, GPT2LMHeadModel, GPTJConfig, GPTJForCausalLM,
                           GPTNeoConfig, GPTNeoForCausalLM, GPTNeoXConfig, GPTNeoXForCausalLM)
 
+from NNDF.export import gpt2_graph
 from NNDF.kinds.decoder_only.family import DecoderOnlyFamily
 from NNDF.kinds.decoder_only.graphs import DecoderOnlyLayout
 from NNDF.models.family import Variant, hub_variants, tiny_decoder
@@ -51,7 +52,9 @@ def build_tiny_gpt_neox(seed: int):
 
 # GPT2 takes position ids and keeps its cache as (batch, heads, length, head_dim): the defaults.
 # onnxrt also applies ONNX Runtime's GPT2 fusions (SkipLayerNorm, FastGelu): ~4% per decode step here.
-GPT2_LAYOUT = DecoderOnlyLayout(ort_fusions="gpt2")
+# With the KV cache on ONNX Runtime's CPU provider, onnxrt's decoder is instead written from the weights
+# with the cache in place (NNDF/export/gpt2_graph.py); the relatives keep the traced graph.
+GPT2_LAYOUT = DecoderOnlyLayout(ort_fusions="gpt2", onnxrt_from_weights=gpt2_graph.WRITER)
 # The relatives share that boundary. transformers 5.23 gives GPT-Neo's local layers no
 # sliding-window cache (its config has no `sliding_window`): the cache keeps every position and
 # the window is the model's own mask, traced into the graph. HF computes their attention softmax

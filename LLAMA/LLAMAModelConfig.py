@@ -5,6 +5,7 @@ import torch
 from transformers import (LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM,
                           Qwen2Config, Qwen2ForCausalLM)
 
+from NNDF.export import llama_graph
 from NNDF.kinds.decoder_only.family import DecoderOnlyFamily
 from NNDF.kinds.decoder_only.graphs import DecoderOnlyLayout
 from NNDF.models.chat_template import with_tiny_template
@@ -49,7 +50,7 @@ def build_tiny_mistral(seed: int):
 # ONNX Runtime's CPU provider, the decoder is instead written from the weights (NNDF/export/llama_graph.py).
 LLAMA_LAYOUT = DecoderOnlyLayout(fp16_keep_fp32_ops=("Softmax",), ort_fusions="gpt2", ort_rotary=True,
                                  fp16_keep_fp32_node_patterns=("layernorm/", "/norm/", "/rotary_emb/"),
-                                 onnxrt_from_weights=True)
+                                 onnxrt_from_weights=llama_graph.WRITER)
 
 LLAMA_FAMILY = DecoderOnlyFamily(
     name="LLAMA", package="LLAMA",

@@ -58,7 +58,7 @@ def standin_tensorrt():
 @contextlib.contextmanager
 def planted_nibble_order_bug(backend: str):
     """INT4 pairs packed high nibble first: in the trt QDQ form, or in the onnxrt graph written from the weights."""
-    from NNDF.export import llama_graph, quantize
+    from NNDF.export import quantize, weights_graph
 
     if backend == "trt":
         module, name = quantize, "int4_tensor"
@@ -68,8 +68,8 @@ def planted_nibble_order_bug(backend: str):
             flat = values.reshape(-1)
             return correct(np.stack([flat[1::2], flat[0::2]], axis=-1).reshape(values.shape), tensor_name)
     else:
-        module, name = llama_graph, "quantize_blocks"
-        correct = llama_graph.quantize_blocks
+        module, name = weights_graph, "quantize_blocks"      # llama_graph's and gpt2_graph's MatMulNBits
+        correct = weights_graph.quantize_blocks
 
         def swapped(weight, bits, block, rows_per_chunk=1024):
             packed, scales = correct(weight, bits, block, rows_per_chunk)

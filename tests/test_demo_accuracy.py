@@ -128,13 +128,21 @@ def test_trt_scores_batches_beams_and_cache_like_frameworks(standin, workdir, fa
     assert standin._errors == []
 
 
-def test_the_cached_decoder_is_what_is_scored(workdir, monkeypatch):
+# gpt2-tiny's onnxrt decoder is written from the weights with an in-place cache (InPlaceCacheDecoder, its
+# state counts `fed` tokens); gpt-neo-tiny's is the traced one (DecoderOnlySteps, `seen` tokens)
+@pytest.mark.parametrize("variant,step_model", [("gpt2-tiny", "InPlaceCacheDecoder"), ("gpt-neo-tiny", "DecoderOnlySteps")])
+def test_the_cached_decoder_is_what_is_scored(workdir, monkeypatch, variant, step_model):
     """With --use-cache the scores come from one-token steps on the cache, not a full pass."""
-    loaded, (ort,) = _backends("GPT2", workdir, ("onnxrt",), "-kv")
+    loaded, (ort,) = _backends("GPT2", workdir, ("onnxrt",), "-kv", "--variant", variant)
+    assert type(ort.steps).__name__ == step_model
     steps = []
     real = ort.steps.advance
-    monkeypatch.setattr(ort.steps, "advance", lambda state, ids, mask, all_logits=False:
-                        steps.append(ids.shape[1] - state.seen) or real(state, ids, mask, all_logits))
+
+    def advance(state, ids, *args, **kwargs):
+        steps.append(ids.shape[1] - (state.seen if hasattr(state, "seen") else state.fed))
+        return real(state, ids, *args, **kwargs)
+
+    monkeypatch.setattr(ort.steps, "advance", advance)
     monkeypatch.setattr(ort, "logits", lambda *a, **k: pytest.fail("the full pass was used"))
     text = load_texts(SHIPPED_SAMPLE, 1)
     score_all(ort, loaded, text, 4, [1], use_cache=True)

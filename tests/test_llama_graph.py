@@ -334,14 +334,15 @@ def test_quantized_graph_passes_the_gate(gate, workdir, scheme):
 
 
 def test_gate_catches_int4_nibbles_packed_in_the_wrong_order(gate, monkeypatch, tmp_path):
+    from NNDF.export import weights_graph
     from NNDF.export.workdir import WorkingDir
 
-    correct = llama_graph.quantize_blocks
+    correct = weights_graph.quantize_blocks
 
     def swapped(weight, bits, block, rows_per_chunk=1024):
         packed, scales = correct(weight, bits, block, rows_per_chunk)
         return (packed >> 4) | (packed << 4) if bits == 4 else packed, scales
 
-    monkeypatch.setattr(llama_graph, "quantize_blocks", swapped)
+    monkeypatch.setattr(weights_graph, "quantize_blocks", swapped)     # the builders' linear layers call it there
     _, fp32, accuracy = gate
     assert not passes("int4", delta_to_fp32(fp32, accuracy(WorkingDir(tmp_path), "--quantize", "int4")))

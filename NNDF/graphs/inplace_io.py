@@ -1,5 +1,5 @@
-"""The IO contract of a decoder graph that writes its KV cache in place (NNDF/export/llama_graph.py writes
-one, NNDF/runtime/inplace_cache.py drives it).
+"""The IO contract of a decoder graph that writes its KV cache in place (NNDF/export/llama_graph.py and
+gpt2_graph.py write one, NNDF/runtime/inplace_cache.py drives it).
 
   inputs   input_ids [batch, seq]          each row's new tokens, left-aligned (a row with fewer real
                                            tokens than `seq` is padded at its end)

@@ -25,8 +25,8 @@ def backend_maker(family, name: str):
 
 
 def default_block_size(cfg, family, loaded):
-    """cfg with --quant-block-size's default for the graph onnxrt will run: LLAMA's decoder written from the
-    weights takes 64 (NNDF/base/config.py says why) unless trt runs beside it (64 already) or a block size
+    """cfg with --quant-block-size's default for the graph onnxrt will run: a decoder written from the
+    weights (LLAMA's, GPT2's) takes 64 (NNDF/base/config.py says why) unless trt runs beside it (64 already) or a block size
     was given."""
     q = cfg.quantize
     if q is None or q.block_given or q.block_size == FROM_WEIGHTS_BLOCK_SIZE or "onnxrt" not in cfg.backends:

@@ -147,7 +147,9 @@ class InPlaceBatchDecoder(BatchDecoder):
         lengths = np.concatenate([cache.mask[rows].sum(axis=1) for cache, rows in parts])
         length = int(lengths.max())
         capacity = round_up(length + 1)
-        buffers = self.steps.buffers(len(lengths), capacity)
+        shape = [len(lengths), self.steps.kv_heads, capacity, self.steps.head_dim]
+        buffers = [self.session.regroup_buffer(name, shape, [cache.past[i] for cache, _ in parts])
+                   for i, name in enumerate(self.steps.past)]
         at = 0
         for cache, rows in parts:
             for target, source in zip(buffers, cache.past):

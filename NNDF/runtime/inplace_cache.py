@@ -1,4 +1,5 @@
-"""The step model of a decoder graph that writes its KV cache in place (NNDF/export/llama_graph.py).
+"""The step model of a decoder graph that writes its KV cache in place (NNDF/export/llama_graph.py,
+gpt2_graph.py).
 
 The traced decoders (cached_decoder.py) take the past and give a present one slot longer, so every
 step copies the whole cache. A graph built on ONNX Runtime's GroupQueryAttention instead appends the

@@ -49,7 +49,7 @@ WORKING_SET = {
     "quantize": (3.0, 0.25),    # one weight read, transposed, quantized
     "fusions": (2.0, 0.75),     # ONNX Runtime's optimizer and symbolic shape inference over the nodes
     "session": (1.0, 0.0),      # ONNX Runtime's session while it loads (on top of the graph it holds)
-    "from weights": (1.0, 0.5), # LLAMA's onnxrt decoder written tensor by tensor (NNDF/export/llama_graph.py)
+    "from weights": (1.0, 0.5), # onnxrt's decoder written tensor by tensor (NNDF/export/weights_graph.py)
 }
 CPU_FP16_SESSION = 3.0          # an fp16 graph's session on the CPU: its weights, and fp32 copies of them
 # TensorRT's builder cannot run here: assumed to hold the parsed network's weights and the engine's

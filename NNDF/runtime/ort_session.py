@@ -151,16 +151,29 @@ class OrtSession(Session):
         # ONNX Runtime's allocator leaves the memory untouched, so pages are mapped only where slots are written
         return ort.OrtValue.ortvalue_from_shape_and_type(list(shape), self.input_dtype(name))
 
+    def regroup_buffer(self, name: str, shape, sources) -> Handle:
+        # the next of the input's two reused buffers (see regroup): fresh memory would be mapped anew at every
+        # regroup, and its page faults cost more than the copy (measured on GPT2 124M, 16 rows of ~120 slots:
+        # 115 ms a regroup with fresh buffers); a buffer a source lies in is not reused
+        if self._device_type != "cpu":
+            return self.slot_buffer(name, shape)
+        array = self._reused(name, list(shape), self.input_dtype(name))
+        if any(np.shares_memory(array, source.numpy()) for source in sources):
+            return self.slot_buffer(name, shape)
+        return ort.OrtValue.ortvalue_from_numpy(array)
+
     def copy_slots(self, target, source, rows, at, slots, batch_axis, slot_axis) -> None:
         if self._device_type != "cpu":
             raise NotImplementedError("cache slots are copied on the CPU only (the in-place cache graph runs there)")
         # a CPU OrtValue's numpy() is a view of its memory, so this writes into `target` itself
+        # row by row, with no gathered temporary (a regroup of 16 GPT2 rows: 109 ms through np.take)
         into, data = target.numpy(), source.numpy()
         index = [slice(None)] * data.ndim
         index[slot_axis] = slice(0, slots)
-        picked = np.take(data[tuple(index)], np.asarray(rows, np.int64), axis=batch_axis)
-        index[batch_axis] = slice(at, at + len(rows))
-        into[tuple(index)] = picked
+        for i, row in enumerate(rows):
+            to, of = list(index), list(index)
+            to[batch_axis], of[batch_axis] = at + i, int(row)
+            into[tuple(to)] = data[tuple(of)]
 
     def zeros(self, name: str, shape) -> Handle:
         return ort.OrtValue.ortvalue_from_numpy(np.zeros(shape, self.input_dtype(name)), self._device_type,

@@ -60,6 +60,11 @@ class Session(ABC):
         """A device buffer for input `name` whose contents do not matter (each slot is written before it is read)."""
         return self.zeros(name, shape)
 
+    def regroup_buffer(self, name: str, shape: Sequence[int], sources: Sequence[Handle]) -> Handle:
+        """slot_buffer for a regroup's target, where a session may reuse memory of input `name` that none of
+        `sources` (the buffers the regroup copies from) lies in."""
+        return self.slot_buffer(name, shape)
+
     def copy_slots(self, target: Handle, source: Handle, rows: Sequence[int], at: int, slots: int,
                    batch_axis: int, slot_axis: int) -> None:
         """Copy the first `slots` slots (along `slot_axis`) of rows `rows` of `source` into rows at, at + 1, ...

@@ -11,7 +11,6 @@ import torch
 from transformers import DynamicCache, LogitsProcessorList
 
 from NNDF.base.config import RunConfig, TokenIds
-from NNDF.export.llama_graph import llama_graph, unsupported
 from NNDF.export.onnx_export import ort_optimized
 from NNDF.export.workdir import WorkingDir
 from NNDF.graphs.axes import RunSizes, positions_from_mask
@@ -82,8 +81,8 @@ def frameworks(family, loaded, cfg: RunConfig, workdir: WorkingDir | None = None
 
 
 def asks_from_weights(layout, cfg: RunConfig) -> bool:
-    """Whether the run asks onnxrt for the decoder written from the weights (NNDF/export/llama_graph.py)
-    rather than the traced one: for layouts that ask for it, with the KV cache, fp32 activations, no
+    """Whether the run asks onnxrt for the decoder written from the weights (the layout's writer,
+    NNDF/export/weights_graph.py) rather than the traced one: for layouts that name one, with the KV cache, fp32 activations, no
     --decoder-onnx, on ONNX Runtime's CPU provider (its GroupQueryAttention on CUDA takes fp16 only)."""
     return bool(layout.onnxrt_from_weights and cfg.generation.use_cache and not cfg.fp16 and not cfg.require_cuda
                 and "decoder" not in cfg.trt.prebuilt_onnx and providers_for(not cfg.cpu)[0] == "CPUExecutionProvider")
@@ -91,14 +90,14 @@ def asks_from_weights(layout, cfg: RunConfig) -> bool:
 
 def writes_from_weights(layout, config, cfg: RunConfig) -> bool:
     """asks_from_weights, for a model the written graph serves (no note: the memory check asks it too)."""
-    return asks_from_weights(layout, cfg) and unsupported(config) is None
+    return asks_from_weights(layout, cfg) and layout.onnxrt_from_weights.unsupported(config) is None
 
 
 def written_from_weights(layout, loaded, cfg: RunConfig) -> bool:
     """writes_from_weights, saying once per model why a model that asks for it keeps the traced graph."""
     if not asks_from_weights(layout, cfg):
         return False
-    why = unsupported(loaded.config)
+    why = layout.onnxrt_from_weights.unsupported(loaded.config)
     if why is not None and (loaded.variant, why) not in _said_traced:
         _said_traced.add((loaded.variant, why))
         print(f"note: onnxrt runs the traced decoder of {loaded.variant}: the graph written from the weights "
@@ -113,7 +112,8 @@ def onnxrt(family, loaded, cfg: RunConfig, workdir: WorkingDir) -> CompiledDecod
     layout = family.layout(loaded)
     if written_from_weights(layout, loaded, cfg):
         onnx_dir = workdir.artifact_dir(*artifact_subdir(family, loaded), "onnx")
-        path = llama_graph(workdir, onnx_dir, loaded.model, loaded.source_key, cfg.quantize, loaded.max_positions)
+        path = layout.onnxrt_from_weights.graph(workdir, onnx_dir, loaded.model, loaded.source_key, cfg.quantize,
+                                                loaded.max_positions)
         session = OrtSession(path, allow_cuda=False)
         spec = inplace_spec(layout.num_layers(loaded.config))
         return CompiledDecoderOnly("onnxrt", session, spec, loaded.token_ids, cfg.graph_precision)

@@ -4,6 +4,7 @@ the flat-tensor wrapper around a HF causal LM, and the decoder's GraphSpec with 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -11,6 +12,9 @@ from NNDF.graphs.axes import BATCH, KEPT, PAST, SEQ, TOTAL, kv_names, positions_
 from NNDF.graphs.cache_io import cache_from_flat, flat_from_cache
 from NNDF.graphs.inplace_io import inplace_axes
 from NNDF.graphs.spec import GraphSpec, padded_mask, random_tensors
+
+if TYPE_CHECKING:
+    from NNDF.export.weights_graph import FromWeights
 
 
 @dataclass(frozen=True)
@@ -24,9 +28,10 @@ class DecoderOnlyLayout:
     fp16_keep_fp32_node_patterns: tuple[str, ...] = ()   # substrings of ONNX node names kept in fp32 (GraphSpec)
     ort_fusions: str | None = None      # onnxruntime.transformers model_type whose fusions onnxrt applies
     ort_rotary: bool = False            # onnxrt fuses rotary embeddings with the model's cos/sin table
-    # onnxrt's cached decoder is written from the weights with an in-place KV cache
-    # (NNDF/export/llama_graph.py) wherever that graph serves the model and the run (kinds' backends.py)
-    onnxrt_from_weights: bool = False
+    # the writer (NNDF/export/weights_graph.py's FromWeights: llama_graph.WRITER, gpt2_graph.WRITER) of the
+    # decoder onnxrt runs with an in-place KV cache wherever that graph serves the model and the run
+    # (kinds' backends.py); None: onnxrt always runs the traced decoder
+    onnxrt_from_weights: FromWeights | None = None
 
     def num_layers(self, config) -> int:
         return config.num_hidden_layers
