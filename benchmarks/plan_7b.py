@@ -50,7 +50,6 @@ TIMED = {
 
 def plan(variant: str, setup: str, measured: dict) -> dict:
     from NNDF.cli import parse_args
-    from NNDF.kinds.makers import onnxrt_from_weights
     from NNDF.registry import get_family
     from NNDF.runtime import memory
 
@@ -64,7 +63,7 @@ def plan(variant: str, setup: str, measured: dict) -> dict:
     original = memory.runs_on_host
     memory.runs_on_host = lambda backend, c: not gpu          # the machine this setup is for
     try:
-        est = memory.estimate(cfg, shape, work, family, onnxrt_from_weights(family, shape.config, cfg) and not gpu)
+        est = memory.estimate(cfg, shape, work, family, family.onnxrt_from_weights(shape.config, cfg) and not gpu)
         on_host = replace(cfg, cpu=True)
         memory.runs_on_host = lambda backend, c: True
         host_run = memory.estimate(on_host, shape, work, family)

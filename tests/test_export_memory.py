@@ -328,7 +328,6 @@ def test_estimated_graph_bytes_are_the_exported_graphs(workdir, family, variant)
 def test_each_run_lists_the_stages_it_goes_through(tmp_path):
     """Which stages an estimate counts, by backends and flags, each with the model held beside its
     working set; the run stage holds the torch model only when frameworks runs it."""
-    from NNDF.kinds.makers import onnxrt_from_weights
     from NNDF.runtime import memory
 
     shape = shape_of("LLAMA", "TinyLlama-1.1B-Chat-v1.0")
@@ -338,7 +337,7 @@ def test_each_run_lists_the_stages_it_goes_through(tmp_path):
                             (("--fp16", "--quantize", "int4"), ("trt",)), ((), ("frameworks", "onnxrt")),
                             (("--use-cache",), ("onnxrt",)), (("--use-cache", "--quantize", "int4"), ("onnxrt", "trt"))]:
         cfg = parse_args(["benchmark", "LLAMA", *backends, "--cpu", "--working-dir", str(tmp_path), *flags])
-        from_weights = onnxrt_from_weights(family, shape.config, cfg)
+        from_weights = family.onnxrt_from_weights(shape.config, cfg)
         assert from_weights == ("--use-cache" in flags)     # LLAMA's onnxrt decoder with a cache, on the CPU
         est = memory.estimate(cfg, shape, memory.Workload(1, 128, 64), family, from_weights)
         names[flags, backends] = [s.name for s in est.all_stages]

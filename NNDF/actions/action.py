@@ -17,7 +17,6 @@ that load no model (list, env) or own their whole flow (serve, export-triton) ov
 from __future__ import annotations
 
 from NNDF.base.config import RunConfig
-from NNDF.kinds.makers import onnxrt_from_weights
 from NNDF.runtime import memory
 from NNDF.runtime.memory import Workload
 
@@ -38,12 +37,12 @@ class Action:
 
     def memory(self, cfg: RunConfig, family, loaded) -> memory.MemoryEstimate:
         return memory.estimate(cfg, loaded, self.workload(cfg, family, loaded), family,
-                               onnxrt_from_weights(family, loaded.model.config, cfg))
+                               family.onnxrt_from_weights(loaded.model.config, cfg))
 
     def check_shape(self, cfg: RunConfig, family, shape: memory.ModelShape) -> None:
         """Before loading: every stage the model's size decides (load, export, rewrites, sessions) fits
         in the memory available, or the run ends here, in one line, having read no weight."""
-        estimate = memory.estimate(cfg, shape, None, family, onnxrt_from_weights(family, shape.config, cfg))
+        estimate = memory.estimate(cfg, shape, None, family, family.onnxrt_from_weights(shape.config, cfg))
         memory.check(estimate, cfg, loaded=shape, family=family)
 
     def check_loaded(self, cfg: RunConfig, family, loaded) -> None:

@@ -36,15 +36,6 @@ def default_block_size(cfg, family, loaded):
     return replace(cfg, quantize=replace(q, block_size=FROM_WEIGHTS_BLOCK_SIZE, block_given=True))
 
 
-def onnxrt_from_weights(family, config, cfg) -> bool:
-    """Whether cfg's onnxrt backend would write the decoder of a model of `config` from its weights (the
-    memory estimate's stages depend on it)."""
-    if "onnxrt" not in cfg.backends or family.kind != "decoder_only":
-        return False
-    layout = family.layouts.get(family.arch_of(config))
-    return layout is not None and decoder_only.writes_from_weights(layout, config, cfg)
-
-
 def check_quantization(family, loaded, cfg) -> None:
     """--quantize against what every backend of the run takes, in one UsageError line before any
     backend exports a graph: encoders quantize to int8; generating models' trt graphs keep to

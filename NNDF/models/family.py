@@ -216,6 +216,11 @@ class ModelFamily:
     def config_dir(self) -> Path:
         return self.folder / "configs"
 
+    def onnxrt_from_weights(self, config, cfg: RunConfig) -> bool:
+        """Whether cfg's onnxrt backend would write a model of `config`'s decoder straight from its weights
+        (the memory estimate's stages depend on it); decoder-only families say (their layouts decide)."""
+        return False
+
     # ---------------------------------------------------------------- before loading
     def meta_model(self, cfg: RunConfig) -> tuple[torch.nn.Module, int] | None:
         """`cfg`'s model as it will load, and its positions, from its config alone: built on the meta

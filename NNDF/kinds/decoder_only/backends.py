@@ -23,7 +23,7 @@ from NNDF.runtime.backends import CompiledBackend, TorchBackend, hf_generation_c
 from NNDF.runtime.generation import GenerationOutput
 from NNDF.graphs.inplace_io import is_inplace
 from NNDF.runtime.inplace_cache import InPlaceCacheDecoder
-from NNDF.runtime.ort_session import OrtSession, providers_for
+from NNDF.runtime.ort_session import OrtSession
 from NNDF.runtime.placement import framework_placement
 from NNDF.runtime.session import Session
 from NNDF.runtime.trt_profiles import optimization_profiles
@@ -80,22 +80,9 @@ def frameworks(family, loaded, cfg: RunConfig, workdir: WorkingDir | None = None
     return TorchDecoderOnly(loaded.model, loaded.token_ids, framework_placement(cfg.cpu, cfg.fp16))
 
 
-def asks_from_weights(layout, cfg: RunConfig) -> bool:
-    """Whether the run asks onnxrt for the decoder written from the weights (the layout's writer,
-    NNDF/export/weights_graph.py) rather than the traced one: for layouts that name one, with the KV cache, fp32 activations, no
-    --decoder-onnx, on ONNX Runtime's CPU provider (its GroupQueryAttention on CUDA takes fp16 only)."""
-    return bool(layout.onnxrt_from_weights and cfg.generation.use_cache and not cfg.fp16 and not cfg.require_cuda
-                and "decoder" not in cfg.trt.prebuilt_onnx and providers_for(not cfg.cpu)[0] == "CPUExecutionProvider")
-
-
-def writes_from_weights(layout, config, cfg: RunConfig) -> bool:
-    """asks_from_weights, for a model the written graph serves (no note: the memory check asks it too)."""
-    return asks_from_weights(layout, cfg) and layout.onnxrt_from_weights.unsupported(config) is None
-
-
 def written_from_weights(layout, loaded, cfg: RunConfig) -> bool:
-    """writes_from_weights, saying once per model why a model that asks for it keeps the traced graph."""
-    if not asks_from_weights(layout, cfg):
+    """layout.writes_from_weights, saying once per model why a model that asks for it keeps the traced graph."""
+    if not layout.asks_from_weights(cfg):
         return False
     why = layout.onnxrt_from_weights.unsupported(loaded.config)
     if why is not None and (loaded.variant, why) not in _said_traced:

@@ -35,5 +35,9 @@ class DecoderOnlyFamily(ModelFamily):
     max_positions: Callable[[Any], int] = trained_positions
     kind = "decoder_only"
 
+    def onnxrt_from_weights(self, config, cfg) -> bool:
+        layout = self.layouts.get(self.arch_of(config))
+        return "onnxrt" in cfg.backends and layout is not None and layout.writes_from_weights(config, cfg)
+
     def decoder_graph(self, loaded: LoadedModel, use_cache: bool) -> GraphSpec:
         return decoder_spec(loaded.model, self.layout(loaded), with_cache=use_cache)

@@ -36,6 +36,19 @@ class DecoderOnlyLayout:
     def num_layers(self, config) -> int:
         return config.num_hidden_layers
 
+    def asks_from_weights(self, cfg) -> bool:
+        """Whether the run asks onnxrt for the decoder written from the weights rather than the traced
+        one: the layout names a writer, with the KV cache, fp32 activations, no --decoder-onnx, on ONNX
+        Runtime's CPU provider (its GroupQueryAttention on CUDA takes fp16 only)."""
+        from NNDF.runtime.ort_session import providers_for
+
+        return bool(self.onnxrt_from_weights and cfg.generation.use_cache and not cfg.fp16 and not cfg.require_cuda
+                    and "decoder" not in cfg.trt.prebuilt_onnx and providers_for(not cfg.cpu)[0] == "CPUExecutionProvider")
+
+    def writes_from_weights(self, config, cfg) -> bool:
+        """asks_from_weights, for a model (config) the written graph serves."""
+        return self.asks_from_weights(cfg) and self.onnxrt_from_weights.unsupported(config) is None
+
 
 def kv_shape(config, batch: int, length: int) -> tuple[int, ...]:
     """(batch, kv heads, length, head_dim) from the config: grouped-query attention keeps
