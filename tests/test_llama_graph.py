@@ -22,7 +22,8 @@ from NNDF.actions.quant_gate import delta_to_fp32, passes
 from NNDF.base.config import GenerationSettings, QuantSettings
 from NNDF.cli import parse_args
 from NNDF.export import llama_graph
-from NNDF.graphs.axes import positions_from_mask
+from inplace_graphs import (assert_computes_with_stored_weights, assert_tokens_equal_hf_generate, batch, greedy_steps,
+                            hf_logits, logits_by_calls)
 from NNDF.kinds.decoder_only.graphs import inplace_spec
 from NNDF.kinds.makers import make_backends
 from NNDF.models.tokenizers import DATA_DIR, gpt2_style_tokenizer
@@ -63,38 +64,8 @@ def steps_for(model, workdir, name: str, quant: QuantSettings | None = None) -> 
     return InPlaceCacheDecoder(OrtSession(path, allow_cuda=False), inplace_spec(model.config.num_hidden_layers))
 
 
-def hf_logits(model, ids, mask) -> np.ndarray:
-    """The model's logits over whole sequences, positions from the mask as HF generate makes them."""
-    with torch.no_grad():
-        return model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask),
-                     position_ids=torch.from_numpy(positions_from_mask(mask))).logits.numpy()
-
-
-def batch(rows: int, length: int, side: str, seed: int = 0):
-    """Random ids; with several rows, row 0 padded by 3 and row 2 by 1 on `side`."""
-    rng = np.random.default_rng(seed)
-    ids = rng.integers(3, 512, (rows, length)).astype(np.int64)
-    mask = np.ones_like(ids)
-    for row, pads in ((0, 3), (2, 1))[: rows - 1]:
-        if side == "left":
-            mask[row, :pads] = 0
-        else:
-            mask[row, length - pads:] = 0
-    return ids, mask
-
-
 # (rows, past, new tokens per call): past 0 is the prefill, then calls of `new` tokens until the end
 CASES = [(1, 0, 1), (1, 5, 1), (3, 37, 1), (3, 5, 4), (2, 37, 6), (3, 0, 9)]
-
-
-def logits_by_calls(steps: InPlaceCacheDecoder, ids, mask, past: int, new: int) -> np.ndarray:
-    """The caller's positions past.. fed `new` at a time on a cache holding the first `past` (or, past 0,
-    the whole sequence in one call): each call's logits of every position it feeds."""
-    state, ids, _ = steps.start(ids, mask)
-    if past:
-        steps.advance(state, ids[:, :past])
-    stops = range(past + new, ids.shape[1] + new, new) if past else [ids.shape[1]]
-    return np.concatenate([steps.advance(state, ids[:, :min(stop, ids.shape[1])], all_logits=True) for stop in stops], 1)
 
 
 @pytest.mark.parametrize("build", [llama_head_dim_16, mistral_window_8], ids=["llama-head-dim-16", "mistral-window-8"])
@@ -126,19 +97,6 @@ def test_the_window_is_active_where_it_is_checked():
     assert llama_graph.sliding_windows(model.config) == [8, 8]
 
 
-def fake_quantized(model, bits: int, block: int):
-    """`model` with every linear weight (the LM head included) replaced by what quantize_blocks stores."""
-    copy = type(model)(model.config).eval()
-    copy.load_state_dict(model.state_dict())
-    with torch.no_grad():
-        for module in copy.modules():
-            if isinstance(module, torch.nn.Linear):
-                w = module.weight.numpy()
-                packed, scales = llama_graph.quantize_blocks(w, bits, block)
-                module.weight.copy_(torch.from_numpy(llama_graph.dequantize_blocks(packed, scales, bits, w.shape[1])))
-    return copy
-
-
 @pytest.mark.parametrize("scheme,block", [("int4", 32), ("int4", 64), ("int8", 32)])
 def test_quantized_graph_computes_with_the_weights_it_stores(workdir, scheme, block):
     """MatMulNBits at accuracy level 1 (fp32 activations) against PyTorch holding the same quantized
@@ -146,13 +104,7 @@ def test_quantized_graph_computes_with_the_weights_it_stores(workdir, scheme, bl
     model = llama_head_dim_16()
     q = QuantSettings(scheme, block, accuracy_level=1)
     steps = steps_for(model, workdir, f"{scheme}-b{block}", q)
-    reference = fake_quantized(model, q.bits, block)
-    for rows, past, new in CASES[2:4]:
-        ids, mask = batch(rows, past + 12, "left", seed=past)
-        want = hf_logits(reference, ids, mask)[:, past:]
-        got = logits_by_calls(steps, ids, mask, past, new)
-        assert np.abs(got - want)[mask[:, past:] == 1].max() <= 1e-4 * np.abs(want).max()
-    assert np.abs(hf_logits(reference, ids, mask) - hf_logits(model, ids, mask)).max() > 1e-3   # it did quantize
+    assert_computes_with_stored_weights(model, steps, q.bits, block, CASES[2:4])
 
 
 def test_quantize_blocks_round_trip():
@@ -197,19 +149,7 @@ def backends_for(workdir, folder, *flags, names=("frameworks", "onnxrt")):
 @pytest.mark.parametrize("num_beams", [1, 3])
 def test_tokens_equal_hf_generate_through_torch_dir(workdir, head_dim_16_dir, num_beams):
     loaded, backends = backends_for(workdir, head_dim_16_dir)
-    assert isinstance(backends["onnxrt"].steps, InPlaceCacheDecoder)
-    texts = ["The lighthouse keeper", "Clara baked bread every morning for the whole village", "Ben"]
-    enc = loaded.tokenizer(texts, return_tensors="np", padding=True, padding_side="left")
-    ids, mask = enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64)
-    settings = GenerationSettings(max_new_tokens=24, num_beams=num_beams, use_cache=True, min_new_tokens=5)
-    want = backends["frameworks"].generate(ids, mask, settings).tokens
-    got = backends["onnxrt"].generate(ids, mask, settings).tokens
-    np.testing.assert_array_equal(got, want)
-    sampled = GenerationSettings(max_new_tokens=12, do_sample=True, top_k=20, top_p=0.9, temperature=0.8, seed=3)
-    streamed = []
-    first = backends["onnxrt"].generate(ids, mask, sampled, on_step=streamed.append).tokens
-    np.testing.assert_array_equal(first, backends["onnxrt"].generate(ids, mask, sampled).tokens)   # seeded
-    np.testing.assert_array_equal(np.stack(streamed, 1), first)
+    assert_tokens_equal_hf_generate(loaded, backends, num_beams)
 
 
 def test_continuous_batching_grows_buffers_without_moving_rows(workdir, head_dim_16_dir):
@@ -224,19 +164,13 @@ def test_continuous_batching_grows_buffers_without_moving_rows(workdir, head_dim
     assert first.cache.capacity == 64 and first.cache.slots == 60
     cache = first.cache
     tokens = [[int(np.argmax(row))] for row in first.logits]
-    for _ in range(5):
-        cache, logits = decoder.step(cache, np.array([t[-1] for t in tokens]))
-        for t, row in zip(tokens, logits):
-            t.append(int(np.argmax(row)))
+    cache = greedy_steps(decoder, cache, tokens, 5)
     assert cache.capacity == 128 and cache.slots == 65            # grew past 64 slots at the fifth step
     late = decoder.prefill(prompts[2:])
     cache = decoder.regroup([(cache, [1, 0]), (late.cache, [0])])   # reordered, and a newcomer
     tokens = [tokens[1], tokens[0], [int(np.argmax(late.logits[0]))]]
     assert cache.slots == 65 and cache.mask.sum(axis=1).tolist() == [8, 65, 17]
-    for _ in range(6):
-        cache, logits = decoder.step(cache, np.array([t[-1] for t in tokens]))
-        for t, row in zip(tokens, logits):
-            t.append(int(np.argmax(row)))
+    cache = greedy_steps(decoder, cache, tokens, 6)
     settings = GenerationSettings(max_new_tokens=12)
     for prompt, got in zip([prompts[1], prompts[0], prompts[2]], tokens):
         alone = backend.generate(np.array([prompt]), np.ones((1, len(prompt)), np.int64), settings).tokens[0]
