@@ -2,7 +2,7 @@
 
 A run that cannot fit is refused in one line, with the estimate, what is available and what to
 change, instead of being OOM-killed minutes into an export. It is checked twice: before loading,
-from the model's config on the meta device (NNDF/models/family.py, `ModelFamily.shape`: a 7B fp32
+from the model's config on the meta device (NNDF/models/family.py, `ModelFamily.meta_model`: a 7B fp32
 checkpoint is refused without reading 28 GB), and after loading, with the action's workload.
 
 A run goes through stages, and its peak is the largest of them:
@@ -12,7 +12,7 @@ A run goes through stages, and its peak is the largest of them:
   time (NNDF/export/onnx_weights.py), so that is a few of the graph's largest tensor plus the
   graph's nodes: `WORKING_SET`, measured by benchmarks/export_memory.py (README, Memory);
 - run: the torch model if frameworks runs on the host (otherwise it is released once the graphs are
-  made, NNDF/kinds/makers.py), each host session (the graph's bytes; an fp16 graph on the CPU also
+  made, NNDF/actions/flow.py), each host session (the graph's bytes; an fp16 graph on the CPU also
   gets fp32 copies of its weights), and what scales with the flags:
   - KV cache: every row (batch x beams) at the run's longest sequence, twice (a step's past and its
     present are alive together), plus cross-attention keys/values over the encoder input;
@@ -165,13 +165,12 @@ class MemoryEstimate:
         return max(self.all_stages, key=lambda s: s.bytes)
 
     def describe(self) -> str:
-        parts = (f"weights {self.weights / GIB:.2f}, sessions {self.sessions / GIB:.2f}, "
-                 f"KV cache {self.kv_cache / GIB:.2f} for {self.rows} rows x {self.positions} positions, "
-                 f"attention {self.attention / GIB:.2f}, logits {self.logits / GIB:.2f}")
+        parts = f"weights {self.weights / GIB:.2f}, sessions {self.sessions / GIB:.2f}"
         if self.before_load:
-            parts = f"weights {self.weights / GIB:.2f}, sessions {self.sessions / GIB:.2f} GiB, KV cache not counted yet"
+            parts += " GiB, KV cache not counted yet"
         else:
-            parts += " GiB"
+            parts += (f", KV cache {self.kv_cache / GIB:.2f} for {self.rows} rows x {self.positions} positions, "
+                      f"attention {self.attention / GIB:.2f}, logits {self.logits / GIB:.2f} GiB")
         stages = ", ".join(f"{s.name} {s.bytes / GIB:.2f}" for s in self.all_stages)
         gpu = f"; not counted: GPU memory of {', '.join(self.on_gpu)}" if self.on_gpu else ""
         return (f"about {self.peak.bytes / GIB:.2f} GiB of host memory at its peak, in stage '{self.peak.name}' "
