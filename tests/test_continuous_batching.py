@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from NNDF.base.config import GenerationSettings
-from NNDF.runtime.continuous import batch_decoder, logprobs_of
+from NNDF.runtime.continuous import batch_decoder, filled_holes, logprobs_of
 from NNDF.runtime.generation import log_softmax
 from NNDF.serving.arrivals import ArrivalScheduler
 from NNDF.serving.continuous import ContinuousScheduler
@@ -199,6 +199,13 @@ def test_prompt_logprobs_come_from_the_teacher_forced_logits(workdir):
         assert (entry.logprob == entry.top[0][1]) == (entry.token == entry.top[0][0])
     assert generated[0].token == int(lp[-1].argmax()) and generated[0].logprob == generated[0].top[0][1]
     assert plain.emit.tokens == alone(backend, plain.prompt, plain.settings, loaded.token_ids.eos)
+
+
+def test_filled_holes_keeps_rows_in_place_and_fills_holes_from_the_end():
+    assert filled_holes([True, False, True, True, False, True]) == [0, 5, 2, 3]
+    assert filled_holes([False, False, True, True]) == [2, 3]
+    assert filled_holes([True, True, False]) == [0, 1]
+    assert filled_holes([False, False]) == []
 
 
 def test_logprobs_of_takes_token_and_top_values_from_the_same_floats():

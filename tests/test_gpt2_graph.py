@@ -124,12 +124,21 @@ def test_continuous_batching_with_staggered_arrivals(workdir):
     cache = greedy_steps(decoder, cache, tokens, 5)
     assert cache.capacity == 128 and cache.slots == 65            # grew past 64 slots at the fifth step
     late = decoder.prefill(prompts[2:3])
+    grown = cache.pool
     cache = decoder.regroup([(cache, [1, 0]), (late.cache, [0])])   # reordered, and a newcomer
+    assert cache.pool is not grown                                  # rows that trade places go to a fresh pool
     tokens = [tokens[1], tokens[0], [int(np.argmax(late.logits[0]))]]
     assert cache.slots == 65 and cache.mask.sum(axis=1).tolist() == [8, 65, 17]
     cache = greedy_steps(decoder, cache, tokens, 3)
+    pool = cache.pool
+    pooled = [buffer.numpy() for buffer in pool.buffers]
+    before = [b[2, :, :20].copy() for b in pooled]                  # the third row (17 + 3 slots) as it was
     later = decoder.prefill(prompts[3:])
     cache = decoder.regroup([(cache, [0, 2]), (later.cache, [0])])   # row 1 (prompt 0) finished; another comes
+    # in the same pool: row 0 stayed, row 2 filled the hole row 1 left, the newcomer came behind them, and
+    # the step's buffers are views of the pool's
+    assert cache.pool is pool and all(np.array_equal(b[1, :, :20], x) for b, x in zip(pooled, before))
+    assert all(np.shares_memory(view.numpy(), b) for view, b in zip(cache.past, pooled))
     done, tokens = tokens[1], [tokens[0], tokens[2], [int(np.argmax(later.logits[0]))]]
     cache = greedy_steps(decoder, cache, tokens, 4)
     settings = GenerationSettings(max_new_tokens=14)

@@ -53,6 +53,7 @@ class RowCache:
     past: list[Handle]
     mask: np.ndarray     # (rows, slots) int64
     capacity: int = 0    # slots per row in the buffers of a cache written in place (InPlaceBatchDecoder)
+    pool: RowPool | None = None   # the row pool `past` are views of (InPlaceBatchDecoder)
 
     @property
     def rows(self) -> int:
@@ -117,10 +118,22 @@ class BatchDecoder:
 class InPlaceBatchDecoder(BatchDecoder):
     """The three moves on a graph whose cache is written in place (inplace_cache.py). A RowCache's rows keep
     their tokens in slots 0 .. n-1 (its mask is left-aligned: ones, then zeros), since slot = position in
-    that graph: regrouping copies rows into new buffers without moving a slot, and a step appends each
-    row's token at its own next slot, inside buffers with room to spare (grown by a bucket when full)."""
+    that graph, so a row can move to another row of the buffers without moving a slot.
+
+    The running rows live in a row pool (`RowPool`): per past input one buffer [pool rows, kv_heads,
+    capacity, head_dim] kept from step to step, whose first n rows are the batch. A step reads and writes a
+    view of those rows, nothing copied. A regroup keeps rows where they are: a row that stays keeps its
+    pool row, the holes that leaving rows open below n are filled by the rows above n (one row copied per
+    row that left, where copying the whole batch cost 29 ms of a 16-row GPT2 boundary), and the
+    newcomers' prompt slots are copied behind them. The pool is replaced by a bigger one, its rows copied
+    once, when more rows run than it holds or a row needs more slots than its capacity (grown by a bucket,
+    so once every 64 steps of the longest row)."""
 
     steps: InPlaceCacheDecoder
+
+    def __init__(self, steps: InPlaceCacheDecoder):
+        super().__init__(steps)
+        self.pool: RowPool | None = None
 
     def prefill(self, prompts: Sequence[Sequence[int]], all_logits: bool = False) -> Prefilled:
         lengths = np.array([len(p) for p in prompts])
@@ -135,28 +148,72 @@ class InPlaceBatchDecoder(BatchDecoder):
         return Prefilled(RowCache(state.buffers, _left_aligned(lengths, width), state.capacity), rows)
 
     def step(self, cache: RowCache, tokens: np.ndarray) -> tuple[RowCache, np.ndarray]:
+        if cache.slots + 1 > cache.capacity:        # the step writes each row's slot `length`: grow the pool first
+            cache = self.regroup([(cache, range(cache.rows))])
         lengths = cache.mask.sum(axis=1)
         state = InPlaceState(cache.past, cache.capacity, lengths, np.zeros_like(lengths))
         rows = cache.rows
         logits = self.steps.run(state, np.asarray(tokens, np.int64).reshape(rows, 1), np.ones(rows, np.int64),
                                 np.zeros((rows, 1), np.int64))
-        return RowCache(state.buffers, _left_aligned(state.lengths, cache.slots + 1), state.capacity), logits[:, 0]
+        return (RowCache(state.buffers, _left_aligned(state.lengths, cache.slots + 1), state.capacity, cache.pool),
+                logits[:, 0])
 
     def regroup(self, parts: Sequence[tuple[RowCache, Sequence[int]]]) -> RowCache:
         parts = [(cache, list(rows)) for cache, rows in parts if len(rows)]
         lengths = np.concatenate([cache.mask[rows].sum(axis=1) for cache, rows in parts])
         length = int(lengths.max())
-        capacity = round_up(length + 1)
-        shape = [len(lengths), self.steps.kv_heads, capacity, self.steps.head_dim]
-        buffers = [self.session.regroup_buffer(name, shape, [cache.past[i] for cache, _ in parts])
-                   for i, name in enumerate(self.steps.past)]
+        pool = self.pool
+        in_pool = [pool is not None and cache.pool is pool for cache, _ in parts]
+        base, moves = None, []
+        if in_pool[0] and not any(in_pool[1:]):
+            moves = [(source, target) for target, source in enumerate(parts[0][1]) if source != target]
+            if not {s for s, _ in moves} & {t for _, t in moves}:
+                base = parts[0]             # else rows trade places: they are copied into a fresh pool
+        if pool is None or any(in_pool) and base is None or len(lengths) > pool.rows or length + 1 > pool.capacity:
+            pool = self.pool = self._new_pool(len(lengths), length + 1)     # the parts keep the old one alive
+            base = None
         at = 0
-        for cache, rows in parts:
-            for target, source in zip(buffers, cache.past):
+        if base is not None:                # the pool's own rows: only those that fill a hole move
+            for source, target in moves:
+                for buffer in pool.buffers:
+                    self.session.copy_slots(buffer, buffer, [source], target, int(base[0].mask[source].sum()),
+                                            self.steps.batch_axis, self.steps.slot_axis)
+            at = len(base[1])
+        for cache, rows in parts[1 if base is not None else 0:]:
+            for target, source in zip(pool.buffers, cache.past):
                 self.session.copy_slots(target, source, rows, at, min(cache.slots, length), self.steps.batch_axis,
                                         self.steps.slot_axis)
             at += len(rows)
-        return RowCache(buffers, _left_aligned(lengths, length), capacity)
+        past = [self.session.leading_rows(buffer, len(lengths)) for buffer in pool.buffers]
+        return RowCache(past, _left_aligned(lengths, length), pool.capacity, pool)
+
+    def _new_pool(self, rows: int, slots: int) -> RowPool:
+        """Fresh pool buffers for at least `rows` rows (a power of two, at least what the old pool held) of
+        `slots` slots rounded up to a bucket."""
+        old = self.pool
+        rows = max(1 << (rows - 1).bit_length(), old.rows if old is not None else 0)
+        capacity = round_up(slots)
+        shape = [rows, self.steps.kv_heads, capacity, self.steps.head_dim]
+        return RowPool([self.session.slot_buffer(name, shape) for name in self.steps.past], rows, capacity)
+
+
+@dataclass
+class RowPool:
+    """The buffers the running rows of an InPlaceBatchDecoder live in, one per past input."""
+
+    buffers: list[Handle]     # [rows, kv_heads, capacity, head_dim]
+    rows: int
+    capacity: int
+
+
+def filled_holes(alive: Sequence[bool]) -> list[int]:
+    """The indices of the alive rows, each at its own index where it can be: the alive rows beyond their
+    count fill, in order, the holes the dead rows leave below it. With a pooled cache (InPlaceBatchDecoder)
+    a regroup in this order moves one row per row that left, not every row behind it."""
+    alive = list(alive)
+    count = sum(alive)
+    movers = iter(i for i in range(count, len(alive)) if alive[i])
+    return [i if alive[i] else next(movers) for i in range(count)]
 
 
 def batch_decoder(steps) -> BatchDecoder:

@@ -151,16 +151,12 @@ class OrtSession(Session):
         # ONNX Runtime's allocator leaves the memory untouched, so pages are mapped only where slots are written
         return ort.OrtValue.ortvalue_from_shape_and_type(list(shape), self.input_dtype(name))
 
-    def regroup_buffer(self, name: str, shape, sources) -> Handle:
-        # the next of the input's two reused buffers (see regroup): fresh memory would be mapped anew at every
-        # regroup, and its page faults cost more than the copy (measured on GPT2 124M, 16 rows of ~120 slots:
-        # 115 ms a regroup with fresh buffers); a buffer a source lies in is not reused
+    def leading_rows(self, handle: Handle, rows: int) -> Handle:
         if self._device_type != "cpu":
-            return self.slot_buffer(name, shape)
-        array = self._reused(name, list(shape), self.input_dtype(name))
-        if any(np.shares_memory(array, source.numpy()) for source in sources):
-            return self.slot_buffer(name, shape)
-        return ort.OrtValue.ortvalue_from_numpy(array)
+            raise NotImplementedError("buffer rows are viewed on the CPU only (the in-place cache graph runs there)")
+        # rows along axis 0 of a C-ordered buffer are contiguous, and an OrtValue made from a numpy view on the
+        # CPU uses that memory as it is
+        return ort.OrtValue.ortvalue_from_numpy(handle.numpy()[:rows])
 
     def copy_slots(self, target, source, rows, at, slots, batch_axis, slot_axis) -> None:
         if self._device_type != "cpu":

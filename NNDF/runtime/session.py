@@ -60,10 +60,10 @@ class Session(ABC):
         """A device buffer for input `name` whose contents do not matter (each slot is written before it is read)."""
         return self.zeros(name, shape)
 
-    def regroup_buffer(self, name: str, shape: Sequence[int], sources: Sequence[Handle]) -> Handle:
-        """slot_buffer for a regroup's target, where a session may reuse memory of input `name` that none of
-        `sources` (the buffers the regroup copies from) lies in."""
-        return self.slot_buffer(name, shape)
+    def leading_rows(self, handle: Handle, rows: int) -> Handle:
+        """A handle on the first `rows` rows (along axis 0) of `handle`, sharing its memory: what is written
+        through one is read through the other."""
+        raise NotImplementedError(f"{type(self).__name__} cannot view a buffer's rows")
 
     def copy_slots(self, target: Handle, source: Handle, rows: Sequence[int], at: int, slots: int,
                    batch_axis: int, slot_axis: int) -> None:

@@ -10,7 +10,8 @@ Between two decode steps (a step boundary) the scheduler
    is computed too), and each newcomer's first token comes from its prefill, so a newcomer waits for at
    most one decode step and one prefill before its first token; a job whose first token already ends it
    (max_tokens 1, as lm-eval's scoring requests) never joins the batch;
-3. regroups the cache once, when rows left or joined: the rows still running, then the newcomers;
+3. regroups the cache once, when rows left or joined: the rows still running (those beyond their count
+   filling the rows that left, so that a pooled cache moves as few rows as it can), then the newcomers;
 4. runs one decode step for every row and hands each job its new text.
 
 Jobs that score their prompt (echo with logprobs) need every position's logits from the prefill, which
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from NNDF.base.config import TokenIds
-from NNDF.runtime.continuous import BatchDecoder, RowCache, RowChooser, logprobs_of
+from NNDF.runtime.continuous import BatchDecoder, RowCache, RowChooser, filled_holes, logprobs_of
 from NNDF.runtime.placement import torch_threads
 from NNDF.serving.jobs import AnswerText, Failed, Finished, Job, PromptScored, Scheduler, Tokens
 
@@ -124,7 +125,7 @@ class ContinuousScheduler(Scheduler):
         return chosen
 
     def _boundary(self, newcomers: list[Job]) -> None:
-        kept = [i for i, row in enumerate(self._rows) if not row.done]
+        kept = filled_holes([not row.done for row in self._rows])     # rows stay where they are where they can
         parts = [] if self._cache is None else [(self._cache, kept)]
         rows = [self._rows[i] for i in kept]
         for group in prefill_groups(newcomers):
