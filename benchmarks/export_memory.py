@@ -10,11 +10,12 @@ while it exports), calling the same functions the backends call:
 
     load -> export fp32 -> ONNX Runtime fusions -> onnxrt session
          -> quantize int8 / int4 (onnxrt, MatMulNBits) -> their fusions -> their sessions
-         -> export fp16 -> quantize int4 for TensorRT (QDQ, blocks of 64)
+         -> export fp16 -> quantize int4 for TensorRT (QDQ, blocks of 64) -> the fp16 session
 
 and, for LLAMA (`--paths weights-fp32,weights-int8,weights-int4`), onnxrt's decoder written from the
 weights (NNDF/export/llama_graph.py: what run.py's onnxrt runs with the KV cache on the CPU), then its
-session.
+session. With one quantized path from the weights alone (`--paths weights-int4`) the model loads as that
+run loads it: a bf16 or fp16 checkpoint in its own dtype, so `weight_bytes` are the checkpoint's.
 
 Each stage's peak is the kernel's high-water mark of this process's resident set, reset before the
 stage (NNDF/runtime/peak_memory.py), next to what was resident when it began, so a stage's own cost
@@ -26,6 +27,7 @@ recorded beside the figures: this machine is shared.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gc
 import json
 import os
@@ -66,6 +68,7 @@ class Stages:
         from NNDF.runtime.peak_memory import PeakMemory, resident_bytes
 
         gc.collect()
+        trim_heap()
         before = resident_bytes()
         load_start = load_average()
         start = time.perf_counter()
@@ -80,6 +83,15 @@ class Stages:
         return result
 
 
+def trim_heap() -> None:
+    """Give the heap's free pages back to the system (glibc's malloc_trim), so that what an earlier stage freed
+    is not counted as resident under the next: a run goes through one path, this script through all of them."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def session_stage(stages: Stages, name: str, path: Path):
     from NNDF.runtime.ort_session import OrtSession
     from NNDF.runtime.peak_memory import resident_bytes
@@ -88,6 +100,25 @@ def session_stage(stages: Stages, name: str, path: Path):
     stages.rows[-1]["resident_with_session_gib"] = round(resident_bytes() / GIB, 3)
     del session
     gc.collect()
+
+
+def summary(result: dict) -> str:
+    """The highest peak of producing an artifact (item 1's bound: at most 2.5x the fp32 weights), apart from
+    the sessions', which here hold the torch model as well (a run releases it once its graphs exist)."""
+    weights = result["weight_bytes"]
+    export = [r for r in result["stages"] if not r["stage"].startswith("onnxrt session")]
+    sessions = [r for r in result["stages"] if r["stage"].startswith("onnxrt session")]
+    line = f"{result['variant']}: {weights / GIB:.2f} GiB of weights, largest tensor " \
+           f"{result['largest_tensor_bytes'] / GIB:.3f} GiB"
+    if export:
+        top = max(export, key=lambda r: r["peak_gib"])
+        line += f"; highest export stage peak {top['peak_gib']:.2f} GiB ({top['peak_gib'] * GIB / weights:.2f}x the " \
+                f"weights, {top['stage']})"
+    if sessions:
+        top = max(sessions, key=lambda r: r["peak_gib"] - r["resident_before_gib"])
+        line += f"; largest session {top['peak_gib'] - top['resident_before_gib']:.2f} GiB above what was " \
+                f"resident ({top['stage']})"
+    return line
 
 
 def main(argv: list[str]) -> dict:
@@ -116,6 +147,10 @@ def main(argv: list[str]) -> dict:
     flags = ["run", args.family, "onnxrt", "--variant", args.variant, "--working-dir", str(work), "--use-cache"]
     flags += ["--torch-dir", args.torch_dir] if args.torch_dir else []
     flags += ["--random-weights"] if args.random_weights else []
+    quantized = {p.split("-")[1] for p in paths if p in ("weights-int8", "weights-int4")}
+    if len(quantized) == 1 and len(paths) == 1:
+        # the run --quantize makes, loaded as it loads (a bf16/fp16 checkpoint in its own dtype: family.load_dtype)
+        flags += ["--quantize", quantized.pop()]
     family, cfg = resolve(parse_args(flags))
     stages = Stages()
     print(f"{args.variant} on {cpu_model()}, {os.cpu_count()} CPUs", flush=True)
@@ -160,22 +195,20 @@ def main(argv: list[str]) -> dict:
                     session_stage(stages, f"onnxrt session, {scheme}", path)
         if {"fp16", "trt-int4"} & set(paths):
             fp16 = stages.measure("export fp16 (torch -> ONNX -> fp16)", lambda: export(True))
-            if "fp16" in paths:
-                session_stage(stages, "onnxrt session, fp16", fp16)
-            if "trt-int4" in paths:
+            if "trt-int4" in paths:      # before the fp16 session, whose heap would stay resident under it
                 q = QuantSettings("int4", 64, 4)
                 stages.measure("quantize int4 (trt QDQ, blocks of 64)",
                                lambda: quantized_graph(fp16, q, "trt", workdir, onnx_dir))
+            if "fp16" in paths:
+                session_stage(stages, "onnxrt session, fp16", fp16)
         sizes = {d.name: sum(f.stat().st_size for f in d.iterdir()) for d in onnx_dir.iterdir() if d.is_dir()}
     finally:
         if not args.keep and not args.working_dir:
             shutil.rmtree(work, ignore_errors=True)
-    result = {"variant": args.variant, "cpu": cpu_model(), "cpus": os.cpu_count(),
+    result = {"variant": args.variant, "cpu": cpu_model(), "cpus": os.cpu_count(), "loaded_dtype": str(model.dtype),
               "parameters": sum(p.numel() for p in model.parameters()), "weight_bytes": weights,
               "largest_tensor_bytes": largest, "artifact_bytes": sizes, "stages": stages.rows}
-    print(f"{args.variant}: {weights / GIB:.2f} GiB of weights, largest tensor {largest / GIB:.3f} GiB; "
-          f"highest stage peak {max(r['peak_gib'] for r in stages.rows):.2f} GiB "
-          f"({max(r['peak_gib'] for r in stages.rows) * GIB / weights:.2f}x the weights)")
+    print(summary(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
     return result

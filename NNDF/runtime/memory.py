@@ -46,7 +46,8 @@ MEMINFO, CGROUP = Path("/proc/meminfo"), Path("/sys/fs/cgroup")    # where avail
 WORKING_SET = {
     "export": (1.0, 0.25),      # the trace, and each weight as it is written
     "fp16": (2.0, 0.25),        # the trace, each weight read in fp32 and halved in slices
-    "quantize": (3.0, 0.25),    # one weight read, transposed, quantized
+    "quantize": (4.0, 0.25),    # one weight read in fp32, transposed, quantized
+    "load": (1.0, 0.25),        # a tied tensor made twice while the model is built (Qwen2.5's embedding)
     "fusions": (2.0, 0.75),     # ONNX Runtime's optimizer and symbolic shape inference over the nodes
     "session": (1.0, 0.0),      # ONNX Runtime's session while it loads (on top of the graph it holds)
     "from weights": (1.0, 0.5), # onnxrt's decoder written tensor by tensor (NNDF/export/weights_graph.py)
@@ -218,8 +219,8 @@ def export_stages(cfg: RunConfig, shape: ModelShape, family=None, from_weights: 
     q = cfg.quantize
     fusions = family is None or any(getattr(layout, "ort_fusions", None) for layout in family.layouts.values())
     for backend in compiled:
-        if q is not None:
-            stages[f"quantize {q.scheme} ({backend})"] = held + _working("quantize", largest)
+        if q is not None:      # the quantizers read each weight in fp32, whatever the graph's precision
+            stages[f"quantize {q.scheme} ({backend})"] = held + _working("quantize", shape.largest * 4)
         if backend == "onnxrt" and fusions and not cfg.fp16:
             stages["ONNX Runtime fusions"] = held + _working("fusions", largest)
         if backend == "trt":
@@ -248,7 +249,8 @@ def estimate(cfg: RunConfig, loaded, work: Workload | None, family=None, from_we
     compiled = [b for b in on_host if b != "frameworks"]
     weights = shape.model_bytes if "frameworks" in on_host else 0
     sessions = len(compiled) * session_bytes(cfg, shape)
-    stages = [Stage("load", shape.model_bytes), *export_stages(cfg, shape, family, from_weights)]
+    stages = [Stage("load", shape.model_bytes + _working("load", shape.largest * 4)),
+              *export_stages(cfg, shape, family, from_weights)]
     if compiled:   # the sessions open while the run still holds the model (it is released after them)
         stages.append(Stage("opening sessions", shape.model_bytes + sessions + _working("session", shape.largest * act_bytes)))
     if work is None:
