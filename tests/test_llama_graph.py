@@ -280,3 +280,42 @@ def test_gate_catches_int4_nibbles_packed_in_the_wrong_order(gate, monkeypatch, 
     monkeypatch.setattr(weights_graph, "quantize_blocks", swapped)     # the builders' linear layers call it there
     _, fp32, accuracy = gate
     assert not passes("int4", delta_to_fp32(fp32, accuracy(WorkingDir(tmp_path), "--quantize", "int4")))
+
+
+def test_a_bf16_checkpoint_quantized_from_its_weights_loads_in_bf16(workdir, head_dim_16_dir, tmp_path):
+    """--quantize on onnxrt alone, written from the weights: a bf16 checkpoint loads in bf16 (half the bytes
+    of widening it), and its int4 graph is byte for byte the one written from the same checkpoint widened to
+    fp32 (each weight is widened exactly as it is quantized; the rotary tables are computed in fp32 either way).
+    Any other run loads it in fp32."""
+    import filecmp
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from NNDF.export.llama_graph import llama_graph
+    from NNDF.export.workdir import DATA_FILE, WorkingDir
+
+    folder = tmp_path / "llama-hd16-bf16"
+    AutoModelForCausalLM.from_pretrained(head_dim_16_dir, dtype=torch.bfloat16).save_pretrained(folder)
+    for f in head_dim_16_dir.glob("tokenizer*"):
+        (folder / f.name).write_bytes(f.read_bytes())
+
+    def load(*flags):
+        cfg = parse_args(["run", "LLAMA", "--torch-dir", str(folder), "--use-cache", "--cpu", "--working-dir",
+                          str(workdir.root), *flags])
+        return cfg, LLAMA.load(cfg)
+
+    cfg, native = load("onnxrt", "--quantize", "int4")
+    assert native.model.dtype == torch.bfloat16
+    assert LLAMA.meta_model(cfg)[0].dtype == torch.bfloat16          # the memory check counts bf16 bytes too
+    for flags in (("onnxrt",), ("frameworks", "onnxrt", "--quantize", "int4"), ("trt", "--quantize", "int4")):
+        assert load(*flags)[1].model.dtype == torch.float32, flags
+    widened = load("onnxrt")[1]
+    q = cfg.quantize
+    paths = []
+    for name, loaded in (("native", native), ("widened", widened)):
+        work = WorkingDir(tmp_path / name)
+        paths.append(llama_graph(work, work.root / "onnx", loaded.model, {"same": "key"}, q, 64))
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+    data = [p.parent / DATA_FILE for p in paths]
+    assert data[0].is_file() and filecmp.cmp(*data, shallow=False)

@@ -221,6 +221,19 @@ class ModelFamily:
         (the memory estimate's stages depend on it); decoder-only families say (their layouts decide)."""
         return False
 
+    def load_dtype(self, config, cfg: RunConfig) -> torch.dtype:
+        """The dtype a checkpoint of `config` loads in for cfg's run: fp32 (what every export traces and
+        frameworks runs on the host), except where the run's one graph is onnxrt's decoder written from the
+        weights and quantized: a bf16 or fp16 checkpoint then loads in its own dtype, each weight widened to
+        fp32 only while it is quantized, so the run holds half the bytes it would widened (issue 25)."""
+        dtype = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+        if isinstance(dtype, str):
+            dtype = getattr(torch, dtype, None)
+        if dtype in (torch.bfloat16, torch.float16) and cfg.quantize is not None and tuple(cfg.backends) == ("onnxrt",) \
+                and self.onnxrt_from_weights(config, cfg):
+            return dtype
+        return HOST_DTYPE
+
     # ---------------------------------------------------------------- before loading
     def meta_model(self, cfg: RunConfig) -> tuple[torch.nn.Module, int] | None:
         """`cfg`'s model as it will load, and its positions, from its config alone: built on the meta
@@ -237,7 +250,7 @@ class ModelFamily:
                     setattr(config, name, cfg.n_positions)
         try:
             with torch.device("meta"):
-                model = self.model_class.from_config(config, dtype=HOST_DTYPE)
+                model = self.model_class.from_config(config, dtype=self.load_dtype(config, cfg))
         except Exception:  # a class that cannot be built bare; the check after loading still runs
             return None
         return model, self.max_positions(config)
@@ -271,10 +284,10 @@ class ModelFamily:
 
     def _load(self, cfg: RunConfig) -> LoadedModel:
         if cfg.torch_dir is not None:
-            return self._load_local(cfg.torch_dir, cfg.variant or cfg.torch_dir.name)
+            return self._load_local(cfg.torch_dir, cfg.variant or cfg.torch_dir.name, cfg)
         variant = self.find_variant(cfg.variant or self.tiny_variant)
         if variant is None:   # not listed: any hub model id of an architecture this family fits
-            return self._load_any_id(cfg.variant, cfg.random_weights, cfg.seed)
+            return self._load_any_id(cfg.variant, cfg.random_weights, cfg.seed, cfg)
         if variant.build_tiny is not None:
             torch.manual_seed(cfg.seed)
             model, tokenizer = variant.build_tiny(cfg.seed)
@@ -283,7 +296,7 @@ class ModelFamily:
             return self._finish(variant, model, tokenizer, key)
         if cfg.random_weights:
             return self._load_random(variant, cfg.seed)
-        return self._load_hub(variant)
+        return self._load_hub(variant, cfg)
 
     def _load_random(self, variant: Variant, seed: int) -> LoadedModel:
         from transformers import AutoConfig
@@ -301,7 +314,7 @@ class ModelFamily:
         key = {"variant": variant.name, "seed": seed, "weights": "random", "config": stable_hash(config.to_dict())}
         return self._finish(variant, model, tokenizer, key)
 
-    def _load_any_id(self, hub_id: str, random_weights: bool, seed: int) -> LoadedModel:
+    def _load_any_id(self, hub_id: str, random_weights: bool, seed: int, cfg: RunConfig) -> LoadedModel:
         """A model id the family does not list (`distilgpt2`, `org/a-gpt2-finetune`): its config,
         from the hub or the local HF cache, decides whether it fits; then it loads like a listed one."""
         from transformers import AutoConfig
@@ -317,7 +330,7 @@ class ModelFamily:
                              f"(`python run.py list {self.name}`)") from None
         self.check_model_type(config, f"'{hub_id}'")
         variant = Variant(hub_id, hub_id, arch=self.arch_of(config))
-        return self._random_from_config(variant, config, seed) if random_weights else self._load_hub(variant)
+        return self._random_from_config(variant, config, seed) if random_weights else self._load_hub(variant, cfg)
 
     def saved_tokenizer(self, source: str, **kwargs):
         """The tokenizer saved beside a model (a hub id or a folder); families whose models read no
@@ -326,10 +339,14 @@ class ModelFamily:
 
         return AutoTokenizer.from_pretrained(source, **kwargs)
 
-    def _load_hub(self, variant: Variant) -> LoadedModel:
+    def _load_hub(self, variant: Variant, cfg: RunConfig) -> LoadedModel:
+        from transformers import AutoConfig
+
         local_only = not hub_reachable()
         try:
-            model = self.model_class.from_pretrained(variant.hub_id, dtype=HOST_DTYPE, local_files_only=local_only)
+            config = AutoConfig.from_pretrained(variant.hub_id, local_files_only=local_only)
+            model = self.model_class.from_pretrained(variant.hub_id, dtype=self.load_dtype(config, cfg),
+                                                     local_files_only=local_only)
             tokenizer = self.saved_tokenizer(variant.hub_id, local_files_only=local_only)
         except UsageError:   # the model class's own refusal (a head the family does not serve) says it best
             raise
@@ -342,12 +359,13 @@ class ModelFamily:
         key = {"hub_id": variant.hub_id, "revision": getattr(model.config, "_commit_hash", None)}
         return self._finish(variant, model, tokenizer, key)
 
-    def _load_local(self, path: Path, name: str) -> LoadedModel:
+    def _load_local(self, path: Path, name: str, cfg: RunConfig) -> LoadedModel:
         from transformers import AutoConfig
 
         try:
-            self.check_model_type(AutoConfig.from_pretrained(str(path)), f"--torch-dir {path}")
-            model = self.model_class.from_pretrained(str(path), dtype=HOST_DTYPE)
+            config = AutoConfig.from_pretrained(str(path))
+            self.check_model_type(config, f"--torch-dir {path}")
+            model = self.model_class.from_pretrained(str(path), dtype=self.load_dtype(config, cfg))
         except UsageError:
             raise
         except Exception as e:  # user files fail in many library-specific ways; all mean "not loadable"
