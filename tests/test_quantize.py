@@ -144,6 +144,28 @@ def test_trt_int4_blocks_round_trip():
     assert np.array_equal(onnx.numpy_helper.to_array(packed).astype(np.int8), values)
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_in_place_rounding_gives_the_chained_formulas_values(dtype):
+    """blocked_int4 and per_channel_int8 compute in one float32 copy (a weight-sized array, where the
+    chained formula made three: a 7B LM head is 1 GB each): the same values and scales as the plain
+    formula, and the caller's weight untouched."""
+    rng = np.random.default_rng(1)
+    weight = (rng.standard_normal((256, 40)) * rng.uniform(0.01, 3, (1, 40))).astype(dtype)
+    weight[3, 5], weight[70, 6] = 0, -weight[70, 6] * 50      # a zero, a negative largest magnitude
+    kept = weight.copy()
+    w = weight.astype(np.float32).reshape(4, 64, 40)
+    scales = np.maximum((np.abs(w).max(axis=1) / 7.0).astype(dtype), np.finfo(dtype).tiny)
+    want = np.clip(np.round(w / scales.astype(np.float32)[:, None, :]), -8, 7).astype(np.int8).reshape(256, 40)
+    values, got_scales = quantize.blocked_int4(weight, 64)
+    assert np.array_equal(values, want) and np.array_equal(got_scales, scales)
+    w = weight.astype(np.float32)
+    scale = np.maximum((np.abs(w).max(axis=0) / 127.0).astype(dtype), np.finfo(dtype).tiny)
+    want = np.clip(np.round(w / scale.astype(np.float32)), -127, 127).astype(np.int8)
+    values, got_scale = quantize.per_channel_int8(weight)
+    assert np.array_equal(values, want) and np.array_equal(got_scale, scale) and values.min() >= -127
+    assert np.array_equal(weight, kept)
+
+
 def test_onnx_runtime_int4_scales_are_signed_so_trt_quantizes_on_its_own():
     """Why the trt form does not reuse onnxrt's MatMulNBits weights: ONNX Runtime's symmetric int4
     maps each block's largest weight to -8, so a block whose largest weight is positive gets a negative

@@ -303,9 +303,22 @@ def blocked_int4(weight: np.ndarray, block_size: int) -> tuple[np.ndarray, np.nd
     [K, N] and the scales [K / block_size, N]."""
     k, n = weight.shape
     w = weight.astype(np.float32).reshape(k // block_size, block_size, n)
-    scales = np.maximum((np.abs(w).max(axis=1) / 7.0).astype(weight.dtype), np.finfo(weight.dtype).tiny)
-    values = np.clip(np.round(w / scales.astype(np.float32)[:, None, :]), -8, 7).astype(np.int8)
-    return values.reshape(k, n), scales
+    scales = np.maximum((largest_magnitude(w, axis=1) / 7.0).astype(weight.dtype), np.finfo(weight.dtype).tiny)
+    return _rounded_in_place(w, scales.astype(np.float32)[:, None, :], -8, 7).reshape(k, n), scales
+
+
+def largest_magnitude(w: np.ndarray, axis: int) -> np.ndarray:
+    """max |w| along axis, without the |w| copy (a weight-sized temporary: 1 GB for a 7B LM head)."""
+    return np.maximum(w.max(axis=axis), -w.min(axis=axis))
+
+
+def _rounded_in_place(w: np.ndarray, scale: np.ndarray, low: int, high: int) -> np.ndarray:
+    """clip(round(w / scale), low, high) as int8, computed in w's own buffer (w is a float32 copy
+    made for this): one weight-sized float array at a time, where chained operations made three."""
+    np.divide(w, scale, out=w)
+    np.round(w, out=w)
+    np.clip(w, low, high, out=w)
+    return w.astype(np.int8)
 
 
 def int4_tensor(values: np.ndarray, name: str) -> TensorProto:
@@ -321,8 +334,8 @@ def per_channel_int8(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Symmetric int8 with one scale per output column, in the weight's own type, every scale positive
     (onnx-tensorrt refuses others: "Scale coefficients must all be positive")."""
     w = weight.astype(np.float32)
-    scale = np.maximum((np.abs(w).max(axis=0) / 127.0).astype(weight.dtype), np.finfo(weight.dtype).tiny)
-    return np.clip(np.round(w / scale.astype(np.float32)), -127, 127).astype(np.int8), scale
+    scale = np.maximum((largest_magnitude(w, axis=0) / 127.0).astype(weight.dtype), np.finfo(weight.dtype).tiny)
+    return _rounded_in_place(w, scale.astype(np.float32), -127, 127), scale
 
 
 def _without_initializers(proto: onnx.ModelProto) -> onnx.ModelProto:
