@@ -19,9 +19,11 @@ run loads it: a bf16 or fp16 checkpoint in its own dtype, so `weight_bytes` are 
 
 Each stage's peak is the kernel's high-water mark of this process's resident set, reset before the
 stage (NNDF/runtime/peak_memory.py), next to what was resident when it began, so a stage's own cost
-is peak - before. Every graph is the cached decoder (`--use-cache`). Artifacts go to a temporary
-working dir (or --working-dir), removed at the end unless --keep. The load average and CPU are
-recorded beside the figures: this machine is shared.
+is peak - before. Beside it, `peak_anon_gib` is the sampled peak of what the process allocated: the
+resident set less the pages of mapped files (a safetensors checkpoint being read), which the kernel
+drops under pressure and which so cannot run the machine out of memory. Every graph is the cached
+decoder (`--use-cache`). Artifacts go to a temporary working dir (or --working-dir), removed at the
+end unless --keep. The load average and CPU are recorded beside the figures: this machine is shared.
 """
 
 from __future__ import annotations
@@ -76,11 +78,25 @@ class Stages:
             result = fn()
         row = {"stage": name, "seconds": round(time.perf_counter() - start, 1),
                "resident_before_gib": round(before / GIB, 3), "peak_gib": round(peak.host_mb / 1024, 3),
+               "peak_anon_gib": round(peak.anon_mb / 1024, 3) if peak.anon_mb is not None else None,
                "load_average": [load_start, load_average()]}
         self.rows.append(row)
-        print(f"{name:<34} peak {row['peak_gib']:6.2f} GiB  (resident before {row['resident_before_gib']:5.2f})  "
+        print(f"{name:<34} peak {row['peak_gib']:6.2f} GiB, allocated {row['peak_anon_gib'] or 0:6.2f} GiB  "
+              f"(resident before {row['resident_before_gib']:5.2f})  "
               f"{row['seconds']:7.1f} s  load {row['load_average'][0]:.2f}-{row['load_average'][1]:.2f}", flush=True)
         return result
+
+
+def commit() -> str | None:
+    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parent)
+    return done.stdout.strip() or None
+
+
+def checkpoint_bytes(folder: str) -> int:
+    """Bytes of a checkpoint's weight files on disk (what issue 25 bounds a --quantize from an fp16/bf16
+    checkpoint by)."""
+    return sum(f.stat().st_size for f in Path(folder).iterdir() if f.suffix in (".safetensors", ".bin"))
 
 
 def trim_heap() -> None:
@@ -114,6 +130,12 @@ def summary(result: dict) -> str:
         top = max(export, key=lambda r: r["peak_gib"])
         line += f"; highest export stage peak {top['peak_gib']:.2f} GiB ({top['peak_gib'] * GIB / weights:.2f}x the " \
                 f"weights, {top['stage']})"
+        checkpoint = result.get("checkpoint_bytes")
+        anon = max((r for r in export if r.get("peak_anon_gib") is not None), key=lambda r: r["peak_anon_gib"], default=None)
+        if checkpoint and anon:
+            line += f"; checkpoint {checkpoint / GIB:.2f} GiB on disk: highest resident peak " \
+                    f"{top['peak_gib'] * GIB / checkpoint:.2f}x it, highest allocated peak {anon['peak_anon_gib']:.2f} GiB " \
+                    f"({anon['peak_anon_gib'] * GIB / checkpoint:.2f}x, {anon['stage']})"
     if sessions:
         top = max(sessions, key=lambda r: r["peak_gib"] - r["resident_before_gib"])
         line += f"; largest session {top['peak_gib'] - top['resident_before_gib']:.2f} GiB above what was " \
@@ -195,6 +217,7 @@ def main(argv: list[str]) -> dict:
                     session_stage(stages, f"onnxrt session, {scheme}", path)
         if {"fp16", "trt-int4"} & set(paths):
             fp16 = stages.measure("export fp16 (torch -> ONNX -> fp16)", lambda: export(True))
+            largest = largest or 2 * largest_bytes(open_graph(fp16))     # in fp32 bytes, as the fp32 paths give it
             if "trt-int4" in paths:      # before the fp16 session, whose heap would stay resident under it
                 q = QuantSettings("int4", 64, 4)
                 stages.measure("quantize int4 (trt QDQ, blocks of 64)",
@@ -206,6 +229,7 @@ def main(argv: list[str]) -> dict:
         if not args.keep and not args.working_dir:
             shutil.rmtree(work, ignore_errors=True)
     result = {"variant": args.variant, "cpu": cpu_model(), "cpus": os.cpu_count(), "loaded_dtype": str(model.dtype),
+              "checkpoint_bytes": checkpoint_bytes(args.torch_dir) if args.torch_dir else None, "commit": commit(),
               "parameters": sum(p.numel() for p in model.parameters()), "weight_bytes": weights,
               "largest_tensor_bytes": largest, "artifact_bytes": sizes, "stages": stages.rows}
     print(summary(result))

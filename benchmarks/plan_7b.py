@@ -6,7 +6,8 @@ memory check uses (NNDF/runtime/memory.py) and stage times measured on TinyLlama
     python benchmarks/plan_7b.py [--measured benchmarks/results-export-memory-tinyllama.json] [--json OUT]
 
 - Memory: `memory.estimate` on the published config built on the meta device (nothing is allocated),
-  batch 1, 128 prompt + 64 new tokens: exactly what `run.py` would compute before refusing or starting.
+  batch 1, 128 prompt + 64 new tokens: exactly what `run.py --torch-dir` on the published (fp16)
+  checkpoint would compute before refusing or starting.
   For setups that run on a GPU, the host stages are the same formula with the sessions on the GPU, and
   the GPU's share (the graph's weights and the KV cache) is given beside them; TensorRT's own builder
   memory cannot be measured here and is the estimate's stated assumption.
@@ -19,7 +20,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -55,10 +58,16 @@ def plan(variant: str, setup: str, measured: dict) -> dict:
 
     backends, flags, gpu = SETUPS[setup]
     family = get_family("LLAMA")
-    cfg = parse_args(["benchmark", "LLAMA", *backends, "--variant", variant, "--random-weights",
-                      "--working-dir", "/nonexistent", *flags, *([] if gpu else ["--cpu"])])
+    # the published checkpoint, as --torch-dir of a folder holding its config.json: the dtype it loads in
+    # (fp16 for these under --quantize on onnxrt) is the one a user's run holds; nothing else is read
+    with tempfile.TemporaryDirectory() as folder:
+        shutil.copy(family.config_dir() / family.find_variant(variant).config_file, Path(folder) / "config.json")
+        cfg = parse_args(["benchmark", "LLAMA", *backends, "--torch-dir", folder, "--variant", variant,
+                          "--working-dir", "/nonexistent", *flags, *([] if gpu else ["--cpu"])])
+        meta = family.meta_model(cfg)
+
     cfg = replace(cfg, generation=replace(cfg.generation, max_new_tokens=64))
-    shape = memory.ModelShape.of(*family.meta_model(cfg))
+    shape = memory.ModelShape.of(*meta)
     work = memory.Workload(1, 128, 64)
     original = memory.runs_on_host
     memory.runs_on_host = lambda backend, c: not gpu          # the machine this setup is for

@@ -225,7 +225,10 @@ class ModelFamily:
         """The dtype a checkpoint of `config` loads in for cfg's run: fp32 (what every export traces and
         frameworks runs on the host), except where the run's one graph is onnxrt's decoder written from the
         weights and quantized: a bf16 or fp16 checkpoint then loads in its own dtype, each weight widened to
-        fp32 only while it is quantized, so the run holds half the bytes it would widened (issue 25)."""
+        fp32 only while it is quantized, so the run holds half the bytes it would widened (issue 25).
+        Random weights are always drawn in fp32, whatever dtype the config names."""
+        if cfg.random_weights and cfg.torch_dir is None:
+            return HOST_DTYPE
         dtype = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
         if isinstance(dtype, str):
             dtype = getattr(torch, dtype, None)

@@ -7,6 +7,9 @@ latency, as the usual comparison tables between HF, llama-cpp-python and Ollama 
   thread reads the resident set every few milliseconds instead. Everything the process holds counts:
   the loaded torch model and every other backend's session loaded beside it, so compare backends
   run in separate processes (the benchmarks/ scripts do) when their own footprints matter.
+  The resident set also counts the pages of files mapped into the process (a safetensors checkpoint
+  being read), which the kernel can drop at will; `anon_mb`, sampled, is the part it cannot: memory
+  the process allocated, what runs a machine out of memory.
 - GPU: the device's memory in use (cudaMemGetInfo), sampled while the block runs, when CUDA is
   initialised; it covers every allocator on the device (PyTorch's, ONNX Runtime's arena,
   TensorRT's), and other processes on the same GPU too.
@@ -30,11 +33,16 @@ def resident_bytes() -> int | None:
 
 
 def _status_field(name: str) -> int | None:
+    return _status_fields(name)[0]
+
+
+def _status_fields(*names: str) -> list[int | None]:
     try:
-        found = re.search(rf"^{name}:\s+(\d+) kB", _STATUS.read_text(), re.M)
+        text = _STATUS.read_text()
     except OSError:
-        return None
-    return int(found[1]) * 1024 if found else None
+        return [None] * len(names)
+    found = [re.search(rf"^{name}:\s+(\d+) kB", text, re.M) for name in names]
+    return [int(f[1]) * 1024 if f else None for f in found]
 
 
 def _reset_host_peak() -> bool:
@@ -55,13 +63,16 @@ def _gpu_used() -> int | None:
 
 
 class PeakMemory:
-    """`with PeakMemory() as peak: ...` then `peak.host_mb`, `peak.gpu_mb` (None where not measured)."""
+    """`with PeakMemory() as peak: ...` then `peak.host_mb`, `peak.anon_mb`, `peak.gpu_mb` (None where not
+    measured)."""
 
     def __init__(self, sample_s: float = SAMPLE_S):
         self.sample_s = sample_s
         self.host_mb: float | None = None
         self.gpu_mb: float | None = None
+        self.anon_mb: float | None = None
         self._host: list[int] = []
+        self._anon: list[int] = []
         self._gpu: list[int] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -69,9 +80,11 @@ class PeakMemory:
 
     def _sample(self) -> None:
         while True:
-            rss, gpu = resident_bytes(), _gpu_used()
+            (rss, anon), gpu = _status_fields("VmRSS", "RssAnon"), _gpu_used()
             if rss is not None:
                 self._host.append(rss)
+            if anon is not None:
+                self._anon.append(anon)
             if gpu is not None:
                 self._gpu.append(gpu)
             if self._stop.wait(self.sample_s):
@@ -91,6 +104,7 @@ class PeakMemory:
             host.append(_status_field("VmHWM") or 0)
         self.host_mb = max(host) / MB if host else None
         self.gpu_mb = max(self._gpu) / MB if self._gpu else None
+        self.anon_mb = max(self._anon) / MB if self._anon else None
 
     def result(self, device: str) -> dict:
         """The result names: `peak_host_memory_mb`, and `peak_gpu_memory_mb` for a backend on a CUDA
