@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from runner import ROOT, case_parser, read_bandwidth_gbs, run_backend
+from runner import ROOT, case_parser, peak_megabytes, read_bandwidth_gbs, run_backend
 CASES = {  # name -> (family, variant, [(label, backend, extra flags)])
     "gpt2": ("GPT2", "gpt2", [("frameworks (HF generate, cache)", "frameworks", ["--use-cache"]),
                               ("onnxrt (cache)", "onnxrt", ["--use-cache"])]),
@@ -61,12 +61,13 @@ def main() -> None:
         base = next(iter(rows.values()))
         report["cases"][case] = {"read_bandwidth_gbs": bandwidth, "decode_step_floor_s": floor_s, "results": rows}
         print(f"\n{case}: batch 1, 128 prompt tokens, 64 new tokens; floor per decode step {floor_s * 1e3:.1f} ms")
-        print("| backend | end to end (s) | speed-up | decode step (ms) | x floor | tokens/s | same tokens |")
-        print("|---|---|---|---|---|---|---|")
+        print("| backend | end to end (s) | speed-up | decode step (ms) | x floor | tokens/s | peak host (MB) "
+              "| peak GPU (MB) | same tokens |")
+        print("|---|---|---|---|---|---|---|---|---|")
         for label, r in rows.items():
             print(f"| {label} | {r['full_latency_s']:.3f} | {base['full_latency_s'] / r['full_latency_s']:.2f}x | "
                   f"{r['decoder_latency_s'] * 1e3:.1f} | {r['decoder_latency_s'] / floor_s:.2f} | "
-                  f"{r['tokens_per_second']:.1f} | {'yes' if r['tokens'] == base['tokens'] else 'NO'} |")
+                  f"{r['tokens_per_second']:.1f} | {peak_megabytes(r)} | {'yes' if r['tokens'] == base['tokens'] else 'NO'} |")
     Path(args.save).write_text(json.dumps(report, indent=2))
     print(f"\nsaved {args.save}")
 

@@ -29,6 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).parent))
 
+from NNDF.actions.reporting import megabytes  # noqa: E402
 from runner import case_parser, graph_bytes, newest_graph, run_backend  # noqa: E402
 
 CASES = {  # name -> family, variant, batch sizes, runs: (label, backend, flags), targets {(label, batch): speed-up}
@@ -50,6 +51,12 @@ def graph_megabytes(workdir: str, family: str, variant: str) -> dict[str, float]
     found = {"onnxrt fp32": newest_graph(onnx_dir, "encoder-fp32-*", plain=True),
              "onnxrt int8": newest_graph(onnx_dir, "encoder-fp32-*-int8-dynamic")}
     return {label: round(graph_bytes(path) / 1e6, 1) for label, path in found.items() if path}
+
+
+def peak(values) -> float | None:
+    """The highest of the rounds' measured peaks (None where none was measured)."""
+    measured = [v for v in values if v is not None]
+    return max(measured) if measured else None
 
 
 def main() -> None:
@@ -77,19 +84,22 @@ def main() -> None:
                 rows.append({"backend": label, "batch": int(b), "latency_s": median,
                              "samples_per_second": int(b) / median, "speedup": speedup,
                              "speedup_per_round": [latency(r, "frameworks", b) / latency(r, label, b) for r in rounds],
-                             "target": target, "meets_target": None if target is None else speedup >= target})
-        megabytes = graph_megabytes(args.working_dir, family, variant)
+                             "target": target, "meets_target": None if target is None else speedup >= target,
+                             **{key: peak(r[label]["batch_sizes"][b].get(key) for r in rounds)
+                                for key in ("peak_host_memory_mb", "peak_gpu_memory_mb")}})
+        graph_mb = graph_megabytes(args.working_dir, family, variant)
         for row in rows:
-            row["graph_mb"] = megabytes.get(row["backend"])
+            row["graph_mb"] = graph_mb.get(row["backend"])
         report["cases"][name] = {"family": family, "variant": variant, "rows": rows}
         print(f"\n{name} ({variant}, random weights{', 128 tokens' if family == 'BERT' else ', 224x224'})")
         print(f"{'backend':<14}{'batch':>6}{'latency (ms)':>14}{'samples/s':>11}{'speed-up':>10}{'per round':>18}"
-              f"{'graph MB':>10}  target")
+              f"{'graph MB':>10}{'peak host MB':>14}{'peak GPU MB':>13}  target")
         for row in rows:
             target = "-" if row["target"] is None else f">= {row['target']}x {'met' if row['meets_target'] else 'MISSED'}"
             spread = f"{min(row['speedup_per_round']):.2f}-{max(row['speedup_per_round']):.2f}x"
             print(f"{row['backend']:<14}{row['batch']:>6}{row['latency_s'] * 1e3:>14.1f}"
-                  f"{row['samples_per_second']:>11.1f}{row['speedup']:>9.2f}x{spread:>18}{row['graph_mb'] or '-':>10}  {target}")
+                  f"{row['samples_per_second']:>11.1f}{row['speedup']:>9.2f}x{spread:>18}{row['graph_mb'] or '-':>10}"
+                  f"{megabytes(row['peak_host_memory_mb']):>14}{megabytes(row['peak_gpu_memory_mb']):>13}  {target}")
     report["load_average_at_end"] = os.getloadavg()
     Path(args.save).write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nsaved {args.save}")

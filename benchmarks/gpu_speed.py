@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from runner import case_parser, run_backend  # noqa: E402
+from runner import case_parser, peak_megabytes, run_backend  # noqa: E402
 
 CASES = {"gpt2": ("GPT2", "gpt2"), "t5-small": ("T5", "t5-small")}
 CONFIGS = [  # label, backend, extra flags
@@ -74,16 +74,17 @@ def main() -> int:
         report["cases"][case] = rows
         base = rows["frameworks fp32"]
         print(f"\n{case}: batch 1, 128 prompt tokens, 64 new tokens, cache on")
-        print("| backend | device | end to end (s) | vs frameworks fp32 | decode step (ms) | tokens/s | same tokens |")
-        print("|---|---|---|---|---|---|---|")
+        print("| backend | device | end to end (s) | vs frameworks fp32 | decode step (ms) | tokens/s | peak host (MB) "
+              "| peak GPU (MB) | same tokens |")
+        print("|---|---|---|---|---|---|---|---|---|")
         for label, r in rows.items():
             if "full_latency_s" not in r:
-                print(f"| {label} | - | not run: {r.get('skipped') or r.get('failed')} | | | | |")
+                print(f"| {label} | - | not run: {r.get('skipped') or r.get('failed')} | | | | | | |")
                 continue
             speedup = base["full_latency_s"] / r["full_latency_s"] if "full_latency_s" in base else float("nan")
             same = "yes" if base.get("tokens") == r["tokens"] else "NO"
             print(f"| {label} | {r['device']} | {r['full_latency_s']:.3f} | {speedup:.2f}x | "
-                  f"{r['decoder_latency_s'] * 1e3:.2f} | {r['tokens_per_second']:.1f} | {same} |")
+                  f"{r['decoder_latency_s'] * 1e3:.2f} | {r['tokens_per_second']:.1f} | {peak_megabytes(r)} | {same} |")
     Path(args.save).write_text(json.dumps(report, indent=2))
     print(f"\nsaved {args.save}")
     return 0

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).parent))
 
 from NNDF.base.config import DEFAULT_BLOCK_SIZE  # noqa: E402
-from runner import case_parser, graph_bytes, newest_graph, read_bandwidth_gbs, run_backend  # noqa: E402
+from runner import case_parser, graph_bytes, newest_graph, peak_megabytes, read_bandwidth_gbs, run_backend  # noqa: E402
 
 CACHE = ["--use-cache"]
 RUNS = [  # label, backend, flags, precision
@@ -92,8 +92,8 @@ def main() -> None:
         report["cases"][case] = {"results": rows, "targets": {"int4": want_int4, "int8": want_int8}}
         print(f"\n{case}: batch 1, 128 prompt tokens, 64 new tokens, cache on")
         print("| backend | end to end (s) | speed-up | decode step (ms) | floor (ms) | x floor | prefill (ms) "
-              "| graph files (MB) | same tokens |")
-        print("|---|---|---|---|---|---|---|---|---|")
+              "| graph files (MB) | peak host (MB) | peak GPU (MB) | same tokens |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
         for label, r in rows.items():
             floor = r.get("decode_step_floor_s")
             files = "+".join(f"{b / 1e6:.0f}" for b in r.get("graph_bytes", {}).values()) or "-"
@@ -101,7 +101,7 @@ def main() -> None:
                   f"{floor * 1e3:.1f} | {r['decoder_latency_s'] / floor:.2f} | " if floor else
                   f"| {label} | {r['full_latency_s']:.3f} | {r['speedup']:.2f}x | {r['decoder_latency_s'] * 1e3:.1f} | - | - | ",
                   end="")
-            print(f"{r['prefill_latency_s'] * 1e3:.0f} | {files} | {'yes' if r['tokens'] == base['tokens'] else 'no'} |")
+            print(f"{r['prefill_latency_s'] * 1e3:.0f} | {files} | {peak_megabytes(r)} | {'yes' if r['tokens'] == base['tokens'] else 'no'} |")
         for scheme, want in (("int4", want_int4), ("int8", want_int8)):
             if want:
                 got = rows[f"onnxrt {scheme}"]["speedup"]

@@ -37,6 +37,14 @@ def run_backend(family: str, variant: str, backend: str, flags: list[str], workd
         return json.loads(out.read_text())["results"][backend]
 
 
+def peak_megabytes(result: dict) -> str:
+    """A result's measured peak host memory, and its GPU's where it ran on one, for a table ("-" where
+    the run did not measure it, e.g. a result saved before the field existed)."""
+    from NNDF.actions.reporting import megabytes
+
+    return f"{megabytes(result.get('peak_host_memory_mb'))} | {megabytes(result.get('peak_gpu_memory_mb'))}"
+
+
 def case_parser(doc: str, cases: dict, iterations: int, save: str) -> argparse.ArgumentParser:
     """--cases, --iterations, --working-dir and --save, as every speed script takes them."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
