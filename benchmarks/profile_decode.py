@@ -52,7 +52,7 @@ def main() -> None:
     parser.add_argument("--contexts", type=int, nargs="+", default=[128, 512])
     parser.add_argument("--steps", type=int, default=16)
     parser.add_argument("--working-dir", default=str(ROOT / "temp"))
-    parser.add_argument("--save", default=str(ROOT / "benchmarks" / "results-decode-profile.json"))
+    parser.add_argument("--save", default=str(ROOT / "benchmarks" / "results-profile-decode.json"))
     args = parser.parse_args()
 
     from NNDF.cli import parse_args
