@@ -134,6 +134,8 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-queue-delay-ms", type=float, default=50.0, help="Triton's batching window")
     p.add_argument("--max-prefill-tokens", type=int, default=None, help="the OpenAI server's (default: its own)")
+    p.add_argument("--quantize", choices=["int8", "int4"], default=None,
+                   help="serve quantized weights in all three ways (default fp32, the issue's benchmark model)")
     p.add_argument("--skip-triton", action="store_true", help="no Triton server (e.g. where PyTriton is missing)")
     p.add_argument("--working-dir", default=str(ROOT / "temp"))
     p.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results-openai-serve.json")
@@ -141,7 +143,8 @@ def main() -> int:
 
     machine = host()
     jobs = workload(a.clients * a.requests_per_client, a.seed, a.variant)
-    model = ("GPT2", "onnxrt", "--variant", a.variant, "--random-weights", "--use-cache")
+    model = ("GPT2", "onnxrt", "--variant", a.variant, "--random-weights", "--use-cache",
+             *(["--quantize", a.quantize] if a.quantize else []))
     log_dir = Path(a.working_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
     extra = ["--max-prefill-tokens", str(a.max_prefill_tokens)] if a.max_prefill_tokens else []
@@ -194,7 +197,7 @@ def main() -> int:
         codes = [s.terminate() for s in servers]
     medians = {k: median_of(v) for k, v in ways.items() if v}
     one, mine = medians["one_at_a_time"], medians["openai"]
-    result = {"model": f"GPT2 {a.variant} (random weights), onnxrt, KV cache", "host": machine,
+    result = {"model": f"GPT2 {a.variant} (random weights), onnxrt, KV cache, {a.quantize or 'fp32'}", "host": machine,
               "load_average_after": os.getloadavg(), "clients": a.clients, "requests": len(jobs),
               "workload": "prompt 16-128 tokens, max_tokens 16-128, seeded", "rounds": a.rounds,
               "max_queue_delay_ms": a.max_queue_delay_ms, "medians": medians, "per_round": ways,
