@@ -42,6 +42,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from runner import head_commit  # noqa: E402
 
 GIB = float(1 << 30)
 PATHS = ("fp32", "int8", "int4", "fp16", "trt-int4")
@@ -85,12 +88,6 @@ class Stages:
               f"(resident before {row['resident_before_gib']:5.2f})  "
               f"{row['seconds']:7.1f} s  load {row['load_average'][0]:.2f}-{row['load_average'][1]:.2f}", flush=True)
         return result
-
-
-def commit() -> str | None:
-    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                          cwd=Path(__file__).resolve().parent)
-    return done.stdout.strip() or None
 
 
 def checkpoint_bytes(folder: str) -> int:
@@ -229,7 +226,7 @@ def main(argv: list[str]) -> dict:
         if not args.keep and not args.working_dir:
             shutil.rmtree(work, ignore_errors=True)
     result = {"variant": args.variant, "cpu": cpu_model(), "cpus": os.cpu_count(), "loaded_dtype": str(model.dtype),
-              "checkpoint_bytes": checkpoint_bytes(args.torch_dir) if args.torch_dir else None, "commit": commit(),
+              "checkpoint_bytes": checkpoint_bytes(args.torch_dir) if args.torch_dir else None, "commit": head_commit(),
               "parameters": sum(p.numel() for p in model.parameters()), "weight_bytes": weights,
               "largest_tensor_bytes": largest, "artifact_bytes": sizes, "stages": stages.rows}
     print(summary(result))

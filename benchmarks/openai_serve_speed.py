@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from NNDF.serving.child_server import HOST, OpenAIServer, free_ports  # noqa: E402
+from runner import head_commit  # noqa: E402
 from serve_speed import run_clients, served_tokenizer, texts_of_exactly  # noqa: E402
 
 
@@ -119,9 +120,8 @@ def median_of(rounds: list[dict]) -> dict:
 def host() -> dict:
     lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
     fields = dict(line.split(":", 1) for line in lscpu.splitlines() if ":" in line)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
     return {"cpu_model": fields.get("Model name", "").strip(), "cpus": fields.get("CPU(s)", "").strip(),
-            "cpu_flags": fields.get("Flags", "").strip(), "load_average": os.getloadavg(), "commit": commit.strip()}
+            "cpu_flags": fields.get("Flags", "").strip(), "load_average": os.getloadavg(), "commit": head_commit() or ""}
 
 
 def main() -> int:

@@ -37,6 +37,12 @@ def run_backend(family: str, variant: str, backend: str, flags: list[str], workd
         return json.loads(out.read_text())["results"][backend]
 
 
+def head_commit() -> str | None:
+    """The checkout's short commit hash, saved beside a script's figures (None outside a git checkout)."""
+    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
+    return done.stdout.strip() or None
+
+
 def peak_megabytes(result: dict) -> str:
     """A result's measured peak host memory, and its GPU's where it ran on one, for a table ("-" where
     the run did not measure it, e.g. a result saved before the field existed)."""
