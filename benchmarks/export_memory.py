@@ -35,7 +35,6 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,7 +43,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from runner import head_commit  # noqa: E402
+from runner import head_commit, lscpu_fields  # noqa: E402
 
 GIB = float(1 << 30)
 PATHS = ("fp32", "int8", "int4", "fp16", "trt-int4")
@@ -52,11 +51,7 @@ FROM_WEIGHTS = ("weights-fp32", "weights-int8", "weights-int4")   # LLAMA: onnxr
 
 
 def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except (OSError, StopIteration, subprocess.SubprocessError):
-        return platform.processor()
+    return lscpu_fields().get("Model name") or platform.processor()
 
 
 def load_average() -> float:

@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from runner import lscpu_fields
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOLS = Path(__file__).with_name("llama_cpp_tools.py")
@@ -139,10 +140,7 @@ class Worker:
 
 # --------------------------------------------------------------------------- the run
 def lscpu() -> dict:
-    fields = {}
-    for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
-        key, _, value = line.partition(":")
-        fields[key.strip()] = value.strip()
+    fields = lscpu_fields()
     return {"model": fields.get("Model name"), "cpus": fields.get("CPU(s)"), "flags": fields.get("Flags", "").split()}
 
 

@@ -31,7 +31,6 @@ import argparse
 import http.client
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -43,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from NNDF.serving.child_server import HOST, OpenAIServer, free_ports  # noqa: E402
-from runner import head_commit  # noqa: E402
+from runner import head_commit, lscpu_fields  # noqa: E402
 from serve_speed import run_clients, served_tokenizer, texts_of_exactly  # noqa: E402
 
 
@@ -118,10 +117,9 @@ def median_of(rounds: list[dict]) -> dict:
 
 # --------------------------------------------------------------------------- the machine
 def host() -> dict:
-    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    fields = dict(line.split(":", 1) for line in lscpu.splitlines() if ":" in line)
-    return {"cpu_model": fields.get("Model name", "").strip(), "cpus": fields.get("CPU(s)", "").strip(),
-            "cpu_flags": fields.get("Flags", "").strip(), "load_average": os.getloadavg(), "commit": head_commit() or ""}
+    fields = lscpu_fields()
+    return {"cpu_model": fields.get("Model name", ""), "cpus": fields.get("CPU(s)", ""),
+            "cpu_flags": fields.get("Flags", ""), "load_average": os.getloadavg(), "commit": head_commit() or ""}
 
 
 def main() -> int:

@@ -43,6 +43,16 @@ def head_commit() -> str | None:
     return done.stdout.strip() or None
 
 
+def lscpu_fields() -> dict[str, str]:
+    """lscpu's fields ("Model name", "CPU(s)", "Flags", ...), saved beside a script's figures ({} where
+    lscpu cannot run)."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in out.splitlines())}
+
+
 def peak_megabytes(result: dict) -> str:
     """A result's measured peak host memory, and its GPU's where it ran on one, for a table ("-" where
     the run did not measure it, e.g. a result saved before the field existed)."""
